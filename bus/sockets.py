@@ -1,0 +1,84 @@
+"""The one place where ZeroMQ sockets are made, so every socket gets the same care.
+
+Options are applied before ``bind``/``connect`` because ZeroMQ reads most of
+them (security above all) only then. ``MAXMSGSIZE`` is set on every socket that
+receives, so a peer cannot make us buffer an arbitrarily large message before
+the codec even sees it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+
+@dataclass(frozen=True, slots=True)
+class SocketTuning:
+    """Socket options shared by manager, agent and clients.
+
+    ``heartbeat_ms`` turns on ZMTP-level pings so a connection to a peer that
+    vanished without a FIN is noticed and re-established by ZeroMQ itself.
+    """
+
+    linger_ms: int = 0
+    sndhwm: int = 10_000
+    rcvhwm: int = 10_000
+    max_message_bytes: int = 16 * 1024 * 1024
+    heartbeat_ms: int = 2_000
+    reconnect_ivl_ms: int = 100
+    reconnect_ivl_max_ms: int = 5_000
+    backlog: int = 1024
+
+
+@dataclass(frozen=True, slots=True)
+class CurveKeys:
+    """CURVE keys of one endpoint (z85 bytes). A server leaves ``server_public`` empty."""
+
+    public: bytes
+    secret: bytes
+    server_public: bytes = b""
+
+    @property
+    def is_server(self) -> bool:
+        return not self.server_public
+
+
+def make_socket(
+    ctx: zmq.asyncio.Context,
+    kind: int,
+    tuning: SocketTuning = SocketTuning(),
+    curve: CurveKeys | None = None,
+) -> zmq.asyncio.Socket:
+    """A configured, not yet bound or connected, asyncio socket."""
+    sock = ctx.socket(kind)
+    sock.setsockopt(zmq.LINGER, tuning.linger_ms)
+    sock.setsockopt(zmq.SNDHWM, tuning.sndhwm)
+    sock.setsockopt(zmq.RCVHWM, tuning.rcvhwm)
+    sock.setsockopt(zmq.MAXMSGSIZE, tuning.max_message_bytes)
+    sock.setsockopt(zmq.RECONNECT_IVL, tuning.reconnect_ivl_ms)
+    sock.setsockopt(zmq.RECONNECT_IVL_MAX, tuning.reconnect_ivl_max_ms)
+    sock.setsockopt(zmq.BACKLOG, tuning.backlog)
+    if tuning.heartbeat_ms and kind in (zmq.DEALER, zmq.ROUTER, zmq.PUSH, zmq.PULL,
+                                        zmq.SUB, zmq.PUB):
+        sock.setsockopt(zmq.HEARTBEAT_IVL, tuning.heartbeat_ms)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, tuning.heartbeat_ms * 3)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ms * 3)
+    if kind == zmq.ROUTER:
+        # An unroutable reply must fail loudly, not vanish; and a second peer
+        # claiming a connected identity must not take it over (DESIGN §6).
+        sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
+        sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
+    if curve is not None:
+        _apply_curve(sock, curve)
+    return sock
+
+
+def _apply_curve(sock: zmq.Socket, keys: CurveKeys) -> None:
+    sock.curve_publickey = keys.public
+    sock.curve_secretkey = keys.secret
+    if keys.is_server:
+        sock.curve_server = True
+    else:
+        sock.curve_serverkey = keys.server_public

@@ -1,0 +1,151 @@
+"""The three configuration files of ptap, with the original platform's names (DESIGN §7).
+
+Each ``*Config`` class is loaded by :func:`config.loader.load`. Paths that
+are relative are taken relative to the current directory of the process.
+The sample files beside this module list every key with its default.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from config.loader import key, section
+
+# --- shared sections ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RemoteServer:
+    server_ip: str = key("127.0.0.1", doc="address of ptap-manager")
+    server_port: int = key(54321, lo=1, hi=65533, doc="manager ROUTER port; PUB is +1, PULL +2")
+    timeout: float = key(3.0, lo=0.1, hi=300, doc="seconds to wait for a reply")
+
+
+@dataclass(frozen=True)
+class InfluxDB:
+    url: str = key("http://127.0.0.1:8086", doc="InfluxDB base URL (v1 /write and /query)")
+    database: str = key("ptap", doc="database (v1) for all measurements")
+    username: str = key("", doc="v1 user; empty for none")
+    password: str = key("", doc="v1 password")
+    token: str = key("", doc="v2/v3 token; with org and bucket uses the v2 write API")
+    org: str = key("", doc="v2 organisation")
+    bucket: str = key("", doc="v2 bucket")
+    timeout: float = key(10.0, lo=0.1, hi=600, doc="seconds per HTTP request")
+
+
+# --- server.cfg (manager) ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ServerBasic:
+    bind_addr: str = key("127.0.0.1", doc="address for the ROUTER, PUB and PULL sockets")
+    bind_port: int = key(54321, lo=1, hi=65533, doc="ROUTER port; PUB is +1, PULL +2")
+    epoll_interval: float = key(0.5, lo=0.01, hi=60,
+                                doc="seconds between housekeeping passes (liveness, dispatch)")
+    listen_max: int = key(1024, lo=1, hi=65535, doc="TCP listen backlog of each socket")
+    interval: float = key(1.0, lo=0.05, hi=3600, doc="heartbeat interval, seconds")
+    liveness: int = key(3, lo=1, hi=100, doc="missed heartbeats before a node is lost")
+
+
+@dataclass(frozen=True)
+class ServerSecurity:
+    curve: bool = key(False, doc="encrypt and authenticate with CURVE (needed off loopback)")
+    auto_accept: bool = key(False, doc="accept new agent keys without ptap keys accept")
+    keys_dir: str = key("var/keys", doc="where the manager keeps its keys and agents' keys")
+
+
+@dataclass(frozen=True)
+class ServerState:
+    path: str = key("var/manager.db", doc="SQLite file holding jobs and runs")
+
+
+@dataclass(frozen=True)
+class ServerSpool:
+    max_points: int = key(2_000_000, lo=1000, doc="points held in memory while InfluxDB is down")
+    max_message_bytes: int = key(16 * 1024 * 1024, lo=4096, doc="largest frame accepted")
+
+
+@dataclass(frozen=True)
+class ServerConfig:
+    basic: ServerBasic = section(ServerBasic)
+    influxdb: InfluxDB = section(InfluxDB)
+    security: ServerSecurity = section(ServerSecurity)
+    state: ServerState = section(ServerState)
+    spool: ServerSpool = section(ServerSpool)
+
+
+# --- agentclient.cfg (agent) -----------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AgentDispatcher:
+    workdir: str = key("var/runs", doc="default working directory for jobs")
+    output_tail: int = key(65536, lo=1024, hi=16 * 1024 * 1024,
+                           doc="bytes of stdout and stderr kept per run")
+    kill_grace: float = key(3.0, lo=0, hi=600,
+                            doc="seconds between SIGTERM and SIGKILL on cancel or timeout")
+
+
+@dataclass(frozen=True)
+class AgentHeartbeat:
+    interval: float = key(1.0, lo=0.05, hi=3600,
+                          doc="heartbeat interval until the manager's welcome says otherwise")
+    liveness: int = key(3, lo=1, hi=100, doc="missed manager heartbeats before reconnecting")
+
+
+@dataclass(frozen=True)
+class AgentClient:
+    client_ip: str = key("", doc="address reported to the manager; empty: found automatically")
+    name: str = key("", doc="node name; empty: the host name")
+    labels: tuple[str, ...] = key((), doc="comma-separated labels for job targeting")
+
+
+@dataclass(frozen=True)
+class AgentCollectors:
+    enabled: tuple[str, ...] = key(("system",), doc="collectors that always run")
+    interval: float = key(1.0, lo=0.1, hi=3600, doc="seconds between samples")
+    perf_events: tuple[str, ...] = key(
+        ("task-clock", "context-switches", "cpu-migrations", "page-faults",
+         "cycles", "instructions"), doc="perf events; unsupported ones are reported")
+
+
+@dataclass(frozen=True)
+class AgentSpool:
+    max_batches: int = key(10_000, lo=10, doc="unacked metric batches kept in memory")
+    dir: str = key("", doc="folder for a disk spool; empty keeps it in memory only")
+
+
+@dataclass(frozen=True)
+class AgentSecurity:
+    curve: bool = key(False, doc="use CURVE; the manager's public key must be known")
+    keys_dir: str = key("var/agent-keys", doc="agent key pair and the manager's public key")
+
+
+@dataclass(frozen=True)
+class AgentConfig:
+    remote_server: RemoteServer = section(RemoteServer, ini="remote-server")
+    dispatcher: AgentDispatcher = section(AgentDispatcher)
+    heartbeat_checker: AgentHeartbeat = section(AgentHeartbeat, ini="heartbeat-checker")
+    client: AgentClient = section(AgentClient)
+    collectors: AgentCollectors = section(AgentCollectors)
+    spool: AgentSpool = section(AgentSpool)
+    security: AgentSecurity = section(AgentSecurity)
+
+
+# --- frontendagentclient.cfg (dashboard) ---------------------------------------------------
+
+
+@dataclass(frozen=True)
+class DashboardWeb:
+    bind_addr: str = key("127.0.0.1", doc="dashboard listens here; loopback unless you mean it")
+    port: int = key(5006, lo=1, hi=65535, doc="dashboard HTTP port")
+    password: str = key("", doc="login password for changing things; empty: no login possible")
+    cookie_secret: str = key("", doc="secret for secure cookies and Bokeh sessions; empty: random")
+    allowed_origins: tuple[str, ...] = key((), doc="extra websocket origins (host:port)")
+
+
+@dataclass(frozen=True)
+class DashboardConfig:
+    remote_server: RemoteServer = section(RemoteServer, ini="remote-server")
+    web: DashboardWeb = section(DashboardWeb)
+    influxdb: InfluxDB = section(InfluxDB)
