@@ -1,0 +1,81 @@
+"""What every ptap daemon (manager, agent, dashboard) does the same way at start-up.
+
+Common flags, logging, turning ``--set section.key=value`` into config
+overrides, and running the main coroutine until SIGTERM or SIGINT. Expected
+failures (a bad config, a busy port) end the process with one line on stderr
+and exit status 2, never a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import signal
+import sys
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from bus.errors import PtapError
+
+log = logging.getLogger(__name__)
+
+
+class StartupError(PtapError):
+    """A daemon cannot start; the message is shown to the user as one line."""
+
+
+def add_common_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", metavar="FILE", help="configuration file")
+    parser.add_argument("--set", metavar="SECTION.KEY=VALUE", action="append", default=[],
+                        dest="overrides", help="override one config key (repeatable)")
+    parser.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"])
+
+
+def parse_overrides(pairs: list[str]) -> dict[str, Any]:
+    """``["basic.bind_port=0"]`` → ``{"basic.bind_port": "0"}``."""
+    out: dict[str, Any] = {}
+    for pair in pairs:
+        name, sep, value = pair.partition("=")
+        if not sep or "." not in name:
+            raise StartupError(f"--set {pair!r}: expected SECTION.KEY=VALUE")
+        out[name.strip()] = value.strip()
+    return out
+
+
+def setup_logging(level: str) -> None:
+    logging.basicConfig(
+        level=getattr(logging, level),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def run(prog: str, main: Callable[[], Awaitable[None]],
+        expected: tuple[type[BaseException], ...] = ()) -> int:
+    """Run ``main()`` on a fresh asyncio loop until it returns or a stop signal arrives.
+
+    ``expected`` lists exception types (besides :class:`PtapError` and
+    ``OSError``) that mean "cannot start": they become one line and exit 2.
+    """
+    try:
+        asyncio.run(_until_signalled(main))
+    except (PtapError, OSError, *expected) as exc:
+        print(f"{prog}: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+async def _until_signalled(main: Callable[[], Awaitable[None]]) -> None:
+    loop = asyncio.get_running_loop()
+    task = asyncio.ensure_future(main())
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        await task
+    except asyncio.CancelledError:
+        log.info("stopped by signal")
+    finally:
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.remove_signal_handler(sig)
