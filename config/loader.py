@@ -112,10 +112,19 @@ def _build(cls: type[T], values: dict[tuple[str, str], tuple[str, Any]], path: s
                 where = f"{path} [{sec}] {k}" if origin == path else f"{origin} ([{sec}] {k})"
                 kwargs[kf.name] = _coerce(raw, hints[kf.name], kf, where)
         sections[sec_field.name] = sec_cls(**kwargs)
-    for (sec, k), (origin, _) in values.items():
-        if not any(ini_name(f) == sec for f in dataclasses.fields(cls)):  # type: ignore[arg-type]
-            raise ConfigError(f"{origin}: unknown section [{sec}]")
+    _check_names(cls, values)
     return cls(**sections)
+
+
+def _check_names(cls: type, values: dict[tuple[str, str], tuple[str, Any]]) -> None:
+    """Flags and variables must name real keys too: a typo must not pass silently."""
+    known = {ini_name(f): {ini_name(k) for k in dataclasses.fields(_hints(cls)[f.name])}
+             for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    for (sec, k), (origin, _) in values.items():
+        if sec not in known:
+            raise ConfigError(f"{origin}: unknown section [{sec}] (known: {', '.join(known)})")
+        if k not in known[sec]:
+            raise ConfigError(f"{origin}: unknown key [{sec}] {k}")
 
 
 _TRUE = {"1", "yes", "true", "on"}
