@@ -82,7 +82,7 @@ class ManagerClient:
     async def request(self, msg: messages.Message, timeout: float | None = None) -> Any:
         """Send ``msg`` (which carries ``req_id``) and return the reply's ``result``."""
         assert self._sock is not None, "client is not open"
-        req_id = getattr(msg, "req_id")
+        req_id: str = msg.req_id  # type: ignore[attr-defined]
         fut: asyncio.Future[messages.Message] = asyncio.get_running_loop().create_future()
         self._pending[req_id] = fut
         wait = self.timeout if timeout is None else timeout

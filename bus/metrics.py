@@ -13,8 +13,9 @@ sample"; the encoder leaves it out of that line.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import Any
 
 #: A value a field may take. ``bool`` is kept distinct from ``int`` by InfluxDB.
 FieldValue = int | float | str | bool | None
