@@ -1,0 +1,185 @@
+"""Ship metric batches to the manager's PULL socket, keeping each until it is acked.
+
+Delivery is at least once (DESIGN §5): every batch gets the next sequence
+number and goes into a bounded spool *before* it is sent; the manager acks a
+sequence only after InfluxDB accepted it; unacked batches are sent again after
+``resend_after`` seconds and at once after every (re)registration. Resent
+points carry their original timestamps, so InfluxDB overwrites them with
+themselves.
+
+Sends never block: a full PUSH queue (HWM) leaves the batch in the spool for
+the next resend pass, so collection never stalls behind a slow network. When
+the spool overflows, the oldest batch goes and its points are counted in
+``points_dropped``, which the ``agent`` measurement reports.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from bus import codec, messages
+from bus.metrics import Series, count_points, series_to_wire
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Spooled:
+    frames: list[bytes]
+    points: int
+    sent_at: float  # monotonic; 0.0 = never sent
+
+
+class Spool:
+    """Unacked batches by sequence, oldest first, bounded in count.
+
+    With ``directory`` set each batch is also written to a file, so batches
+    survive an agent restart; files are removed when acked or dropped.
+    """
+
+    def __init__(self, max_batches: int, directory: Path | None = None) -> None:
+        self.max_batches = max_batches
+        self.directory = directory
+        self._batches: OrderedDict[int, _Spooled] = OrderedDict()
+        self.points_dropped = 0
+        self.batches_dropped = 0
+        if directory is not None:
+            directory.mkdir(parents=True, exist_ok=True)
+            self._load()
+
+    def __len__(self) -> int:
+        return len(self._batches)
+
+    @property
+    def points(self) -> int:
+        return sum(b.points for b in self._batches.values())
+
+    def add(self, seq: int, frames: list[bytes], points: int) -> None:
+        while len(self._batches) >= self.max_batches:
+            old_seq, old = self._batches.popitem(last=False)
+            self.points_dropped += old.points
+            self.batches_dropped += 1
+            self._unlink(old_seq)
+            log.warning("spool full (%d batches): dropped batch %d with %d points",
+                        self.max_batches, old_seq, old.points)
+        self._batches[seq] = _Spooled(frames, points, 0.0)
+        if self.directory is not None:
+            path = self.directory / f"{seq:020d}.batch"
+            tmp = path.with_suffix(".tmp")
+            tmp.write_bytes(frames[1])
+            tmp.replace(path)
+
+    def ack(self, seqs: Iterable[int]) -> int:
+        """Forget acked batches; returns how many were still held."""
+        done = 0
+        for seq in seqs:
+            if self._batches.pop(seq, None) is not None:
+                done += 1
+                self._unlink(seq)
+        return done
+
+    def due(self, now: float, resend_after: float) -> list[tuple[int, _Spooled]]:
+        """Batches never sent, or sent longer than ``resend_after`` ago, oldest first."""
+        return [(seq, b) for seq, b in self._batches.items()
+                if b.sent_at == 0.0 or now - b.sent_at >= resend_after]
+
+    def mark_all_unsent(self) -> None:
+        for b in self._batches.values():
+            b.sent_at = 0.0
+
+    def _unlink(self, seq: int) -> None:
+        if self.directory is not None:
+            (self.directory / f"{seq:020d}.batch").unlink(missing_ok=True)
+
+    def _load(self) -> None:
+        assert self.directory is not None
+        for path in sorted(self.directory.glob("*.batch")):
+            body = path.read_bytes()
+            try:
+                batch = codec.decode([messages.MsgType.METRICS.value.encode(), body])
+            except Exception as exc:  # a torn file from a crash: say so, keep going
+                log.warning("spool file %s is unreadable (%s); removing it", path, exc)
+                path.unlink(missing_ok=True)
+                continue
+            assert isinstance(batch, messages.MetricBatch)
+            frames = [messages.MsgType.METRICS.value.encode(), body]
+            self._batches[batch.seq] = _Spooled(frames, count_points(batch.series), 0.0)
+        if self._batches:
+            log.info("spool: %d batches from a previous run will be sent", len(self._batches))
+
+
+class Shipper:
+    """Numbers, spools and sends batches over a PUSH socket owned by the caller.
+
+    The caller may swap ``push`` for a new socket after a reconnect with
+    :meth:`attach`.
+    """
+
+    def __init__(self, node: str, spool: Spool, push: zmq.asyncio.Socket,
+                 resend_after: float = 5.0) -> None:
+        self.node = node
+        self.spool = spool
+        # A synchronous view of the same socket: a non-blocking send on the
+        # asyncio socket would report EAGAIN through a future nobody awaits.
+        self._push = zmq.Socket.shadow(push.underlying)
+        self.resend_after = resend_after
+        # Sequences start at the wall clock in µs so that they keep growing
+        # across agent restarts: the manager never sees an old number again.
+        self.seq = max([time.time_ns() // 1000, *self.spool._batches.keys()])
+        self.points_shipped = 0
+        self.deferred_sends = 0
+
+    def attach(self, push: zmq.asyncio.Socket) -> None:
+        self._push = zmq.Socket.shadow(push.underlying)
+
+    def ship(self, series: list[Series]) -> int | None:
+        """Spool and send one batch of ``series``; returns its sequence (None if empty)."""
+        wire = series_to_wire(series)
+        if not wire:
+            return None
+        self.seq += 1
+        batch = messages.MetricBatch(node=self.node, seq=self.seq, series=wire)
+        frames = codec.encode(batch)
+        points = count_points(wire)
+        self.spool.add(self.seq, frames, points)
+        self.points_shipped += points
+        self._send(self.seq, time.monotonic())
+        return self.seq
+
+    def on_ack(self, seqs: list[int]) -> None:
+        self.spool.ack(seqs)
+
+    def resend_due(self) -> int:
+        """Send what is unsent or unacked for too long; returns batches sent."""
+        now = time.monotonic()
+        sent = 0
+        for seq, _ in self.spool.due(now, self.resend_after):
+            if not self._send(seq, now):
+                break  # the queue is full: the rest waits for the next pass
+            sent += 1
+        return sent
+
+    def resend_all(self) -> int:
+        """After (re)registration the manager may have lost anything in flight."""
+        self.spool.mark_all_unsent()
+        return self.resend_due()
+
+    def _send(self, seq: int, now: float) -> bool:
+        spooled = self.spool._batches.get(seq)
+        if spooled is None:
+            return True
+        try:
+            self._push.send_multipart(spooled.frames, flags=zmq.NOBLOCK, copy=False)
+        except zmq.Again:
+            self.deferred_sends += 1
+            return False
+        spooled.sent_at = now
+        return True

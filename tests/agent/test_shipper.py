@@ -1,0 +1,130 @@
+"""Shipper and spool over real PUSH/PULL sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from agent.shipper import Shipper, Spool
+from bus import codec, messages
+from bus.metrics import Series
+from bus.sockets import make_socket
+
+
+def cpu_series(n: int, t0: int = 1_700_000_000_000_000_000) -> Series:
+    s = Series("cpu", {"node": "n1", "cpu": "total"}, ("user", "idle"))
+    for i in range(n):
+        s.add(t0 + i, 1.5, 98.5)
+    return s
+
+
+class TrackingContext(zmq.asyncio.Context):
+    """Keeps every socket it makes so the fixture closes them (no ResourceWarning)."""
+
+    made: list[zmq.Socket]
+
+    def socket(self, *args, **kwargs):  # type: ignore[no-untyped-def,override]
+        sock = super().socket(*args, **kwargs)
+        self.made.append(sock)
+        return sock
+
+
+@pytest.fixture
+def ctx() -> Iterator[zmq.asyncio.Context]:
+    ctx = TrackingContext()
+    ctx.made = []
+    yield ctx
+    for sock in ctx.made:
+        sock.close(linger=0)
+    ctx.term()
+
+
+async def recv_batch(pull: zmq.asyncio.Socket) -> messages.MetricBatch:
+    async with asyncio.timeout(5):
+        msg = codec.decode(await pull.recv_multipart())
+    assert isinstance(msg, messages.MetricBatch)
+    return msg
+
+
+def pair(ctx: zmq.asyncio.Context) -> tuple[zmq.asyncio.Socket, zmq.asyncio.Socket]:
+    pull = make_socket(ctx, zmq.PULL)
+    port = pull.bind_to_random_port("tcp://127.0.0.1")
+    push = make_socket(ctx, zmq.PUSH)
+    push.connect(f"tcp://127.0.0.1:{port}")
+    return push, pull
+
+
+def test_batches_arrive_numbered_and_stay_until_acked(ctx: zmq.asyncio.Context) -> None:
+    async def scenario() -> None:
+        push, pull = pair(ctx)
+        shipper = Shipper("n1", Spool(100), push, resend_after=0.0)
+        first = shipper.ship([cpu_series(3)])
+        second = shipper.ship([cpu_series(2)])
+        assert first is not None and second == first + 1
+        got = [await recv_batch(pull), await recv_batch(pull)]
+        assert [b.seq for b in got] == [first, second]
+        assert got[0].series[0][3][0] == [1_700_000_000_000_000_000, 1.5, 98.5]
+        assert len(shipper.spool) == 2
+        shipper.on_ack([first])
+        assert len(shipper.spool) == 1
+        assert shipper.resend_due() == 1  # resend_after=0: the unacked one goes again
+        assert (await recv_batch(pull)).seq == second
+
+    asyncio.run(scenario())
+
+
+def test_empty_collections_send_nothing(ctx: zmq.asyncio.Context) -> None:
+    push, _ = pair(ctx)
+    shipper = Shipper("n1", Spool(10), push)
+    assert shipper.ship([Series("cpu", {}, ("user",))]) is None
+    assert len(shipper.spool) == 0
+
+
+def test_overflow_drops_the_oldest_and_counts_points(ctx: zmq.asyncio.Context) -> None:
+    push, _ = pair(ctx)
+    shipper = Shipper("n1", Spool(3), push)
+    seqs = [shipper.ship([cpu_series(10)]) for _ in range(5)]
+    assert list(shipper.spool._batches) == seqs[2:]
+    assert shipper.spool.points_dropped == 20
+    assert shipper.spool.batches_dropped == 2
+
+
+def test_no_peer_never_blocks_and_resend_delivers_later(ctx: zmq.asyncio.Context) -> None:
+    async def scenario() -> None:
+        push = make_socket(ctx, zmq.PUSH)
+        push.setsockopt(zmq.IMMEDIATE, 1)  # no connection yet: sends fail at once
+        probe = make_socket(ctx, zmq.PULL)
+        port = probe.bind_to_random_port("tcp://127.0.0.1")
+        probe.close(linger=0)
+        push.connect(f"tcp://127.0.0.1:{port}")
+        shipper = Shipper("n1", Spool(100), push, resend_after=60.0)
+        seq = shipper.ship([cpu_series(4)])
+        assert shipper.deferred_sends == 1
+        pull = make_socket(ctx, zmq.PULL)
+        pull.bind(f"tcp://127.0.0.1:{port}")
+        async with asyncio.timeout(5):
+            while shipper.resend_due() == 0:  # never sent: due at once
+                await asyncio.sleep(0.02)     # poll the connection coming up
+        assert (await recv_batch(pull)).seq == seq
+
+    asyncio.run(scenario())
+
+
+def test_disk_spool_survives_a_restart(ctx: zmq.asyncio.Context, tmp_path: Path) -> None:
+    push, _ = pair(ctx)
+    shipper = Shipper("n1", Spool(100, tmp_path), push)
+    a = shipper.ship([cpu_series(3)])
+    b = shipper.ship([cpu_series(5)])
+    shipper.on_ack([a])
+    (tmp_path / "garbage.batch").write_bytes(b"\xc1torn")
+    reloaded = Spool(100, tmp_path)
+    assert list(reloaded._batches) == [b]
+    assert reloaded.points == 5
+    assert not (tmp_path / "garbage.batch").exists()
+    again = Shipper("n1", reloaded, push)
+    assert again.seq >= b  # sequence numbers never go back
