@@ -39,7 +39,8 @@ class InfluxDB:
 @dataclass(frozen=True)
 class ServerBasic:
     bind_addr: str = key("127.0.0.1", doc="address for the ROUTER, PUB and PULL sockets")
-    bind_port: int = key(54321, lo=1, hi=65533, doc="ROUTER port; PUB is +1, PULL +2")
+    bind_port: int = key(54321, lo=0, hi=65533,
+                         doc="ROUTER port; PUB is +1, PULL +2; 0 picks a free base")
     epoll_interval: float = key(0.5, lo=0.01, hi=60,
                                 doc="seconds between housekeeping passes (liveness, dispatch)")
     listen_max: int = key(1024, lo=1, hi=65535, doc="TCP listen backlog of each socket")
@@ -80,8 +81,8 @@ class ServerConfig:
 @dataclass(frozen=True)
 class AgentDispatcher:
     workdir: str = key("var/runs", doc="default working directory for jobs")
-    output_tail: int = key(65536, lo=1024, hi=16 * 1024 * 1024,
-                           doc="bytes of stdout and stderr kept per run")
+    output_tail: int = key(65536, lo=1024, hi=256 * 1024,
+                           doc="bytes of stdout and stderr kept per run (at most 256 KiB: the tail travels in one message)")
     kill_grace: float = key(3.0, lo=0, hi=600,
                             doc="seconds between SIGTERM and SIGKILL on cancel or timeout")
 
