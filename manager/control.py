@@ -1,0 +1,377 @@
+"""ROUTER handlers: one small async function per message type, in :data:`HANDLERS`.
+
+Each handler's docstring documents its message as the manager sees it; the
+wire shapes are in ``bus/messages.py`` and the rules in docs/protocol.md.
+:func:`handle_frames` is the entry point for every ROUTER message: it
+decodes, attributes the message to a node by routing id, and calls the
+handler. Nothing a peer sends stops the loop: bad frames are counted, logged
+at most once per 10 s per kind, and answered with ``error`` where a reply is
+possible.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from bus import codec
+from bus.errors import ProtocolError, VersionMismatch
+from bus.messages import (
+    PROTOCOL_VERSION,
+    Error,
+    Heartbeat,
+    JobCancel,
+    JobGet,
+    JobsList,
+    JobSubmit,
+    Keys,
+    Message,
+    MsgType,
+    NodesList,
+    Register,
+    Reply,
+    RunAck,
+    RunCancel,
+    RunReport,
+    RunState,
+    RunUpdate,
+    Welcome,
+)
+from manager import scheduler
+from manager.registry import valid_node_name
+from manager.scheduler import InvalidTransition, Job, Run, SpecError
+
+if TYPE_CHECKING:
+    from manager.server import Manager
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[["Manager", bytes, Any], Awaitable[None]]
+
+#: Messages only a registered agent may send (anything else is a client request).
+AGENT_ONLY = frozenset({MsgType.HEARTBEAT, MsgType.RUN_UPDATE})
+MAX_JOBS_LIST = 1000
+
+
+class RateLimitedLog:
+    """At most one warning per ``period`` seconds per kind, carrying the counts."""
+
+    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
+        self._log = logger
+        self.period = period
+        self.totals: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+        self._quiet: Counter[str] = Counter()
+
+    def warn(self, kind: str, text: str, now: float, exc_info: bool = False) -> bool:
+        """Count one ``kind`` event and log ``text`` unless logged recently; True if logged."""
+        self.totals[kind] += 1
+        last = self._last.get(kind)
+        if last is not None and now - last < self.period:
+            self._quiet[kind] += 1
+            return False
+        quiet = self._quiet.pop(kind, 0)
+        self._last[kind] = now
+        extra = f" ({quiet} more not logged in the last {self.period:g} s)" if quiet else ""
+        self._log.warning("%s [%s: %d in total]%s", text, kind, self.totals[kind], extra,
+                          exc_info=exc_info)
+        return True
+
+
+async def handle_frames(mgr: Manager, frames: list[bytes]) -> None:
+    """Decode one ROUTER message ``[routing id, type, body]`` and run its handler."""
+    if not frames:
+        return
+    peer, body = bytes(frames[0]), frames[1:]
+    change = mgr.registry.seen(peer, time.monotonic())  # any frame proves life
+    if change is not None:
+        await mgr.node_changed([change])
+    try:
+        msg = codec.decode(body, mgr.limits)
+    except ProtocolError as exc:
+        await reject_frame(mgr, peer, body, exc)
+        return
+    if msg.TYPE in AGENT_ONLY and mgr.registry.node_for(peer) is None:
+        await reply_error(mgr, peer, "", "not-registered",
+                          f"{msg.TYPE.value} from a peer that has not registered: "
+                          "send agent.register first")
+        return
+    await HANDLERS.get(msg.TYPE, handle_unexpected)(mgr, peer, msg)
+
+
+async def reject_frame(mgr: Manager, peer: bytes, body: list[bytes], exc: ProtocolError) -> None:
+    """Count and log a frame that does not decode, and tell the peer why."""
+    mgr.bad_frames.warn(exc.code, f"bad frame from peer {peer.hex()}: {exc}", time.monotonic())
+    await reply_error(mgr, peer, req_id_of(mgr, body), exc.code, str(exc)[:200])
+
+
+def req_id_of(mgr: Manager, body: list[bytes]) -> str:
+    """The ``req_id`` of an invalid request, when it has one, so the client
+    gets the error instead of waiting for its timeout."""
+    if len(body) != 2 or len(body[1]) > mgr.limits.max_message_bytes:
+        return ""
+    try:
+        data = codec.unpack(body[1], mgr.limits)
+    except ProtocolError:
+        return ""
+    req_id = data.get("req_id") if isinstance(data, dict) else None
+    return req_id if isinstance(req_id, str) and len(req_id) <= 64 else ""
+
+
+async def reply_error(mgr: Manager, peer: bytes, req_id: str, code: str, message: str) -> None:
+    await mgr.send(peer, Error(req_id=req_id, code=code, message=message))
+
+
+# --- agent messages ----------------------------------------------------------------
+
+
+async def handle_register(mgr: Manager, peer: bytes, msg: Register) -> None:
+    """``agent.register``: a node joins with its facts and the runs it still holds.
+
+    Answers ``agent.welcome`` (heartbeat interval, liveness, last metric
+    sequence), or ``error`` ``version`` (other PROTOCOL_VERSION),
+    ``name-taken`` (a live peer owns the name) or ``bad-request`` (bad name).
+    Then reconciles the reported runs with the manager's (docs/protocol.md).
+    """
+    if msg.protocol != PROTOCOL_VERSION:
+        log.warning("refused node %r: protocol %d, manager speaks %d",
+                    msg.node[:64], msg.protocol, PROTOCOL_VERSION)
+        await reply_error(mgr, peer, "", VersionMismatch.code,
+                          f"agent speaks protocol {msg.protocol}, manager speaks "
+                          f"{PROTOCOL_VERSION}: install the same ptap version on both")
+        return
+    if not valid_node_name(msg.node):
+        await reply_error(mgr, peer, "", "bad-request",
+                          f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
+        return
+    reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time())
+    if not reg.accepted:
+        log.warning("refused node %s from peer %s: name taken by a live peer", msg.node, peer.hex())
+        await reply_error(mgr, peer, "", "name-taken",
+                          f"node name {msg.node} is held by another live agent")
+        return
+    log.info("node %s registered from peer %s (address %r, %d runs reported)",
+             msg.node, peer.hex(), msg.facts.address, len(msg.runs))
+    await mgr.send(peer, Welcome(node=msg.node, heartbeat_interval=mgr.cfg.basic.interval,
+                                 liveness=mgr.cfg.basic.liveness, last_seq=mgr.last_seq(msg.node)))
+    await mgr.node_changed(reg.changes)
+    await _reconcile(mgr, peer, msg)
+    await mgr.sync_node(msg.node)  # a restarted manager learns here what the node holds
+    await mgr.dispatch_queued()
+
+
+async def _reconcile(mgr: Manager, peer: bytes, msg: Register) -> None:
+    plan = scheduler.reconcile(msg.node, msg.runs, mgr.book.runs.values())
+    changed: list[Run] = []
+    replies: list[Message] = []
+    for run, report in plan.reported:
+        try:
+            took, answer = _take_report(run, report)
+        except InvalidTransition as exc:
+            log.warning("run %s on node %s: ignoring reported %s: %s",
+                        run.id, msg.node, report.state.value, exc)
+            continue
+        changed += [run] if took else []
+        replies += answer
+    wall = time.time()
+    for run in plan.requeue:
+        log.info("run %s queued again: node %s did not report it", run.id, msg.node)
+        scheduler.set_state(run, RunState.QUEUED, wall)
+        changed.append(run)
+    for run in plan.lost:
+        log.warning("run %s lost: node %s came back without it", run.id, msg.node)
+        scheduler.set_state(run, RunState.LOST, wall, f"node {msg.node} came back without this run")
+        changed.append(run)
+    for report in plan.unknown:
+        replies += _answer_unknown(mgr, msg.node, report)
+    await mgr.commit(changed)
+    for reply in replies:  # acks only once the final states are stored
+        await mgr.send(peer, reply)
+
+
+def _take_report(run: Run, report: RunReport) -> tuple[bool, list[Message]]:
+    """Apply an agent's report to a run it holds: (changed, what to answer it).
+
+    A final run is acked. A run the manager already holds as final but the
+    agent still runs (it was declared lost) is cancelled there, so no
+    untracked test keeps the node busy. Other refusals raise InvalidTransition.
+    """
+    if run.state.final and not report.state.final:
+        log.warning("run %s: node %s still runs it, but it ended %s; cancelling it",
+                    run.id, run.node, run.state.value)
+        return False, [RunCancel(run_id=run.id, reason=f"the run ended {run.state.value}")]
+    changed = scheduler.apply_report(run, report)
+    if changed:
+        log.info("run %s on node %s: %s%s", run.id, run.node, run.state.value,
+                 f" (exit {run.exit_code})" if run.state.final else "")
+    if run.state.final:
+        return changed, [RunAck(run_id=run.id)]
+    if run.cancel_requested:
+        return changed, [RunCancel(run_id=run.id, reason="job cancelled")]
+    return changed, []
+
+
+def _answer_unknown(mgr: Manager, node: str, report: RunReport) -> list[Message]:
+    """A run the manager holds no unfinished record of for this node: ack it if
+    final (so the agent forgets it), cancel it if it still runs."""
+    stored = mgr.store.run(report.run_id)
+    if report.state.final:
+        if stored is None or stored.node != node:
+            log.warning("node %s reported unknown run %r (%s); acking it",
+                        node, report.run_id[:80], report.state.value)
+        return [RunAck(run_id=report.run_id)]
+    log.warning("node %s still runs %r, which the manager holds as %s; cancelling it",
+                node, report.run_id[:80], stored.state.value if stored else "unknown")
+    return [RunCancel(run_id=report.run_id, reason="the manager holds no such active run")]
+
+
+async def handle_heartbeat(mgr: Manager, peer: bytes, msg: Heartbeat) -> None:
+    """``heartbeat``: proof of life from a registered agent (already counted); no reply."""
+
+
+async def handle_run_update(mgr: Manager, peer: bytes, msg: RunUpdate) -> None:
+    """``run.update``: the agent's run changed state.
+
+    Attributed by routing id: a run that is not on the sender's node is
+    refused (``bad-request``). A final state is stored, then acked with
+    ``run.ack``; a resend of a stored final state is acked again. A run the
+    manager holds no active record of is cancelled on the agent.
+    """
+    node = mgr.registry.node_for(peer)
+    assert node is not None  # handle_frames checked registration
+    run = mgr.book.runs.get(msg.run.run_id)
+    if run is None:
+        replies = _answer_unknown(mgr, node.name, msg.run)
+    elif run.node != node.name:
+        await reply_error(mgr, peer, "", "bad-request",
+                          f"run {run.id} belongs to node {run.node}, not {node.name}")
+        return
+    else:
+        try:
+            changed, replies = _take_report(run, msg.run)
+        except InvalidTransition as exc:
+            await reply_error(mgr, peer, "", "bad-request", f"run {run.id}: {exc}")
+            return
+        await mgr.commit([run] if changed else [])
+    for reply in replies:
+        await mgr.send(peer, reply)
+    await mgr.dispatch_queued()
+
+
+# --- client requests ----------------------------------------------------------------
+
+
+async def handle_nodes_list(mgr: Manager, peer: bytes, msg: NodesList) -> None:
+    """``nodes.list``: every node since start-up. Reply ``{"nodes": [node, ...]}``."""
+    now, wall = time.monotonic(), time.time()
+    nodes = [n.to_dict(now, wall) for n in mgr.registry.nodes()]
+    await mgr.send(peer, Reply(req_id=msg.req_id, result={"nodes": nodes}))
+
+
+async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:
+    """``job.submit``: create a job; targets are resolved now. Reply: the job.
+
+    An unknown node, a selector matching no live node, or an unusable spec
+    is refused with ``bad-request``.
+    """
+    job_id = uuid.uuid4().hex[:12]
+    try:
+        runs = scheduler.expand(job_id, msg.spec, {n.name: n for n in mgr.registry.nodes()})
+    except SpecError as exc:
+        await reply_error(mgr, peer, msg.req_id, "bad-request", f"job refused: {exc}")
+        return
+    job = Job(id=job_id, spec=msg.spec, created_at=time.time())
+    mgr.store.add_job(job, runs)
+    mgr.book.add(job, runs)
+    log.info("job %s submitted: %d runs on %s, command %r", job_id, len(runs),
+             ",".join(sorted({r.node for r in runs})), " ".join(msg.spec.command)[:200])
+    await mgr.publish_job(job)
+    await mgr.dispatch_queued()
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=mgr.job_dict(job_id)))
+
+
+async def handle_jobs_list(mgr: Manager, peer: bytes, msg: JobsList) -> None:
+    """``jobs.list``: newest first, at most ``limit`` (≤ 1000), without output tails.
+    Reply ``{"jobs": [job, ...]}``."""
+    limit = max(1, min(msg.limit, MAX_JOBS_LIST))
+    jobs = [job.to_dict(runs, tails=False) for job, runs in mgr.store.jobs(limit)]
+    await mgr.send(peer, Reply(req_id=msg.req_id, result={"jobs": jobs}))
+
+
+async def handle_job_get(mgr: Manager, peer: bytes, msg: JobGet) -> None:
+    """``job.get``: one job with its runs and output tails; ``not-found`` if unknown."""
+    found = mgr.job_dict(msg.job_id)
+    if found is None:
+        await reply_error(mgr, peer, msg.req_id, "not-found", f"no job {msg.job_id[:40]!r}")
+        return
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=found))
+
+
+async def handle_job_cancel(mgr: Manager, peer: bytes, msg: JobCancel) -> None:
+    """``job.cancel``: queued runs end ``cancelled`` at once; dispatched and running
+    ones get ``run.cancel`` and end when their agent reports. Reply: the job
+    (a finished job is returned unchanged); ``not-found`` if unknown."""
+    if msg.job_id not in mgr.book.jobs:
+        found = mgr.job_dict(msg.job_id)
+        if found is None:
+            await reply_error(mgr, peer, msg.req_id, "not-found", f"no job {msg.job_id[:40]!r}")
+        else:
+            await mgr.send(peer, Reply(req_id=msg.req_id, result=found))
+        return
+    log.info("job %s: cancel requested", msg.job_id)
+    await _cancel_runs(mgr, msg.job_id)
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=mgr.job_dict(msg.job_id)))
+
+
+async def _cancel_runs(mgr: Manager, job_id: str) -> None:
+    changed, wall = [], time.time()
+    for run in mgr.book.runs_of(job_id):
+        if run.state.final:
+            continue
+        run.cancel_requested = True  # kept, so a lost node gets the cancel when it is back
+        if run.state is RunState.QUEUED:
+            scheduler.set_state(run, RunState.CANCELLED, wall, "cancelled before it started")
+        else:
+            node = mgr.registry.get(run.node)
+            if node is not None:
+                await mgr.send(node.routing_id, RunCancel(run_id=run.id, reason="job cancelled"))
+        changed.append(run)
+    await mgr.commit(changed)
+
+
+async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
+    """``keys``: agent key acceptance. Not served yet: with CURVE off there are no keys."""
+    await reply_error(mgr, peer, msg.req_id, "bad-request",
+                      "CURVE is off: keys are not used; set [security] curve = yes")
+
+
+async def handle_unexpected(mgr: Manager, peer: bytes, msg: Message) -> None:
+    """Types the manager sends but never receives; an ``error`` from a peer is
+    logged and never answered, so two peers cannot ping-pong errors."""
+    node = mgr.registry.node_for(peer)
+    who = f"node {node.name}" if node else f"peer {peer.hex()}"
+    if isinstance(msg, Error):
+        mgr.bad_frames.warn("peer-error", f"{who} sent error {msg.code}: {msg.message[:200]}",
+                            time.monotonic())
+        return
+    mgr.bad_frames.warn("unexpected", f"{who} sent {msg.TYPE.value}, which the manager "
+                        "does not accept", time.monotonic())
+    await reply_error(mgr, peer, getattr(msg, "req_id", ""), "bad-request",
+                      f"{msg.TYPE.value} is not accepted by the manager")
+
+
+HANDLERS: dict[MsgType, Handler] = {
+    MsgType.REGISTER: handle_register,
+    MsgType.HEARTBEAT: handle_heartbeat,
+    MsgType.RUN_UPDATE: handle_run_update,
+    MsgType.NODES_LIST: handle_nodes_list,
+    MsgType.JOB_SUBMIT: handle_job_submit,
+    MsgType.JOBS_LIST: handle_jobs_list,
+    MsgType.JOB_GET: handle_job_get,
+    MsgType.JOB_CANCEL: handle_job_cancel,
+    MsgType.KEYS: handle_keys,
+}

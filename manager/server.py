@@ -1,0 +1,511 @@
+"""The manager daemon: sockets, the asyncio loop's tasks, and the bookkeeping around runs.
+
+One :class:`Manager` owns a ``zmq.asyncio`` context with three sockets
+(docs/protocol.md "Ports"): ROUTER for agents and clients, PUB for events and
+live metrics, PULL for metric batches. Three tasks share one loop: the ROUTER
+loop (``manager/control.py`` handlers), the PULL loop (:meth:`Manager.on_metrics`)
+and a housekeeping tick every ``[basic] epoll_interval`` (liveness sweep,
+heartbeats, dispatch, runs lost across a restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import time
+from collections import Counter
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bus import codec, topics
+from bus.codec import DEFAULT_LIMITS, Limits
+from bus.daemon import StartupError
+from bus.errors import ProtocolError
+from bus.messages import (
+    Event,
+    Heartbeat,
+    Message,
+    MetricBatch,
+    NodeState,
+    RunDispatch,
+    RunState,
+)
+from bus.sockets import SocketTuning, make_socket
+from config.schema import ServerConfig
+from manager import control, scheduler
+from manager.registry import Registry, StateChange, valid_node_name
+from manager.scheduler import ACTIVE, Book, Job, Run
+from manager.state import Store
+
+log = logging.getLogger(__name__)
+
+BIND_ATTEMPTS = 50
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The bound ports: ROUTER, PUB (= router + 1) and PULL (= router + 2)."""
+
+    router: int
+    pub: int
+    pull: int
+
+
+class Manager:
+    """The ptap manager. ``async with Manager(cfg) as m: await m.serve_forever()``.
+
+    ``ready_file`` receives ``{"router", "pub", "pull", "pid"}`` once all
+    three sockets are bound. ``ctx`` lets a test share a context; by default
+    the manager makes (and destroys) its own.
+    """
+
+    def __init__(
+        self,
+        cfg: ServerConfig,
+        *,
+        ready_file: str | Path | None = None,
+        ctx: zmq.asyncio.Context | None = None,
+    ) -> None:
+        if cfg.security.curve:
+            raise StartupError(
+                "[security] curve = yes is not supported by this ptap-manager "
+                "yet (it comes with key acceptance); set curve = no and keep "
+                "[basic] bind_addr on loopback"
+            )
+        self.cfg = cfg
+        self.ready_file = Path(ready_file) if ready_file else None
+        size = cfg.spool.max_message_bytes
+        self.limits = Limits(
+            max_message_bytes=size, max_str_len=min(DEFAULT_LIMITS.max_str_len, size)
+        )
+        self.tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max)
+        self.registry = Registry(cfg.basic.interval, cfg.basic.liveness)
+        self.book = Book()
+        self.counters: Counter[str] = Counter()
+        self.bad_frames = control.RateLimitedLog(log)
+        self.ports: Ports | None = None
+        self._store: Store | None = None
+        self._own_ctx = ctx is None
+        self._ctx = ctx if ctx is not None else zmq.asyncio.Context()
+        self._sockets: list[zmq.asyncio.Socket] = []
+        self._tasks: list[asyncio.Task[None]] = []
+        self._restart_deadline: float | None = None
+        self._next_heartbeat = 0.0
+        self._closed = False
+
+    # --- life cycle -----------------------------------------------------------------
+
+    async def __aenter__(self) -> Manager:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def start(self) -> None:
+        """Open the store, bind, reload unfinished jobs, start the loops, write the ready file."""
+        try:
+            self._store = Store.open(self.cfg.state.path)
+            self._bind()
+            self._reload()
+            loop = asyncio.get_running_loop()
+            self._tasks = [
+                loop.create_task(self._router_loop(), name="router"),
+                loop.create_task(self._pull_loop(), name="pull"),
+                loop.create_task(self._housekeeping(), name="housekeeping"),
+            ]
+            self._write_ready_file()
+        except BaseException:
+            await self.close()
+            raise
+        assert self.ports is not None
+        log.info(
+            "manager ready: ROUTER %s, PUB :%d, PULL :%d, state %s",
+            self.router_address,
+            self.ports.pub,
+            self.ports.pull,
+            self.cfg.state.path,
+        )
+        if self.cfg.basic.bind_addr not in LOOPBACK:
+            log.warning(
+                "bus on %s has no CURVE: anyone who reaches it can run commands on every node",
+                self.cfg.basic.bind_addr,
+            )
+
+    async def serve_forever(self) -> None:
+        """Wait until the manager is closed or cancelled (a loop never ends by itself)."""
+        await asyncio.gather(*self._tasks)
+
+    async def close(self) -> None:
+        """Stop the loops, close sockets, context and database. Safe to call twice."""
+        if self._closed:
+            return
+        self._closed = True
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for sock in self._sockets:
+            sock.close(linger=0)
+        if self._own_ctx:
+            self._ctx.destroy(linger=0)
+        if self._store is not None:
+            self._store.close()
+        self._remove_ready_file()
+        log.info("manager stopped")
+
+    @property
+    def store(self) -> Store:
+        assert self._store is not None, "manager is not started"
+        return self._store
+
+    @property
+    def router_address(self) -> str:
+        """Where clients and agents connect (``tcp://host:port``)."""
+        return self._address("router")
+
+    @property
+    def pub_address(self) -> str:
+        return self._address("pub")
+
+    @property
+    def pull_address(self) -> str:
+        return self._address("pull")
+
+    def _address(self, which: str) -> str:
+        assert self.ports is not None, "manager is not started"
+        host = self.cfg.basic.bind_addr
+        host = "127.0.0.1" if host in ("*", "0.0.0.0") else host
+        return _endpoint(host, getattr(self.ports, which))
+
+    # --- sockets --------------------------------------------------------------------
+
+    def _bind(self) -> None:
+        self._router = make_socket(self._ctx, zmq.ROUTER, self.tuning)
+        self._pub = make_socket(self._ctx, zmq.PUB, self.tuning)
+        self._pull = make_socket(self._ctx, zmq.PULL, self.tuning)
+        self._sockets = [self._router, self._pub, self._pull]
+        addr = self.cfg.basic.bind_addr
+        for sock in self._sockets:
+            sock.setsockopt(zmq.IPV6, int(":" in addr))
+        if self.cfg.basic.bind_port:
+            self.ports = self._bind_at(addr, self.cfg.basic.bind_port)
+            return
+        for _ in range(BIND_ATTEMPTS):
+            base = self._router.bind_to_random_port(_endpoint(addr, None))
+            try:
+                self.ports = self._bind_at(addr, base, router_bound=True)
+                return
+            except StartupError:
+                continue  # PUB or PULL port taken: another random base
+        raise StartupError(
+            f"no free three consecutive ports on {addr} after "
+            f"{BIND_ATTEMPTS} tries — set [basic] bind_port"
+        )
+
+    def _bind_at(self, addr: str, base: int, router_bound: bool = False) -> Ports:
+        """Bind ROUTER (unless already), PUB and PULL at base, +1, +2; all or none."""
+        bound: list[tuple[zmq.asyncio.Socket, str]] = []
+        plan = [(self._router, base), (self._pub, base + 1), (self._pull, base + 2)]
+        if router_bound:
+            bound.append((self._router, _endpoint(addr, base)))
+            plan = plan[1:]
+        for sock, port in plan:
+            endpoint = _endpoint(addr, port)
+            try:
+                if port > 65535:
+                    raise zmq.ZMQError(zmq.EINVAL, "port out of range")
+                sock.bind(endpoint)
+            except zmq.ZMQError as exc:
+                for done, where in bound:
+                    done.unbind(where)
+                raise StartupError(
+                    f"cannot bind {endpoint}: {exc.strerror} — is another "
+                    "ptap-manager running? see server.cfg [basic] bind_addr "
+                    "and bind_port"
+                ) from None
+            bound.append((sock, endpoint))
+        return Ports(base, base + 1, base + 2)
+
+    async def send(self, peer: bytes, msg: Message) -> bool:
+        """Send to one ROUTER peer without blocking; False (counted) if it is gone or full."""
+        try:
+            await self._router.send_multipart([peer, *codec.encode(msg)], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.bad_frames.warn(
+                "send-failed",
+                f"cannot send {msg.TYPE.value} to peer {peer.hex()}: {exc.strerror}",
+                time.monotonic(),
+            )
+            return False
+        return True
+
+    async def publish(self, topic: bytes, frames: list[bytes]) -> None:
+        """Publish ``[topic, *frames]``; PUB drops rather than blocks for slow subscribers."""
+        try:
+            await self._pub.send_multipart([topic, *frames], flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            self.bad_frames.warn(
+                "publish-failed",
+                f"cannot publish on {topic[:60]!r}: {exc.strerror}",
+                time.monotonic(),
+            )
+
+    # --- loops ----------------------------------------------------------------------
+
+    async def _router_loop(self) -> None:
+        while True:
+            frames = await self._router.recv_multipart()
+            try:
+                await control.handle_frames(self, frames)
+            except Exception as exc:  # a handler bug must not stop the loop
+                self.bad_frames.warn(
+                    "internal",
+                    f"handler failed on a message from peer {bytes(frames[0]).hex()}: {exc!r}",
+                    time.monotonic(),
+                    exc_info=True,
+                )
+                await control.reply_error(
+                    self,
+                    bytes(frames[0]),
+                    control.req_id_of(self, frames[1:]),
+                    "internal",
+                    "the manager failed on this request; see its log",
+                )
+
+    async def _pull_loop(self) -> None:
+        while True:
+            frames = await self._pull.recv_multipart()
+            try:
+                await self.on_metrics(frames)
+            except Exception as exc:
+                self.bad_frames.warn(
+                    "internal", f"metrics hook failed: {exc!r}", time.monotonic(), exc_info=True
+                )
+
+    async def on_metrics(self, frames: list[bytes]) -> None:
+        """One PULL message (a metric batch): the hook that ingest replaces.
+
+        For now: decode, count, and republish the original bytes on PUB as
+        ``m.<node>`` so live views see them.
+        """
+        try:
+            batch = codec.decode(frames, self.limits)
+            if not isinstance(batch, MetricBatch) or not valid_node_name(batch.node):
+                raise ProtocolError(
+                    f"expected a metrics.batch from a valid node, got {batch.TYPE.value}"
+                )
+        except ProtocolError as exc:
+            self.counters["metrics.bad"] += 1
+            self.bad_frames.warn(
+                f"metrics-{exc.code}", f"bad metric batch: {exc}", time.monotonic()
+            )
+            return
+        self.counters["metrics.batches"] += 1
+        await self.publish(topics.metrics(batch.node), list(frames))
+
+    def last_seq(self, node: str) -> int:
+        """Highest stored metric sequence of ``node`` (for Welcome); ingest overrides it."""
+        return -1
+
+    async def _housekeeping(self) -> None:
+        while True:
+            # A timer, not synchronisation: housekeeping runs every epoll_interval.
+            await asyncio.sleep(self.cfg.basic.epoll_interval)
+            try:
+                await self.tick(time.monotonic())
+            except Exception as exc:
+                self.bad_frames.warn(
+                    "internal", f"housekeeping failed: {exc!r}", time.monotonic(), exc_info=True
+                )
+
+    async def tick(self, now: float) -> None:
+        """One housekeeping pass: liveness, heartbeats, restart deadline, dispatch."""
+        await self.node_changed(self.registry.sweep(now))
+        if now >= self._next_heartbeat:
+            self._next_heartbeat = now + self.cfg.basic.interval
+            for node in self.registry.live():
+                await self.send(node.routing_id, Heartbeat(running=len(node.running)))
+        if self._restart_deadline is not None and now >= self._restart_deadline:
+            self._restart_deadline = None
+            await self._expire_unclaimed_runs()
+        await self.dispatch_queued()
+
+    # --- runs and jobs ----------------------------------------------------------------
+
+    def _reload(self) -> None:
+        """Take back the unfinished jobs; their nodes get a deadline to come back."""
+        for job, runs in self.store.unfinished():
+            self.book.add(job, runs)
+        active = [r for r in self.book.runs.values() if r.state in ACTIVE]
+        if active:
+            # liveness × interval, plus one interval of grace for the agent's back-off.
+            self._restart_deadline = (
+                time.monotonic() + self.registry.timeout + self.cfg.basic.interval
+            )
+        if self.book.jobs:
+            log.info(
+                "reloaded %d unfinished jobs (%d runs dispatched or running)",
+                len(self.book.jobs),
+                len(active),
+            )
+
+    async def _expire_unclaimed_runs(self) -> None:
+        wall, lost = time.time(), []
+        for run in self.book.runs.values():
+            if run.state in ACTIVE and self.registry.get(run.node) is None:
+                scheduler.set_state(
+                    run,
+                    RunState.LOST,
+                    wall,
+                    f"node {run.node} did not come back after the manager restarted",
+                )
+                log.warning(
+                    "run %s lost: node %s did not come back after the restart", run.id, run.node
+                )
+                lost.append(run)
+        await self.commit(lost)
+
+    async def dispatch_queued(self) -> None:
+        """Send every run that may start now (see :func:`scheduler.next_dispatches`)."""
+        nodes = {n.name: n for n in self.registry.nodes()}
+        sent, wall = [], time.time()
+        for run, node in scheduler.next_dispatches(self.book.runs.values(), nodes):
+            spec = self.book.jobs[run.job_id].spec
+            msg = RunDispatch(
+                run_id=run.id,
+                job_id=run.job_id,
+                iteration=run.iteration,
+                command=spec.command,
+                env=spec.env,
+                cwd=spec.cwd,
+                timeout=spec.timeout,
+                collect=spec.collect,
+                interval=spec.interval,
+            )
+            if await self.send(node.routing_id, msg):
+                scheduler.set_state(run, RunState.DISPATCHED, wall)
+                log.info("run %s dispatched to node %s", run.id, node.name)
+                sent.append(run)
+        await self.commit(sent)
+
+    async def commit(self, runs: Iterable[Run]) -> None:
+        """Store changed runs, re-derive their jobs, publish events, update node states."""
+        runs = list(runs)
+        if not runs:
+            return
+        wall = time.time()
+        jobs = {r.job_id: self.book.jobs[r.job_id] for r in runs if r.job_id in self.book.jobs}
+        changed = [
+            j for j in jobs.values() if scheduler.refresh_job(j, self.book.runs_of(j.id), wall)
+        ]
+        self.store.save(runs, changed)
+        for run in runs:
+            await self.publish(
+                topics.job_events(run.job_id),
+                codec.encode(
+                    Event(
+                        kind="run",
+                        ts=wall,
+                        node=run.node,
+                        job_id=run.job_id,
+                        run_id=run.id,
+                        state=run.state.value,
+                        detail=run.to_dict(),
+                    )
+                ),
+            )
+        for job in changed:
+            log.info("job %s %s", job.id, job.state.value)
+            await self.publish_job(job)
+            if job.state.final:
+                self.book.drop(job.id)
+        for name in sorted({r.node for r in runs}):
+            await self.sync_node(name)
+
+    async def sync_node(self, name: str) -> None:
+        """Tell the registry which runs ``name`` holds (READY ⇄ BUSY follows)."""
+        change = self.registry.set_running(name, self.book.active_on(name))
+        await self.node_changed([change] if change else [])
+
+    def job_dict(self, job_id: str) -> dict[str, Any] | None:
+        """The job JSON (with output tails), from memory if unfinished, else the store."""
+        job = self.book.jobs.get(job_id)
+        if job is not None:
+            return job.to_dict(self.book.runs_of(job_id))
+        found = self.store.job(job_id)
+        return found[0].to_dict(found[1]) if found else None
+
+    async def publish_job(self, job: Job) -> None:
+        detail = job.to_dict(self.book.runs_of(job.id), tails=False)
+        await self.publish(
+            topics.job_events(job.id),
+            codec.encode(
+                Event(
+                    kind="job", ts=time.time(), job_id=job.id, state=job.state.value, detail=detail
+                )
+            ),
+        )
+
+    async def node_changed(self, changes: Iterable[StateChange]) -> None:
+        """Log and publish node state changes (and re-registrations)."""
+        now, wall = time.monotonic(), time.time()
+        for change in changes:
+            node = self.registry.get(change.name)
+            if node is None:
+                continue
+            if change.new is NodeState.LOST:
+                log.warning("node %s lost: silent for %.1f s", node.name, now - node.last_seen)
+            elif change.old is NodeState.LOST:
+                log.info("node %s is back: %s", node.name, change.new.value)
+            await self.publish(
+                topics.node_events(node.name),
+                codec.encode(
+                    Event(
+                        kind="node",
+                        ts=wall,
+                        node=node.name,
+                        state=node.state.value,
+                        detail=node.to_dict(now, wall),
+                    )
+                ),
+            )
+
+    # --- ready file -------------------------------------------------------------------
+
+    def _write_ready_file(self) -> None:
+        """Write the ports atomically (temp file + rename): readers never see half a file."""
+        if self.ready_file is None or self.ports is None:
+            return
+        data = {
+            "router": self.ports.router,
+            "pub": self.ports.pub,
+            "pull": self.ports.pull,
+            "pid": os.getpid(),
+        }
+        tmp = self.ready_file.with_name(f".{self.ready_file.name}.{os.getpid()}.tmp")
+        tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+        os.replace(tmp, self.ready_file)
+
+    def _remove_ready_file(self) -> None:
+        """Remove our ready file on shutdown, so nobody connects to a stopped manager."""
+        if self.ready_file is None:
+            return
+        try:
+            if json.loads(self.ready_file.read_text(encoding="utf-8")).get("pid") == os.getpid():
+                self.ready_file.unlink()
+        except (OSError, ValueError, AttributeError):
+            pass
+
+
+def _endpoint(host: str, port: int | None) -> str:
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"

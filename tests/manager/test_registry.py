@@ -1,0 +1,104 @@
+"""Node liveness as plain function calls with an injected clock."""
+
+from __future__ import annotations
+
+from bus.messages import NodeFacts, NodeState
+from manager.registry import Decision, Registry, StateChange, valid_node_name
+
+FACTS = NodeFacts(hostname="h", address="10.0.0.5", cpus=2, memory_bytes=1, kernel="6.1",
+                  labels=["fast"])
+
+
+def make(interval: float = 1.0, liveness: int = 3) -> Registry:
+    return Registry(interval, liveness)
+
+
+def test_register_new_node_is_ready() -> None:
+    reg = make()
+    out = reg.register("n1", b"A", FACTS, now=10.0, wall=1000.0)
+    assert out.decision is Decision.ACCEPTED and out.accepted
+    assert out.node is not None and out.node.state is NodeState.READY
+    assert out.changes == (StateChange("n1", None, NodeState.READY),)
+    assert reg.node_for(b"A") is reg.get("n1")
+
+
+def test_name_taken_by_live_peer_then_free_once_lost() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.register("n1", b"B", FACTS, now=1.0, wall=1.0).decision is Decision.NAME_TAKEN
+    assert reg.node_for(b"B") is None
+    reg.sweep(now=3.5)
+    out = reg.register("n1", b"B", FACTS, now=3.6, wall=3.6)
+    assert out.accepted
+    assert out.changes == (StateChange("n1", NodeState.LOST, NodeState.READY),)
+    assert reg.node_for(b"A") is None, "the old peer no longer speaks for n1"
+    assert reg.node_for(b"B") is reg.get("n1")
+
+
+def test_same_peer_may_register_again() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.register("n1", b"A", FACTS, now=1.0, wall=1.0).accepted
+
+
+def test_peer_renaming_itself_leaves_old_node_lost() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    out = reg.register("n2", b"A", FACTS, now=1.0, wall=1.0)
+    assert StateChange("n1", NodeState.READY, NodeState.LOST) in out.changes
+    assert reg.get("n1").state is NodeState.LOST
+    assert reg.node_for(b"A").name == "n2"
+
+
+def test_lost_after_liveness_intervals_and_ready_when_it_speaks() -> None:
+    reg = make(interval=1.0, liveness=3)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.sweep(now=2.9) == []
+    assert reg.seen(b"A", now=2.9) is None
+    assert reg.sweep(now=5.8) == []
+    assert reg.sweep(now=5.95) == [StateChange("n1", NodeState.READY, NodeState.LOST)]
+    assert reg.sweep(now=9.0) == [], "lost is reported once"
+    assert [n.name for n in reg.live()] == []
+    assert reg.seen(b"A", now=9.1) == StateChange("n1", NodeState.LOST, NodeState.READY)
+    assert [n.name for n in reg.live()] == ["n1"]
+
+
+def test_seen_from_unknown_peer_is_nothing() -> None:
+    assert make().seen(b"Z", now=1.0) is None
+
+
+def test_busy_while_holding_runs() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.set_running("n1", ["j.n1.1"]) == StateChange("n1", NodeState.READY, NodeState.BUSY)
+    assert reg.set_running("n1", ["j.n1.1"]) is None
+    reg.sweep(now=10.0)
+    assert reg.set_running("n1", []) is None, "a lost node stays lost"
+    assert reg.seen(b"A", now=10.1) == StateChange("n1", NodeState.LOST, NodeState.READY)
+    assert reg.set_running("n1", ["j.n1.2"]) == StateChange("n1", NodeState.READY, NodeState.BUSY)
+    assert reg.set_running("nobody", []) is None
+
+
+def test_comes_back_busy_when_it_still_holds_runs() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    reg.set_running("n1", ["r"])
+    reg.sweep(now=10.0)
+    assert reg.seen(b"A", now=10.1) == StateChange("n1", NodeState.LOST, NodeState.BUSY)
+
+
+def test_node_dict_shape() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=100.0, wall=5000.0)
+    reg.set_running("n1", ["j.n1.1"])
+    d = reg.get("n1").to_dict(now=100.5, wall=5000.5)
+    assert d["name"] == "n1" and d["state"] == "busy" and d["address"] == "10.0.0.5"
+    assert d["silent_for"] == 0.5 and d["last_seen"] == 5000.0
+    assert d["registered_at"] == 5000.0 and d["running"] == ["j.n1.1"]
+    assert d["facts"]["labels"] == ["fast"] and d["facts"]["cpus"] == 2
+
+
+def test_node_names() -> None:
+    assert valid_node_name("node-1.example_a")
+    for bad in ("", "-x", "a b", "a/b", "x" * 65, "é"):
+        assert not valid_node_name(bad), bad
