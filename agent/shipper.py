@@ -129,7 +129,7 @@ class Shipper:
         self.spool = spool
         # A synchronous view of the same socket: a non-blocking send on the
         # asyncio socket would report EAGAIN through a future nobody awaits.
-        self._push = zmq.Socket.shadow(push.underlying)
+        self._push: zmq.Socket[bytes] = zmq.Socket.shadow(push.underlying)
         self.resend_after = resend_after
         # Sequences start at the wall clock in µs so that they keep growing
         # across agent restarts: the manager never sees an old number again.

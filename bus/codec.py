@@ -38,8 +38,9 @@ DEFAULT_LIMITS = Limits()
 
 def encode(msg: Message) -> list[bytes]:
     """``[type, body]`` frames for ``msg``."""
+    plan = _encode_plan(type(msg))  # type: ignore[arg-type]  # classes are hashable
     body = {name: (_to_wire(getattr(msg, name)) if deep else getattr(msg, name))
-            for name, deep in _encode_plan(type(msg))}
+            for name, deep in plan}
     return [msg.TYPE.value.encode(), msgpack.packb(body, use_bin_type=True)]
 
 
@@ -149,7 +150,7 @@ def _checker(hint: Any) -> Checker:  # noqa: C901 - one branch per kind of hint
     if isinstance(hint, type) and issubclass(hint, enum.Enum):
         return lambda v, where: _enum(hint, v, where)
     if dataclasses.is_dataclass(hint):
-        return lambda v, where: _nested(hint, v, where)
+        return lambda v, where: _nested(hint, v, where)  # type: ignore[arg-type]
     if hint is bool:
         return _exact(bool, "a boolean")
     if hint is int:

@@ -59,9 +59,10 @@ def run(prog: str, main: Callable[[], Awaitable[None]],
     ``expected`` lists exception types (besides :class:`PtapError` and
     ``OSError``) that mean "cannot start": they become one line and exit 2.
     """
+    catch: tuple[type[BaseException], ...] = (PtapError, OSError, *expected)
     try:
         asyncio.run(_until_signalled(main))
-    except (PtapError, OSError, *expected) as exc:
+    except catch as exc:
         print(f"{prog}: {exc}", file=sys.stderr)
         return 2
     return 0
