@@ -1,0 +1,203 @@
+"""manager/lineproto.py: escaping, value types, the fast path, and a round trip
+through a real influxd (values must come back exactly as sent)."""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Any
+
+from manager.lineproto import encode_lines, encode_series, encode_str_lines, escape_key
+
+if TYPE_CHECKING:
+    from tests.conftest_influx import InfluxFixture
+
+TS = 1_700_000_000_123_456_789
+
+
+def one(measurement: str, tags: dict[str, Any], fields: list[str], *rows: list[Any]) -> list[str]:
+    return encode_str_lines([[measurement, tags, fields, list(rows)]])
+
+
+def reference_line(
+    measurement: str, tags: dict[str, str], fields: list[str], row: list[Any]
+) -> str | None:
+    """The rules written the slow, obvious way, to check the fast path against."""
+
+    def esc(text: str, specials: str) -> str:
+        for ch in specials:
+            text = text.replace(ch, "\\" + ch)
+        for ch, name in (("\t", "t"), ("\n", "n"), ("\r", "r"), ("\f", "f")):
+            text = text.replace(ch, "\\" + name)
+        return text + " " if text.endswith("\\") else text
+
+    head = esc(measurement, ", ")
+    for key in sorted(tags):
+        if key and tags[key]:
+            head += f",{esc(key, ',= ')}={esc(tags[key], ',= ')}"
+    parts = []
+    for name, value in zip(fields, row[1:], strict=True):
+        key = esc(name, ",= ")
+        if value is None or (isinstance(value, float) and not math.isfinite(value)):
+            continue
+        if isinstance(value, bool):
+            parts.append(f"{key}={'true' if value else 'false'}")
+        elif isinstance(value, int):
+            parts.append(f"{key}={value}i")
+        elif isinstance(value, float):
+            parts.append(f"{key}={value!r}")
+        else:
+            text = value.replace("\\", "\\\\").replace('"', '\\"')
+            parts.append(f'{key}="{text}"')
+    return f"{head} {','.join(parts)} {row[0]}" if parts else None
+
+
+def test_escapes_measurement_tags_and_field_keys() -> None:
+    lines = one("cpu load,x", {"b key": "v,1", "a=k": "x=y z"}, ["us er", "a,b=c"], [TS, 1.5, 2])
+    assert lines == [rf"cpu\ load\,x,a\=k=x\=y\ z,b\ key=v\,1 us\ er=1.5,a\,b\=c=2i {TS}"]
+
+
+def test_tags_sorted_and_empty_tags_left_out() -> None:
+    lines = one("m", {"z": "1", "a": "2", "empty": "", "": "x"}, ["v"], [TS, 1.0])
+    assert lines == [f"m,a=2,z=1 v=1.0 {TS}"]
+
+
+def test_control_characters_and_trailing_backslash_keep_the_line_whole() -> None:
+    lines = one("m", {"t": "a\nb\tc", "u": "end\\"}, ["v"], [TS, 1])
+    assert lines == [f"m,t=a\\nb\\tc,u=end\\  v=1i {TS}"]
+    assert escape_key("plain") == "plain"
+
+
+def test_value_types() -> None:
+    fields = ["i", "f", "t", "b", "s", "neg"]
+    lines = one("m", {}, fields, [TS, 42, 0.1, True, False, 'say "hi" \\o/', -7])
+    assert lines == [f'm i=42i,f=0.1,t=true,b=false,s="say \\"hi\\" \\\\o/",neg=-7i {TS}']
+
+
+def test_none_nan_and_inf_are_left_out_and_empty_rows_skipped() -> None:
+    payload, points = encode_series(
+        [
+            [
+                "m",
+                {"n": "1"},
+                ["a", "b"],
+                [
+                    [TS, 1.0, None],
+                    [TS + 1, math.nan, 2.0],
+                    [TS + 2, math.inf, -math.inf],
+                    [TS + 3, None, None],
+                    [TS + 4, 3.0, 4.0],
+                ],
+            ]
+        ]
+    )
+    assert points == 3
+    assert payload.decode().split("\n") == [
+        f"m,n=1 a=1.0 {TS}",
+        f"m,n=1 b=2.0 {TS + 1}",
+        f"m,n=1 a=3.0,b=4.0 {TS + 4}",
+    ]
+
+
+def test_unnamed_field_column_is_dropped() -> None:
+    assert one("m", {}, ["a", "", "c"], [TS, 1, 2, 3]) == [f"m a=1i,c=3i {TS}"]
+
+
+def test_encode_forms_agree() -> None:
+    series = [["m", {"h": "x"}, ["v"], [[TS, 1.0], [TS + 1, 2.0]]], ["n", {}, ["w"], []]]
+    payload, points = encode_series(series)
+    assert encode_lines(series) == payload.split(b"\n")
+    assert points == 2
+    assert encode_series([]) == (b"", 0)
+
+
+def test_fast_path_matches_reference_on_mixed_rows() -> None:
+    rng = random.Random(7)
+    pool: list[Any] = [
+        1.5,
+        -2.25,
+        3,
+        0,
+        10**15,
+        True,
+        False,
+        None,
+        math.nan,
+        math.inf,
+        's"x',
+        1e300,
+    ]
+    fields = ["a", "b b", "c,c"]
+    for _ in range(300):
+        layout = [rng.choice([float, int]) for _ in fields]
+        rows = []
+        for i in range(5):
+            row: list[Any] = [TS + i]
+            for kind in layout:
+                use_pool = rng.random() < 0.2
+                row.append(
+                    rng.choice(pool)
+                    if use_pool
+                    else kind(rng.randint(-1000, 1000) / (7 if kind is float else 1))
+                )
+            rows.append(row)
+        tags = {"host": rng.choice(["a", "b c", "d=e"])}
+        got = encode_str_lines([["m x", tags, fields, rows]])
+        want = [line for row in rows if (line := reference_line("m x", tags, fields, row))]
+        assert got == want
+
+
+def test_same_series_with_new_layout_is_recompiled() -> None:
+    first = one("layout", {"k": "v"}, ["a"], [TS, 1.0])
+    second = one("layout", {"k": "v"}, ["a"], [TS, 1])
+    third = one("layout", {"k": "v"}, ["a"], [TS, "x"])
+    assert (first, second, third) == (
+        [f"layout,k=v a=1.0 {TS}"],
+        [f"layout,k=v a=1i {TS}"],
+        [f'layout,k=v a="x" {TS}'],
+    )
+
+
+def test_round_trip_through_influxd(influxdb: InfluxFixture, influx_db: str) -> None:
+    rng = random.Random(1)
+    floats = [rng.uniform(-1e6, 1e6) for _ in range(50)] + [
+        0.1,
+        1e-300,
+        1.7976931348623157e308,
+        -0.5,
+    ]
+    rows = [
+        [TS + i, f, i * 7919 - 100_000, i % 2 == 0, f'text {i} "q" \\ , = ok']
+        for i, f in enumerate(floats)
+    ]
+    rows.append([TS + 1000, None, 2**63 - 1, None, None])
+    tags = {"node": "n 1,x=y", "job": "j\\1"}
+    payload, points = encode_series([["meas, odd", tags, ["f", "i", "b", "s"], rows]])
+    assert points == len(rows)
+    influxdb.write(influx_db, payload)
+
+    got = influxdb.query(influx_db, 'SELECT * FROM "meas, odd" GROUP BY *')
+    assert len(got) == len(rows)
+    for row, back in zip(rows, got, strict=True):
+        assert back["time"] == row[0]
+        assert back["node"] == "n 1,x=y" and back["job"] == "j\\1"
+        assert (
+            back["f"] == row[1]
+            and back["i"] == row[2]
+            and back["b"] == row[3]
+            and back["s"] == row[4]
+        )
+    types = {r["fieldKey"]: r["fieldType"] for r in influxdb.query(influx_db, "SHOW FIELD KEYS")}
+    assert types == {"f": "float", "i": "integer", "b": "boolean", "s": "string"}
+
+
+def test_columns_whose_values_drift_stay_exact() -> None:
+    """A column starting at 0.0 (a rate's first sample) and then holding long
+    floats goes through the repr cache first; the output must not change."""
+    rng = random.Random(3)
+    fields = ["rate", "pct"]
+    for batch in range(130):
+        value = 0.0 if batch == 0 else rng.uniform(0, 1e6)
+        row = [TS + batch, value, round(rng.uniform(0, 100), 1)]
+        got = encode_str_lines([["drift", {"node": "n"}, fields, [row]]])
+        assert got == [reference_line("drift", {"node": "n"}, fields, row)]
