@@ -32,7 +32,7 @@ from bus.messages import (
     Event,
     Heartbeat,
     Message,
-    MetricBatch,
+    MetricAck,
     NodeState,
     RunDispatch,
     RunState,
@@ -40,8 +40,10 @@ from bus.messages import (
 from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager import control, scheduler
+from manager.ingest import Ingest
 from manager.registry import Registry, StateChange, valid_node_name
 from manager.scheduler import ACTIVE, Book, Job, Run
+from manager.sinks import InfluxV1Sink, Sink
 from manager.state import Store
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,7 @@ class Manager:
         *,
         ready_file: str | Path | None = None,
         ctx: zmq.asyncio.Context | None = None,
+        sink: Sink | None = None,
     ) -> None:
         if cfg.security.curve:
             raise StartupError(
@@ -100,6 +103,14 @@ class Manager:
         self._restart_deadline: float | None = None
         self._next_heartbeat = 0.0
         self._closed = False
+        self.ingest = Ingest(
+            sink or make_sink(cfg),
+            ack=self._ack_metrics,
+            publish=self._publish_metrics,
+            is_known_node=lambda name: self.registry.get(name) is not None,
+            limits=self.limits,
+            max_points=cfg.spool.max_points,
+        )
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -121,6 +132,7 @@ class Manager:
                 loop.create_task(self._router_loop(), name="router"),
                 loop.create_task(self._pull_loop(), name="pull"),
                 loop.create_task(self._housekeeping(), name="housekeeping"),
+                loop.create_task(self.ingest.run(), name="ingest"),
             ]
             self._write_ready_file()
         except BaseException:
@@ -152,6 +164,11 @@ class Manager:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._sockets:
+            # Store what was accepted while the router can still ack it; the
+            # rest stays in the agents' spools and is resent to the next manager.
+            await self.ingest.flush(timeout=3.0)
+        await self.ingest.sink.close()
         for sock in self._sockets:
             sock.close(linger=0)
         if self._own_ctx:
@@ -291,29 +308,25 @@ class Manager:
                 )
 
     async def on_metrics(self, frames: list[bytes]) -> None:
-        """One PULL message (a metric batch): the hook that ingest replaces.
+        """One PULL message (a metric batch): handed to :class:`manager.ingest.Ingest`."""
+        if await self.ingest.accept(frames):
+            self.counters["metrics.batches"] += 1
+        else:
+            self.counters["metrics.refused"] += 1
 
-        For now: decode, count, and republish the original bytes on PUB as
-        ``m.<node>`` so live views see them.
-        """
-        try:
-            batch = codec.decode(frames, self.limits)
-            if not isinstance(batch, MetricBatch) or not valid_node_name(batch.node):
-                raise ProtocolError(
-                    f"expected a metrics.batch from a valid node, got {batch.TYPE.value}"
-                )
-        except ProtocolError as exc:
-            self.counters["metrics.bad"] += 1
-            self.bad_frames.warn(
-                f"metrics-{exc.code}", f"bad metric batch: {exc}", time.monotonic()
-            )
-            return
-        self.counters["metrics.batches"] += 1
-        await self.publish(topics.metrics(batch.node), list(frames))
+    async def _publish_metrics(self, node: str, frames: list[bytes]) -> None:
+        await self.publish(topics.metrics(node), frames)
+
+    async def _ack_metrics(self, node: str, seqs: list[int]) -> None:
+        """Ack stored batches to the node's current peer; if it is gone, the
+        agent resends them after registering and InfluxDB overwrites them."""
+        peer = self.registry.get(node)
+        if peer is not None and not peer.lost:
+            await self.send(peer.routing_id, MetricAck(seqs=seqs))
 
     def last_seq(self, node: str) -> int:
-        """Highest stored metric sequence of ``node`` (for Welcome); ingest overrides it."""
-        return -1
+        """Highest stored metric sequence of ``node`` since start-up (for Welcome)."""
+        return self.ingest.last_seq.get(node, -1)
 
     async def _housekeeping(self) -> None:
         while True:
@@ -509,3 +522,15 @@ def _endpoint(host: str, port: int | None) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"
     return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
+
+
+def make_sink(cfg: ServerConfig) -> Sink:
+    """The InfluxDB sink ``[influxdb]`` asks for: v2 API with token, org and bucket, else v1."""
+    db = cfg.influxdb
+    if db.token and db.org and db.bucket:
+        from manager.sinks.influx_v2 import InfluxV2Sink
+
+        return InfluxV2Sink(db.url, db.token, db.org, db.bucket, timeout=db.timeout)
+    return InfluxV1Sink(db.url, db.database, username=db.username or None,
+                        password=db.password or None, token=db.token or None,
+                        timeout=db.timeout)

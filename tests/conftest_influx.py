@@ -44,7 +44,11 @@ class InfluxFixture:
         return self.server.running
 
     def start(self) -> None:
-        """Start influxd again on the same port with the same data."""
+        """Start influxd again on the same port with the same data.
+
+        Call it from the main thread: influxd gets PR_SET_PDEATHSIG, which
+        fires when the *thread* that started it ends, so a start from an
+        executor thread dies when that thread does."""
         self.server.start()
 
     def stop(self) -> None:

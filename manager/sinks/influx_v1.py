@@ -153,6 +153,11 @@ class InfluxV1Sink:
             raise SinkRejected("; ".join(str(e) for e in errors), status=response.code)
         return doc
 
+    async def prepare(self) -> None:
+        """Create the database if it is missing (``CREATE DATABASE`` is idempotent)."""
+        name = self.db.replace("\\", "\\\\").replace('"', '\\"')
+        await self.query(f'CREATE DATABASE "{name}"', db="")
+
     async def close(self) -> None:
         """Close the HTTP client; the sink cannot be used afterwards."""
         self._closed = True

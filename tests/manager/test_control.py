@@ -53,6 +53,7 @@ from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager.control import RateLimitedLog
 from manager.main import main
+from manager.sinks import MemorySink, Sink
 from manager.server import Manager
 
 WAIT = 5.0
@@ -146,11 +147,14 @@ class Harness:
 
 
 @contextlib.asynccontextmanager
-async def harness(db: Path, ctx: zmq.asyncio.Context | None = None,
+async def harness(db: Path, ctx: zmq.asyncio.Context | None = None, sink: Sink | None = None,
                   **overrides: str) -> AsyncIterator[Harness]:
+    """A manager on random ports; its sink is memory unless a test passes a real one
+    (these tests are about the control plane, tests/manager/test_ingest.py about InfluxDB)."""
     own = ctx is None
     ctx = ctx or zmq.asyncio.Context()
-    mgr = Manager(server_config(db, **overrides), ready_file=db.with_name("ready.json"))
+    mgr = Manager(server_config(db, **overrides), ready_file=db.with_name("ready.json"),
+                  sink=sink or MemorySink())
     try:
         await mgr.start()
         yield Harness(ctx, mgr)
@@ -475,10 +479,13 @@ async def _run_state(client: ManagerClient, job_id: str, state: str) -> bool:
 def test_metric_batches_are_republished_as_received(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with harness(tmp_path / "m.db") as h:
+            agent = h.agent()
+            await agent.register()
             push = make_socket(h.ctx, zmq.PUSH, SocketTuning())
             push.connect(h.mgr.pull_address)
             events = h.events("m.")
-            frames = codec.encode(MetricBatch(node="n1", seq=1, series=[["cpu", {}, ["v"], []]]))
+            row = [time.time_ns(), 1.0]
+            frames = codec.encode(MetricBatch(node="n1", seq=1, series=[["cpu", {}, ["v"], [row]]]))
             await push.send_multipart([b"bogus", b"\x00"])
             async with asyncio.timeout(WAIT):
                 while True:  # until the subscription is live (slow joiner)
@@ -488,7 +495,7 @@ def test_metric_batches_are_republished_as_received(tmp_path: Path) -> None:
                             got = await events.sock.recv_multipart()
                         break
             assert got == [b"m.n1", *frames]
-            assert h.mgr.counters["metrics.bad"] == 1
+            assert h.mgr.ingest.counters["bad-unknown-type"] == 1
             assert h.mgr.counters["metrics.batches"] >= 1
 
     asyncio.run(scenario())
