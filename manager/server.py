@@ -27,7 +27,6 @@ import zmq.asyncio
 from bus import codec, topics
 from bus.codec import DEFAULT_LIMITS, Limits
 from bus.daemon import StartupError
-from bus.errors import ProtocolError
 from bus.messages import (
     Event,
     Heartbeat,
@@ -41,7 +40,7 @@ from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager import control, scheduler
 from manager.ingest import Ingest
-from manager.registry import Registry, StateChange, valid_node_name
+from manager.registry import Registry, StateChange
 from manager.scheduler import ACTIVE, Book, Job, Run
 from manager.sinks import InfluxV1Sink, Sink
 from manager.state import Store

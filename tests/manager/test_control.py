@@ -53,8 +53,8 @@ from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager.control import RateLimitedLog
 from manager.main import main
-from manager.sinks import MemorySink, Sink
 from manager.server import Manager
+from manager.sinks import MemorySink, Sink
 
 WAIT = 5.0
 MAX_BYTES = 65536
