@@ -53,6 +53,8 @@ class ServerSecurity:
     curve: bool = key(False, doc="encrypt and authenticate with CURVE (needed off loopback)")
     auto_accept: bool = key(False, doc="accept new agent keys without ptap keys accept")
     keys_dir: str = key("var/keys", doc="where the manager keeps its keys and agents' keys")
+    allow_insecure: bool = key(False, doc="serve a non-loopback bind_addr without CURVE "
+                               "(anyone who reaches it can run commands: isolated labs only)")
 
 
 @dataclass(frozen=True)

@@ -82,6 +82,15 @@ class Manager:
                 "yet (it comes with key acceptance); set curve = no and keep "
                 "[basic] bind_addr on loopback"
             )
+        if cfg.basic.bind_addr not in LOOPBACK and not cfg.security.allow_insecure:
+            # Jobs are remote execution: an unauthenticated bus must not be
+            # reachable from other hosts by accident (DESIGN §6).
+            raise StartupError(
+                f"[basic] bind_addr = {cfg.basic.bind_addr} is not loopback and CURVE is "
+                "not available yet: anyone reaching it could run commands on every node — "
+                "bind 127.0.0.1 (and tunnel agents over ssh), or set [security] "
+                "allow_insecure = yes on an isolated lab network"
+            )
         self.cfg = cfg
         self.ready_file = Path(ready_file) if ready_file else None
         size = cfg.spool.max_message_bytes

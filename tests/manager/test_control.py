@@ -507,6 +507,9 @@ def test_main_refuses_bad_config_in_one_line(capsys: pytest.CaptureFixture[str])
     assert err.startswith("ptap-manager: ") and err.count("\n") == 1 and "bind_port" in err
     assert main(["--set", "security.curve=yes"]) == 2
     assert "curve" in capsys.readouterr().err
+    assert main(["--set", "basic.bind_addr=0.0.0.0"]) == 2
+    err = capsys.readouterr().err
+    assert "not loopback" in err and "allow_insecure" in err and err.count("\n") == 1
 
 
 def test_python_m_manager_main_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
