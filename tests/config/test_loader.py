@@ -27,7 +27,7 @@ def test_samples_load_and_list_every_key() -> None:
         text = path.read_text()
         for sec, key, _, doc in describe(cls):
             assert f"[{sec}]" in text
-            assert re.search(rf"^{re.escape(key)} = ", text, re.M), f"{name}: {key}"
+            assert re.search(rf"^{re.escape(key)} =( |$)", text, re.M), f"{name}: {key}"
             assert doc, f"{sec}.{key} has no doc"
 
 

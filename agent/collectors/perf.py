@@ -1,0 +1,394 @@
+"""The ``perf`` measurement: PMU and software counters from ``perf stat -x, -I <ms>``.
+
+Tags node, job (job scope only), scope (``job``/``system``) and event; fields
+``value`` (in perf's unit: msec for task-clock, a count otherwise), ``per_sec``
+(value divided by the interval's length) and ``enabled_pct`` (the share of the
+interval the counter really ran under multiplexing; perf already scaled
+``value`` up by it). A derived ``event=ipc`` row (instructions / cycles) is added
+for any interval in which both were counted.
+
+``<not supported>`` (e.g. hardware events in a VM) and ``<not counted>`` (the
+task never ran in that interval, or the counter was never scheduled) produce
+no row, never a zero; they are recorded in :attr:`PerfCollector.capabilities`.
+An event that was counted once stays ``supported``.
+
+Job scope and new children: ``perf stat -p PIDS`` only counts the threads that
+existed when it attached. Checked on this kernel (6.1): a shell attached with
+``-p`` that later forks a busy child reports only the shell's own 1 ms. So the
+agent passes the tree's pids through :meth:`PerfCollector.set_pids` at each
+interval and perf is restarted on the new set when it changed, at most once per
+interval. Work done by a child between its fork and the next restart is lost.
+
+Stopping uses SIGTERM, not SIGINT: a daemon started with ``&`` from a shell
+ignores SIGINT, and its children inherit that. The last partial interval is
+lost on stop; when the watched processes exit perf prints it and exits itself.
+
+perf's interval timestamps are seconds since perf started; they are added to
+``time.time_ns()`` taken just before the spawn (a few ms early at most).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import re
+import signal
+import subprocess
+import time
+from collections import deque
+from collections.abc import Iterable
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+import psutil
+
+from bus.metrics import Series
+
+log = logging.getLogger(__name__)
+
+PERF_FIELDS = ("value", "per_sec", "enabled_pct")
+DEFAULT_EVENTS = (
+    "task-clock", "context-switches", "cpu-migrations", "page-faults",
+    "cycles", "instructions", "cache-misses", "branch-misses",
+)
+PROBE_EVENTS = "cycles,instructions,task-clock"
+PARANOID_PATH = "/proc/sys/kernel/perf_event_paranoid"
+_CYCLES = frozenset({"cycles", "cpu-cycles"})
+_STOP_TIMEOUT_S = 2.0
+
+
+class Capability(StrEnum):
+    """What perf said about an event."""
+
+    SUPPORTED = "supported"
+    NOT_SUPPORTED = "not supported"
+    NOT_COUNTED = "not counted"
+    UNAVAILABLE = "unavailable"  # perf itself could not run
+
+
+_STATUS = {"<not supported>": Capability.NOT_SUPPORTED, "<not counted>": Capability.NOT_COUNTED}
+
+# ts (with -I) · aggregation columns (-A: CPU0, --per-socket: S0,2, --per-thread:
+# comm-pid) · value · unit · event · cgroup (-G) · variance (-r) · run_ns · pct
+# · metric value and unit (absent in some versions/modes).
+_LINE = re.compile(
+    r"^\s*(?:(?P<ts>\d+\.\d{9}),)?"
+    r"(?P<prefix>(?:[^,]*,)*?)"
+    r"(?P<value>\d+(?:\.\d+)?|<not supported>|<not counted>),"
+    r"(?P<unit>(?:[^,\d<][^,]*)?),"
+    r"(?P<event>.+?)"
+    r"(?:,(?P<cgroup>/[^,]*))?"
+    r"(?:,(?P<variance>\d+(?:\.\d+)?%))?"
+    r",(?P<run>\d+),(?P<pct>\d+(?:\.\d+)?)"
+    r"(?:,(?P<metric>[^,]*)(?:,(?P<metric_unit>[^,]*))?)?\s*$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class PerfSample:
+    """One parsed line of ``perf stat -x,`` output."""
+
+    ts: float | None  # seconds since perf started; None without -I
+    event: str
+    status: Capability
+    value: float | None  # None unless status is SUPPORTED
+    unit: str
+    run_ns: int
+    enabled_pct: float
+    prefix: tuple[str, ...] = ()  # -A / --per-* / --per-thread columns
+    cgroup: str | None = None
+
+
+def parse_perf_line(line: str) -> PerfSample | None:
+    """Parse one CSV line from ``perf stat -x,``; ``None`` for anything else.
+
+    Handles lines with and without the interval timestamp, the aggregation
+    columns, the cgroup column and the trailing metric columns.
+    """
+    m = _LINE.match(line)
+    if m is None:
+        return None
+    raw = m["value"]
+    status = _STATUS.get(raw, Capability.SUPPORTED)
+    prefix = tuple(m["prefix"].split(",")[:-1]) if m["prefix"] else ()
+    return PerfSample(
+        ts=float(m["ts"]) if m["ts"] else None,
+        event=m["event"],
+        status=status,
+        value=float(raw) if status is Capability.SUPPORTED else None,
+        unit=m["unit"],
+        run_ns=int(m["run"]),
+        enabled_pct=float(m["pct"]),
+        prefix=prefix,
+        cgroup=m["cgroup"],
+    )
+
+
+def _base(event: str) -> str:
+    return event.split(":", 1)[0]
+
+
+def _perf_env() -> dict[str, str]:
+    # A decimal comma in some locales would break the CSV.
+    return {**os.environ, "LC_ALL": "C"}
+
+
+def read_paranoid(path: str = PARANOID_PATH) -> int | None:
+    """The kernel's ``perf_event_paranoid`` level, or ``None`` if unreadable."""
+    try:
+        with open(path, encoding="ascii") as f:
+            return int(f.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def probe_perf(perf_path: str = "perf") -> dict[str, Any]:
+    """Check what perf can do here, for the agent's registration facts.
+
+    Runs ``perf stat -x, -e cycles,instructions,task-clock true``. Returns
+    ``{available, paranoid, hardware_events, version, error, capabilities}``;
+    never raises.
+    """
+    facts: dict[str, Any] = {
+        "available": False, "paranoid": read_paranoid(), "hardware_events": False,
+        "version": None, "error": None, "capabilities": {},
+    }
+    try:
+        ver = subprocess.run([perf_path, "--version"], capture_output=True, text=True,
+                             timeout=10, env=_perf_env(), check=False)
+        facts["version"] = ver.stdout.strip() or None
+        run = subprocess.run([perf_path, "stat", "-x,", "-e", PROBE_EVENTS, "true"],
+                             capture_output=True, text=True, timeout=10, env=_perf_env(),
+                             check=False)
+    except (OSError, subprocess.SubprocessError) as exc:
+        facts["error"] = f"cannot run {perf_path!r}: {exc}"
+        return facts
+    caps = {s.event: s.status for s in map(parse_perf_line, run.stderr.splitlines()) if s}
+    facts["capabilities"] = {k: str(v) for k, v in caps.items()}
+    facts["available"] = caps.get("task-clock") is Capability.SUPPORTED
+    facts["hardware_events"] = all(
+        caps.get(e) is Capability.SUPPORTED for e in ("cycles", "instructions"))
+    if not facts["available"]:
+        tail = " | ".join(run.stderr.strip().splitlines()[-3:])
+        facts["error"] = f"perf stat exited {run.returncode}: {tail or 'no output'}"
+    return facts
+
+
+class PerfCollector:
+    """Stream ``perf stat -x, -I`` for a job's pids (scope ``job``) or the system.
+
+    ``pids=None`` means the whole system (``-a``). The collector never raises
+    because of perf: if it cannot run, :attr:`error` says why, the events are
+    marked ``unavailable`` and :meth:`collect` returns ``[]``.
+    """
+
+    def __init__(self, node: str, job_id: str | None = None,
+                 pids: Iterable[int] | None = None,
+                 events: Iterable[str] = DEFAULT_EVENTS, interval_ms: int = 1000,
+                 perf_path: str = "perf") -> None:
+        self.node = node
+        self.job_id = job_id
+        self.events = tuple(events)
+        if not self.events:
+            raise ValueError("PerfCollector needs at least one event")
+        if interval_ms < 10:
+            raise ValueError(f"perf interval must be >= 10 ms, got {interval_ms}")
+        self.interval_ms = interval_ms
+        self.perf_path = perf_path
+        self.scope = "system" if pids is None else "job"
+        self._pids: frozenset[int] | None = None if pids is None else frozenset(pids)
+        self.capabilities: dict[str, Capability] = {}
+        self.error: str | None = None
+        self.restarts = 0
+        self._proc: asyncio.subprocess.Process | None = None
+        self._reader: asyncio.Task[None] | None = None
+        self._started_mono = float("-inf")
+        self._ready: list[tuple[int, str, float, float | None, float]] = []
+        self._diag: deque[str] = deque(maxlen=5)
+
+    @property
+    def running(self) -> bool:
+        """True while a perf process is attached."""
+        return self._proc is not None and self._proc.returncode is None
+
+    def argv(self) -> list[str] | None:
+        """The perf command line for the current target; ``None`` if no pid is alive."""
+        target = ["-a"]
+        if self._pids is not None:
+            # perf refuses the whole list if one pid is gone, so drop the dead ones.
+            alive = sorted(p for p in self._pids if psutil.pid_exists(p))
+            if not alive:
+                return None
+            target = ["-p", ",".join(map(str, alive))]
+        return [self.perf_path, "stat", "-x,", "-I", str(self.interval_ms),
+                "-e", ",".join(self.events), *target]
+
+    async def start(self) -> None:
+        """Spawn perf (no-op when no job pid is alive)."""
+        await self._spawn()
+
+    async def stop(self) -> None:
+        """Terminate perf and reap it; safe to call more than once."""
+        proc, reader = self._proc, self._reader
+        self._proc = self._reader = None
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT_S)
+            except TimeoutError:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+                await proc.wait()
+        if reader is not None:
+            await reader
+
+    async def set_pids(self, pids: Iterable[int]) -> bool:
+        """Follow the job's current pid set; returns True if perf was restarted.
+
+        A change is applied at most once per interval; a change refused now
+        is applied by a later call with the same set.
+        """
+        if self._pids is None:
+            raise ValueError("set_pids() on a system-scope PerfCollector")
+        new = frozenset(pids)
+        if new == self._pids:
+            return False  # unchanged; a perf that failed on this set is not retried
+        if time.monotonic() - self._started_mono < self.interval_ms / 1000:
+            return False
+        self._pids = new
+        await self.stop()
+        self.restarts += 1
+        await self._spawn()
+        return True
+
+    def collect(self, now_ns: int) -> list[Series]:
+        """Series for the intervals perf completed since the last call."""
+        ready, self._ready = self._ready, []
+        by_event: dict[str, Series] = {}
+        tags = {"node": self.node, "scope": self.scope}
+        if self.job_id is not None:
+            tags["job"] = self.job_id
+        for ts_ns, event, value, per_sec, pct in ready:
+            s = by_event.get(event)
+            if s is None:
+                s = by_event[event] = Series("perf", {**tags, "event": event}, PERF_FIELDS)
+            s.add(ts_ns, value, per_sec, pct)
+        return list(by_event.values())
+
+    async def _spawn(self) -> None:
+        self._started_mono = time.monotonic()
+        self._diag.clear()  # an error message must describe this run only
+        argv = self.argv()
+        if argv is None:
+            return
+        start_ns = time.time_ns()
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                *argv, stdin=asyncio.subprocess.DEVNULL,
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+                env=_perf_env())
+        except OSError as exc:
+            self._unavailable(f"cannot run {self.perf_path!r}: {exc}")
+            return
+        self._proc = proc
+        self._reader = asyncio.create_task(self._read(proc, start_ns))
+
+    def _unavailable(self, why: str) -> None:
+        self.error = why
+        for ev in self.events:
+            self.capabilities.setdefault(ev, Capability.UNAVAILABLE)
+        log.warning("perf %s scope on %s: %s", self.scope, self.node, why)
+
+    async def _read(self, proc: asyncio.subprocess.Process, start_ns: int) -> None:
+        """Parse perf's stderr until EOF, then reap perf and report failures."""
+        try:
+            await self._read_stream(proc, start_ns)
+        except Exception:  # a parser bug must not take the agent down
+            log.exception("perf reader on %s failed", self.node)
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
+
+    async def _read_stream(self, proc: asyncio.subprocess.Process, start_ns: int) -> None:
+        assert proc.stderr is not None
+        state = _RunState(start_ns, len(self.events))
+        produced = False
+        while True:
+            try:
+                raw = await proc.stderr.readline()
+            except ValueError:  # a line over the stream limit: not ours to parse
+                continue
+            if not raw:
+                break
+            line = raw.decode("utf-8", "replace").rstrip("\n")
+            sample = parse_perf_line(line)
+            if sample is None or sample.ts is None:
+                if line.strip():
+                    self._diag.append(line.strip())
+                continue
+            produced = True
+            self._note(sample)
+            self._ready += state.add(sample)
+        self._ready += state.flush()
+        rc = await proc.wait()
+        if rc > 0 and not produced:
+            self._unavailable(f"perf exited {rc}: {' | '.join(self._diag) or 'no output'}")
+
+    def _note(self, s: PerfSample) -> None:
+        if self.capabilities.get(s.event) is not Capability.SUPPORTED:
+            self.capabilities[s.event] = s.status
+        if s.status is Capability.SUPPORTED:
+            self.error = None
+
+
+class _RunState:
+    """Groups one perf run's lines into intervals and turns them into rows.
+
+    All lines of one interval carry the same timestamp; an interval is
+    complete when every event reported or the timestamp moves on.
+    """
+
+    def __init__(self, start_ns: int, n_events: int) -> None:
+        self.start_ns = start_ns
+        self.n_events = n_events
+        self.group: list[PerfSample] = []
+        self.prev_ts = 0.0  # end of the previous interval, seconds since start
+        self.last_ts = 0.0
+
+    def add(self, s: PerfSample) -> list[tuple[int, str, float, float | None, float]]:
+        out = []
+        if self.group and s.ts != self.group[0].ts:
+            out = self.flush()
+        self.group.append(s)
+        if len(self.group) >= self.n_events:
+            out += self.flush()
+        return out
+
+    def flush(self) -> list[tuple[int, str, float, float | None, float]]:
+        group, self.group = self.group, []
+        if not group or group[0].ts is None:
+            return []
+        ts = group[0].ts
+        if ts != self.last_ts:
+            self.prev_ts, self.last_ts = self.last_ts, ts
+        length = ts - self.prev_ts
+        ts_ns = self.start_ns + round(ts * 1e9)
+        rows = []
+        counted: dict[str, PerfSample] = {}
+        for s in group:
+            if s.value is None:
+                continue  # unsupported / not counted: a capability, never a zero
+            counted[_base(s.event)] = s
+            per_sec = round(s.value / length, 3) if length > 0 else None
+            rows.append((ts_ns, s.event, s.value, per_sec, s.enabled_pct))
+        ins = counted.get("instructions")
+        cyc = next((counted[c] for c in _CYCLES if c in counted), None)
+        if ins is not None and cyc is not None and cyc.value:
+            assert ins.value is not None
+            ipc = round(ins.value / cyc.value, 4)
+            rows.append((ts_ns, "ipc", ipc, None, min(ins.enabled_pct, cyc.enabled_pct)))
+        return rows

@@ -1,0 +1,150 @@
+"""One coroutine per ``ptap`` command. Each returns the process exit status.
+
+Commands print results on stdout and progress on stderr; failures are raised
+(:class:`bus.errors.ClientError` or :class:`CliError`) and turned into one
+line by :mod:`manager.cli.main`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from typing import Any
+
+from bus import messages
+from manager.cli import follow, render
+from manager.cli.session import EXIT_USAGE, CliError, Session
+
+
+def _print(text: str) -> None:
+    print(text, flush=True)
+
+
+async def cmd_nodes(session: Session, args: argparse.Namespace) -> int:
+    """``ptap nodes [--json]``: every node the manager knows, with liveness and capabilities."""
+    async with session.client() as client:
+        nodes = await client.nodes()
+    _print(render.to_json(nodes) if args.json else render.nodes_table(nodes))
+    return 0
+
+
+async def cmd_jobs(session: Session, args: argparse.Namespace) -> int:
+    """``ptap jobs [--json]``: newest jobs first."""
+    async with session.client() as client:
+        jobs = await client.jobs(limit=args.limit)
+    _print(render.to_json(jobs) if args.json else render.jobs_table(jobs, time.time()))
+    return 0
+
+
+async def cmd_job(session: Session, args: argparse.Namespace) -> int:
+    """``ptap job ID [--json]``: one job with its runs and their output tails."""
+    async with session.client() as client:
+        job = await client.job(args.job_id)
+    _print(render.to_json(job) if args.json else render.job_view(job, time.time()))
+    return 0
+
+
+async def cmd_cancel(session: Session, args: argparse.Namespace) -> int:
+    """``ptap cancel ID``: ask the manager to end every unfinished run of a job."""
+    async with session.client() as client:
+        job = await client.cancel(args.job_id)
+    open_runs = [r for r in job.get("runs") or []
+                 if not messages.RunState(r.get("state", "queued")).final]
+    if open_runs:
+        _print(f"cancelling job {job.get('id')}: {len(open_runs)} run(s) being stopped "
+               f"— follow with ptap job {job.get('id')}")
+    else:
+        _print(f"job {job.get('id')} is {job.get('state')}")
+    return 0
+
+
+async def cmd_keys(session: Session, args: argparse.Namespace) -> int:
+    """``ptap keys list|accept|reject|revoke [NODE]``: agent key acceptance, passed through."""
+    if args.action != "list" and not args.node:
+        raise CliError(f"keys {args.action} needs a NODE — e.g. ptap keys {args.action} node1",
+                       EXIT_USAGE)
+    async with session.client() as client:
+        result = await client.keys(args.action, args.node or "")
+    _print(render.to_json(result) if args.json else _keys_text(result))
+    return 0
+
+
+def _keys_text(result: Any) -> str:
+    rows = result.get("keys") if isinstance(result, dict) else result
+    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
+        if not rows:
+            return "no agent keys"
+        headers = sorted({k for r in rows for k in r})
+        return render.table([h.upper() for h in headers], [[r.get(h) for h in headers]
+                                                           for r in rows])
+    return result if isinstance(result, str) else render.to_json(result)
+
+
+async def cmd_run(session: Session, args: argparse.Namespace) -> int:
+    """``ptap run [...] -- CMD...``: submit a job, print its id; ``--wait`` follows it."""
+    spec = build_spec(args)
+    async with session.client() as client:
+        job = await client.submit(spec)
+        job_id = str(job["id"])
+        args.submitted_job_id = job_id
+        # The id alone on the first line, so that scripts can capture it.
+        _print(job_id)
+        if not args.wait:
+            return 0
+        final = await follow.follow_job(session, client, job_id, job)
+    return follow.job_exit_status(final)
+
+
+def build_spec(args: argparse.Namespace) -> messages.JobSpec:
+    """The :class:`JobSpec` for ``ptap run``'s arguments; bad values are usage errors."""
+    command = list(args.command)
+    if command and command[0] == "--":
+        command = command[1:]
+    if not command:
+        raise CliError("run needs a command — e.g. ptap run --wait -- sleep 2", EXIT_USAGE)
+    if len(command) == 1 and any(c.isspace() for c in command[0]):
+        # One quoted argument with spaces is a shell string, as DESIGN §4 allows.
+        command = ["/bin/sh", "-c", command[0]]
+    return messages.JobSpec(
+        command=command,
+        name=args.name or "",
+        targets=split_list(args.nodes) or ["all"],
+        collect=split_list(args.collect),
+        interval=args.interval,
+        timeout=args.job_timeout,
+        repeat=args.repeat,
+        env=parse_pairs(args.env, "--env"),
+        cwd=args.cwd or "",
+        tags=parse_pairs(args.tag, "--tag"),
+    )
+
+
+def split_list(text: str | None) -> list[str]:
+    """``"a, b,,c"`` → ``["a", "b", "c"]``."""
+    return [p.strip() for p in (text or "").split(",") if p.strip()]
+
+
+def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
+    """``["k=v", ...]`` → dict; a value may contain ``=``."""
+    out: dict[str, str] = {}
+    for item in values or []:
+        k, sep, v = item.partition("=")
+        if not sep or not k.strip():
+            raise CliError(f"{flag} {item!r} is not KEY=VALUE — e.g. {flag} build=1.2.3",
+                           EXIT_USAGE)
+        out[k.strip()] = v
+    return out
+
+
+async def cmd_watch(session: Session, args: argparse.Namespace) -> int:
+    """``ptap watch [--node N]``: live events and metric batches until Ctrl-C."""
+    # Ask once first: a SUB socket waits silently forever for a manager
+    # that is not there, and the user deserves to be told.
+    async with session.client() as client:
+        nodes = await client.nodes()
+    if args.node and args.node not in {n.get("name") for n in nodes}:
+        print(f"ptap: note: node {args.node} is not registered yet; waiting for it",
+              file=sys.stderr, flush=True)
+    await follow.watch(session, args.node, args.count)
+    return 0

@@ -1,0 +1,175 @@
+"""Following a job live (``ptap run --wait``) and tailing the PUB socket (``ptap watch``).
+
+``--wait`` listens to ``evt.job.<id>`` for prompt progress, but PUB drops
+messages for late subscribers (the subscription starts after the submit), so
+it also polls ``job.get``: events make it fast, polling makes it complete,
+and the final state always comes from ``job.get``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import time
+from typing import Any
+
+from bus import messages, topics
+from bus.client import ManagerClient, subscribe
+from bus.errors import ManagerUnreachable
+from manager.cli import render
+from manager.cli.session import EXIT_UNREACHABLE, CliError, Session
+
+#: Seconds between ``job.get`` polls while no event arrives.
+POLL_INTERVAL = 1.0
+#: How long ``--wait`` rides out a manager that stopped answering (a restart).
+UNREACHABLE_GRACE = 60.0
+FINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+_FINAL_RUN_STATES = frozenset(s.value for s in messages.RunState if s.final)
+_EXIT_BY_STATE = {"timeout": 124, "cancelled": 130, "lost": 69}
+
+
+def job_exit_status(job: dict[str, Any]) -> int:
+    """Exit status of ``run --wait`` (docs/protocol.md): 0 if every run succeeded,
+    else decided by the first run that did not: its exit code for ``failed``
+    (1–255, else 1), 124 timeout, 130 cancelled, 69 lost."""
+    for run in job.get("runs") or []:
+        state = run.get("state")
+        if state == "succeeded":
+            continue
+        if state == "failed":
+            code = run.get("exit_code")
+            return code if isinstance(code, int) and 1 <= code <= 255 else 1
+        return _EXIT_BY_STATE.get(str(state), 1)
+    return 0
+
+
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+class JobFollower:
+    """Prints each run's state changes once, from events and polls alike."""
+
+    def __init__(self, client: ManagerClient, job_id: str) -> None:
+        self.client = client
+        self.job_id = job_id
+        self.seen: dict[str, str] = {}
+        self.unreachable_since: float | None = None
+
+    def note_run(self, run: dict[str, Any]) -> None:
+        run_id, state = str(run.get("id", "")), str(run.get("state", ""))
+        before = self.seen.get(run_id)
+        # A late PUB event must not undo a final state already shown.
+        if not run_id or before == state or before in _FINAL_RUN_STATES:
+            return
+        self.seen[run_id] = state
+        _say(render.run_progress(self.job_id, run))
+
+    async def poll(self, job: dict[str, Any]) -> dict[str, Any]:
+        """``job.get``; while the manager is away (restarting) keep the last view."""
+        try:
+            job = await self.client.job(self.job_id)
+        except ManagerUnreachable as exc:
+            now = time.monotonic()
+            if self.unreachable_since is None:
+                self.unreachable_since = now
+                _say(f"ptap: manager not answering; still waiting for job {self.job_id}")
+            elif now - self.unreachable_since > UNREACHABLE_GRACE:
+                raise CliError(f"{exc}; job {self.job_id} may still be running — "
+                               f"check later with ptap job {self.job_id}",
+                               EXIT_UNREACHABLE) from None
+            return job
+        if self.unreachable_since is not None:
+            _say(f"ptap: manager answers again; following job {self.job_id}")
+            self.unreachable_since = None
+        for run in job.get("runs") or []:
+            self.note_run(run)
+        return job
+
+
+async def follow_job(session: Session, client: ManagerClient, job_id: str,
+                     job: dict[str, Any]) -> dict[str, Any]:
+    """Follow ``job_id`` until it is final; print progress on stderr; return the final job."""
+    follower = JobFollower(client, job_id)
+    events: asyncio.Queue[messages.Event] = asyncio.Queue()
+    pump = asyncio.create_task(_pump_job_events(session, job_id, events))
+    try:
+        for run in job.get("runs") or []:
+            follower.note_run(run)
+        job = await follower.poll(job)
+        while job.get("state") not in FINAL_JOB_STATES:
+            if not job.get("runs") and follower.unreachable_since is None:
+                raise CliError(f"job {job_id} has no runs: no node matched its targets — "
+                               "see ptap nodes and --nodes")
+            await _wait_for_events(events, follower, POLL_INTERVAL)
+            job = await follower.poll(job)
+    finally:
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await pump
+    _summarise(job)
+    return job
+
+
+async def _pump_job_events(session: Session, job_id: str,
+                           queue: asyncio.Queue[messages.Event]) -> None:
+    topic = topics.job_events(job_id).decode()
+    async for _topic, msg in subscribe(session.endpoint.pub, [topic], ctx=session.ctx):
+        # The prefix also matches longer ids; keep only this job's events.
+        if isinstance(msg, messages.Event) and msg.job_id == job_id:
+            queue.put_nowait(msg)
+
+
+async def _wait_for_events(queue: asyncio.Queue[messages.Event], follower: JobFollower,
+                           timeout: float) -> None:
+    """Return at the first event (after showing what it says) or after ``timeout``."""
+    try:
+        async with asyncio.timeout(timeout):
+            event = await queue.get()
+    except TimeoutError:
+        return
+    while True:
+        if event.kind == "run" and event.detail:
+            follower.note_run(event.detail)
+        if queue.empty():
+            return
+        event = queue.get_nowait()
+
+
+def _summarise(job: dict[str, Any]) -> None:
+    runs = job.get("runs") or []
+    _say(f"job {job.get('id')} {job.get('state')}: {render.run_counts(job)}")
+    for run in runs:
+        if run.get("state") == "succeeded":
+            continue
+        for label, key in (("stdout", "stdout_tail"), ("stderr", "stderr_tail")):
+            lines = render.tail_lines(run.get(key) or "", 5)
+            if lines:
+                _say(f"  {run.get('id')} {label}:")
+                for line in lines:
+                    _say(f"    {line}")
+    if any(r.get("state") != "succeeded" for r in runs):
+        _say(f"  full output: ptap job {job.get('id')}")
+
+
+async def watch(session: Session, node: str | None, count: int | None) -> None:
+    """Print one line per event or metric batch (optionally of one node) on stdout."""
+    prefixes = [topics.NODE_EVENTS, topics.JOB_EVENTS,
+                f"{topics.METRICS}{node}" if node else topics.METRICS]
+    shown = 0
+    async for topic, msg in subscribe(session.endpoint.pub, prefixes, ctx=session.ctx):
+        if node and not _concerns(msg, node):
+            continue
+        print(render.event_line(topic, msg, time.time()), flush=True)
+        shown += 1
+        if count is not None and shown >= count:
+            return
+
+
+def _concerns(msg: messages.Message, node: str) -> bool:
+    if isinstance(msg, messages.MetricBatch):
+        return msg.node == node
+    if isinstance(msg, messages.Event):
+        return node in (msg.node, msg.detail.get("node"), msg.detail.get("name"))
+    return False

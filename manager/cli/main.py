@@ -1,0 +1,185 @@
+"""``ptap``: the command line for a ptap cluster (DESIGN §8).
+
+Every failure ends as one line on stderr, ``ptap: <what happened> — <what to
+do>``, and a non-zero status: 2 for a usage error, 75 when the manager does
+not answer, 1 for anything else. ``ptap run --wait`` exits with the job's
+status instead (docs/protocol.md). Global options go before the command.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from typing import NoReturn
+
+from bus.errors import ManagerUnreachable, PtapError, RequestFailed
+from manager.cli import commands
+from manager.cli.session import (
+    DEFAULT_MANAGER,
+    DEFAULT_TIMEOUT,
+    EXIT_FAILURE,
+    EXIT_UNREACHABLE,
+    EXIT_USAGE,
+    CliError,
+    Session,
+    parse_manager,
+)
+
+Command = Callable[[Session, argparse.Namespace], Awaitable[int]]
+
+#: What to do, by the manager's error code, when its message does not say.
+_HINTS = {
+    "not-found": "list the jobs with ptap jobs",
+    "bad-request": "check the arguments (ptap {command} --help) and the nodes (ptap nodes)",
+    "version": "use the same ptap version for the CLI and the manager",
+}
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line like every other failure."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"ptap: {message} — see {self.prog} --help\n")
+
+
+def _positive(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
+    return value
+
+
+def _non_negative(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"{text} is negative")
+    return value
+
+
+def _count(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{text} is not a count of at least 1")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="ptap", description="Command line for a ptap cluster.")
+    parser.add_argument("--manager", metavar="HOST:PORT", default=None,
+                        help=f"manager ROUTER address (env PTAP_MANAGER, default {DEFAULT_MANAGER})")
+    parser.add_argument("--timeout", metavar="S", type=_positive, default=DEFAULT_TIMEOUT,
+                        dest="request_timeout", help="seconds to wait for each reply (default 3)")
+    sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True,
+                                parser_class=_Parser)
+    p = sub.add_parser("nodes", help="nodes with state, last heartbeat, capabilities")
+    p.add_argument("--json", action="store_true", help="print the protocol's JSON")
+    p.set_defaults(func=commands.cmd_nodes)
+    _add_run(sub)
+    p = sub.add_parser("jobs", help="newest jobs first")
+    p.add_argument("--json", action="store_true", help="print the protocol's JSON")
+    p.add_argument("--limit", type=_count, default=100, help="at most this many jobs")
+    p.set_defaults(func=commands.cmd_jobs)
+    p = sub.add_parser("job", help="one job with its runs and output tails")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--json", action="store_true", help="print the protocol's JSON")
+    p.set_defaults(func=commands.cmd_job)
+    p = sub.add_parser("cancel", help="end every unfinished run of a job")
+    p.add_argument("job_id", metavar="ID")
+    p.set_defaults(func=commands.cmd_cancel)
+    p = sub.add_parser("watch", help="live tail of events and metric batches")
+    p.add_argument("--node", metavar="N", help="only this node")
+    p.add_argument("--count", type=_count, metavar="N", help="stop after N lines")
+    p.set_defaults(func=commands.cmd_watch)
+    p = sub.add_parser("keys", help="agent key acceptance")
+    p.add_argument("action", choices=["list", "accept", "reject", "revoke"])
+    p.add_argument("node", nargs="?", metavar="NODE")
+    p.add_argument("--json", action="store_true", help="print the manager's JSON")
+    p.set_defaults(func=commands.cmd_keys)
+    return parser
+
+
+def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("run", help="submit a job; print its id; --wait follows it",
+                       usage="ptap run [options] -- CMD...")
+    p.add_argument("--nodes", metavar="SEL", default="all",
+                   help="comma-separated node names, label:X, or all (default)")
+    p.add_argument("--collect", metavar="LIST", default="system",
+                   help="comma-separated collectors (default: system)")
+    p.add_argument("--interval", metavar="S", type=_positive, default=1.0,
+                   help="sampling interval in seconds (default 1)")
+    p.add_argument("--timeout", metavar="S", type=_non_negative, default=0.0,
+                   dest="job_timeout", help="end each run after S seconds (default: none)")
+    p.add_argument("--repeat", metavar="N", type=_count, default=1,
+                   help="iterations per node (default 1)")
+    p.add_argument("--tag", metavar="K=V", action="append", default=[], help="tag (repeatable)")
+    p.add_argument("--name", metavar="N", default="", help="a name for the job")
+    p.add_argument("--env", metavar="K=V", action="append", default=[],
+                   help="environment variable for the command (repeatable)")
+    p.add_argument("--cwd", metavar="DIR", default="", help="working directory on the node")
+    p.add_argument("--wait", action="store_true",
+                   help="follow the job and exit with its status")
+    p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
+                   help="the command and its arguments, after --")
+    p.set_defaults(func=commands.cmd_run)
+
+
+async def _dispatch(args: argparse.Namespace) -> int:
+    session = Session(parse_manager(args.manager), args.request_timeout)
+    try:
+        return await args.func(session, args)
+    finally:
+        session.close()
+
+
+def _fail(message: str, code: int) -> int:
+    print(f"ptap: {message}", file=sys.stderr, flush=True)
+    return code
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return asyncio.run(_dispatch(args))
+    except ManagerUnreachable as exc:
+        return _fail(str(exc), EXIT_UNREACHABLE)
+    except RequestFailed as exc:
+        return _fail(_refusal(exc, args.command_name), EXIT_FAILURE)
+    except CliError as exc:
+        return _fail(str(exc), exc.exit_code)
+    except PtapError as exc:
+        return _fail(f"{exc} — see the manager log", EXIT_FAILURE)
+    except KeyboardInterrupt:
+        return _interrupted(args)
+    except BrokenPipeError:
+        # ``ptap jobs | head``: the reader left; that is not an error.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
+
+
+def _refusal(exc: RequestFailed, command: str) -> str:
+    """The manager's one-line refusal, with a hint unless it carries advice already."""
+    text = exc.message or exc.code
+    if " — " in text:
+        return text
+    head, sep, advice = text.rpartition("; ")
+    if sep:  # "what happened; what to do": shown in the CLI's one form
+        return f"{head} — {advice}"
+    hint = _HINTS.get(exc.code, "see the manager's log").format(command=command)
+    return f"{text} — {hint}"
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    if args.command_name == "watch":
+        return 0
+    job_id = getattr(args, "submitted_job_id", None)
+    if job_id:
+        return _fail(f"stopped following job {job_id}; it goes on — "
+                     f"ptap job {job_id} shows it, ptap cancel {job_id} stops it", 130)
+    return _fail("interrupted — run the command again", 130)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""Where the CLI finds the manager, and the one ZeroMQ context a command uses.
+
+``--manager HOST:PORT`` (or ``PTAP_MANAGER``) names the manager's ROUTER
+port; its PUB port is the next one (docs/protocol.md, "Ports").
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+import zmq
+import zmq.asyncio
+
+from bus.client import ManagerClient
+from bus.errors import PtapError
+
+DEFAULT_MANAGER = "127.0.0.1:54321"
+DEFAULT_TIMEOUT = 3.0
+
+#: Exit statuses of the CLI itself (``run --wait`` passes the job's on).
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+EXIT_UNREACHABLE = 75  # sysexits EX_TEMPFAIL: "try again later"
+
+
+class CliError(PtapError):
+    """A failure the user can act on; ``str()`` is one line, hint included."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+@dataclass(frozen=True, slots=True)
+class Endpoint:
+    """The manager's host and ROUTER port."""
+
+    host: str
+    port: int
+
+    @property
+    def router(self) -> str:
+        return f"tcp://{self.host}:{self.port}"
+
+    @property
+    def pub(self) -> str:
+        return f"tcp://{self.host}:{self.port + 1}"
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
+
+
+def parse_manager(text: str | None) -> Endpoint:
+    """``HOST:PORT`` or ``tcp://HOST:PORT`` → :class:`Endpoint`; ``None`` uses the default."""
+    if not text:
+        text = os.environ.get("PTAP_MANAGER") or DEFAULT_MANAGER
+    raw = text.strip().removeprefix("tcp://")
+    host, sep, port_text = raw.rpartition(":")
+    if not sep or not host:
+        raise CliError(f"--manager {text!r} is not HOST:PORT — e.g. --manager 127.0.0.1:54321",
+                       EXIT_USAGE)
+    try:
+        port = int(port_text)
+    except ValueError:
+        port = -1
+    if not 1 <= port <= 65533:
+        raise CliError(f"--manager {text!r}: port must be 1–65533 (PUB uses port+1) — "
+                       "e.g. --manager 127.0.0.1:54321", EXIT_USAGE)
+    return Endpoint(host, port)
+
+
+class Session:
+    """What one command needs to reach the manager. Create it inside the event loop."""
+
+    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+        self.endpoint = endpoint
+        self.timeout = timeout
+        self.ctx = zmq.asyncio.Context()
+
+    def client(self) -> ManagerClient:
+        return ManagerClient(self.endpoint.router, timeout=self.timeout, ctx=self.ctx)
+
+    def close(self) -> None:
+        # linger 0: a command that gives up must not hang on unsent requests.
+        self.ctx.destroy(linger=0)

@@ -1,0 +1,27 @@
+"""Fixtures shared by every test folder.
+
+The InfluxDB fixtures live in ``tests/conftest_influx.py``; they are loaded as
+a plugin only when that file exists, so collection works while it does not.
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+OUTPUT_ROOT = ROOT / "test-output"
+
+if (Path(__file__).parent / "conftest_influx.py").exists():
+    pytest_plugins = ["tests.conftest_influx"]
+
+
+@pytest.fixture
+def output_dir(request: pytest.FixtureRequest) -> Path:
+    """``test-output/<test name>/``: files a test keeps for people to look at afterwards."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name).strip("_") or "test"
+    path = OUTPUT_ROOT / name
+    path.mkdir(parents=True, exist_ok=True)
+    return path

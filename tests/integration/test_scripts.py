@@ -1,0 +1,129 @@
+"""``scripts/start-all`` and ``scripts/stop-all`` as a user runs them.
+
+The cluster they start lives in a temporary ``PTAP_VAR`` on free ports, so
+it never meets a developer's own cluster in ``var/`` on the default ports.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psutil
+import pytest
+
+from tests.integration.conftest import ROOT, run_cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+COMPONENTS = ("influxdb", "manager", "agent")
+
+
+def free_port_run(count: int) -> int:
+    """A base port with ``count`` consecutive ports free a moment ago (the manager binds three)."""
+    for _ in range(50):
+        with socket.socket() as probe:
+            probe.bind(("127.0.0.1", 0))
+            base = int(probe.getsockname()[1])
+        if base + count > 65535:
+            continue
+        socks = []
+        try:
+            for port in range(base, base + count):
+                s = socket.socket()
+                socks.append(s)
+                s.bind(("127.0.0.1", port))
+            return base
+        except OSError:
+            continue
+        finally:
+            for s in socks:
+                s.close()
+    raise AssertionError(f"no {count} consecutive free ports found")
+
+
+def script(name: str, env: dict[str, str], cwd: Path, timeout: float = 600.0
+           ) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(["bash", str(ROOT / "scripts" / name)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL)
+
+
+def pids_in(run_dir: Path) -> dict[str, int]:
+    out = {}
+    for path in run_dir.glob("*.pid"):
+        text = path.read_text().strip()
+        if text.isdigit():
+            out[path.stem] = int(text)
+    return out
+
+
+def alive(pid: int) -> bool:
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+@pytest.fixture
+def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """Environment for the scripts: temp var folder, free ports; stops what is left."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PTAP_")}
+    env.update(PTAP_VAR=str(tmp_path / "var"), PTAP_INFLUX_PORT=str(free_port_run(1)),
+               PTAP_MANAGER_PORT=str(free_port_run(3)), PTAP_DASHBOARD_PORT=str(free_port_run(1)),
+               PTAP_NODE=f"it-{uuid.uuid4().hex[:6]}", PTAP_START_TIMEOUT="60")
+    yield env
+    # Whatever a failed test left running, stop it through the script under test,
+    # then make sure by pid: never by name.
+    left = pids_in(tmp_path / "var" / "run")
+    script("stop-all", env, tmp_path, timeout=120)
+    for pid in left.values():
+        if alive(pid):
+            psutil.Process(pid).kill()
+
+
+def test_stop_all_with_nothing_running_is_a_no_op(cluster_env: dict[str, str],
+                                                  tmp_path: Path) -> None:
+    done = script("stop-all", cluster_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == "" and done.stderr == ""
+    (tmp_path / "var" / "run").mkdir(parents=True)
+    (tmp_path / "var" / "run" / "manager.pid").write_text("999999999\n")  # stale
+    done = script("stop-all", cluster_env, tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert not (tmp_path / "var" / "run" / "manager.pid").exists()
+
+
+def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
+                                 output_dir: Path) -> None:
+    run_dir = Path(cluster_env["PTAP_VAR"]) / "run"
+    # From another directory: the scripts must not depend on the caller's cwd.
+    started = script("start-all", cluster_env, tmp_path)
+    (output_dir / "start-all.out").write_text(started.stdout + started.stderr)
+    assert started.returncode == 0, started.stdout + started.stderr
+    assert "ptap nodes" in started.stdout
+    pids = pids_in(run_dir)
+    assert set(COMPONENTS) <= set(pids)
+    assert all(alive(pid) for pid in pids.values())
+    assert (Path(cluster_env["PTAP_VAR"]) / "manager.db").exists()
+
+    manager = f"127.0.0.1:{cluster_env['PTAP_MANAGER_PORT']}"
+    rc, out, err = run_cli(["--manager", manager, "nodes", "--json"])
+    assert rc == 0, err
+    assert [(n["name"], n["state"]) for n in json.loads(out)] == [
+        (cluster_env["PTAP_NODE"], "ready")]
+
+    again = script("start-all", cluster_env, tmp_path)  # idempotent: nothing new starts
+    assert again.returncode == 0, again.stderr
+    assert pids_in(run_dir) == pids
+    assert "already running" in again.stdout
+
+    stopped = script("stop-all", cluster_env, tmp_path, timeout=120)
+    assert stopped.returncode == 0, stopped.stderr
+    wait_for(lambda: not any(alive(pid) for pid in pids.values()), 10, "every pid to end")
+    assert not list(run_dir.glob("*.pid"))

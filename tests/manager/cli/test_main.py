@@ -1,0 +1,85 @@
+"""Argument parsing, addresses, job specs, exit statuses and error lines of ``ptap``."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from bus.errors import RequestFailed
+from manager.cli import commands, follow, main
+from manager.cli.session import CliError, parse_manager
+
+
+def parse(*argv: str) -> argparse.Namespace:
+    return main.build_parser().parse_args(list(argv))
+
+
+def test_manager_address_from_flag_env_or_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PTAP_MANAGER", raising=False)
+    assert str(parse_manager(None)) == "127.0.0.1:54321"
+    monkeypatch.setenv("PTAP_MANAGER", "10.0.0.5:6000")
+    ep = parse_manager(None)
+    assert (ep.router, ep.pub) == ("tcp://10.0.0.5:6000", "tcp://10.0.0.5:6001")
+    assert parse_manager("tcp://h:7").router == "tcp://h:7"
+    for bad in ("nohost", "h:0", "h:65535", "h:x"):
+        with pytest.raises(CliError):
+            parse_manager(bad)
+
+
+def test_run_builds_the_job_spec() -> None:
+    args = parse("--timeout", "5", "run", "--nodes", "a, label:gpu", "--collect", "system,perf",
+                 "--timeout", "2", "--repeat", "3", "--tag", "build=1.2", "--env", "X=a=b",
+                 "--name", "n", "--cwd", "/tmp", "--wait", "--", "sh", "-c", "exit 3")
+    assert args.request_timeout == 5.0
+    spec = commands.build_spec(args)
+    assert spec.command == ["sh", "-c", "exit 3"]
+    assert spec.targets == ["a", "label:gpu"] and spec.collect == ["system", "perf"]
+    assert (spec.timeout, spec.repeat, spec.name, spec.cwd) == (2.0, 3, "n", "/tmp")
+    assert spec.tags == {"build": "1.2"} and spec.env == {"X": "a=b"}
+    assert commands.build_spec(parse("run", "--", "make bench")).command == [
+        "/bin/sh", "-c", "make bench"]
+    assert commands.build_spec(parse("run", "true")).targets == ["all"]
+
+
+@pytest.mark.parametrize("argv", [["run"], ["run", "--env", "X", "--", "true"],
+                                  ["run", "--tag", "=v", "--", "true"]])
+def test_bad_run_arguments_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(CliError) as exc:
+        commands.build_spec(parse(*argv))
+    assert exc.value.exit_code == 2 and " — " in str(exc.value)
+
+
+def test_usage_errors_are_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse("run", "--repeat", "0", "--", "true")
+    assert exc.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and err.startswith("ptap: ") and " — " in err
+
+
+def run(state: str, code: int | None = None) -> dict[str, object]:
+    return {"state": state, "exit_code": code}
+
+
+@pytest.mark.parametrize(("runs", "status"), [
+    ([run("succeeded", 0), run("succeeded", 0)], 0),
+    ([run("succeeded", 0), run("failed", 3)], 3),
+    ([run("failed", 300)], 1),
+    ([run("failed", -9)], 1),
+    ([run("timeout")], 124),
+    ([run("cancelled")], 130),
+    ([run("lost")], 69),
+    ([run("timeout"), run("failed", 2)], 124),
+])
+def test_wait_exit_status_follows_the_protocol(runs: list[dict[str, object]],
+                                               status: int) -> None:
+    assert follow.job_exit_status({"runs": runs}) == status
+
+
+def test_manager_refusals_become_one_line_with_advice() -> None:
+    assert main._refusal(RequestFailed("not-found", "no job 'x'"), "job") == (
+        "no job 'x' — list the jobs with ptap jobs")
+    assert main._refusal(RequestFailed("bad-request", "off; set curve = yes"), "keys") == (
+        "off — set curve = yes")
+    assert "ptap run --help" in main._refusal(RequestFailed("bad-request", "refused"), "run")
