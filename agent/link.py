@@ -21,7 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -60,12 +60,14 @@ class LinkHooks:
     """Callbacks for what runs beside the link: the seam for collectors and the shipper.
 
     All are plain functions called on the event loop; an exception in one is
-    logged and does not disturb the link. ``output_line`` gets
+    logged and does not disturb the link. ``prepare_run`` hooks are awaited before
+    a run's command starts and may set ``runner.extra_env``. ``output_line`` gets
     ``(runner, stream, line)`` for every line a run prints.
     """
 
     welcome: list[Callable[[Welcome], None]] = field(default_factory=list)
     metric_ack: list[Callable[[MetricAck], None]] = field(default_factory=list)
+    prepare_run: list[Callable[[Runner], Awaitable[None]]] = field(default_factory=list)
     run_started: list[Callable[[Runner], None]] = field(default_factory=list)
     run_ended: list[Callable[[Runner], None]] = field(default_factory=list)
     output_line: list[Callable[[Runner, str, str], None]] = field(default_factory=list)
@@ -289,10 +291,22 @@ class Link:
         runner = Runner(msg, self.node, self._runner_options, on_change=self._on_run_change,
                         on_line=on_line)
         self.runs[msg.run_id] = runner
-        task = asyncio.get_running_loop().create_task(runner.start(), name=f"start {msg.run_id}")
+        task = asyncio.get_running_loop().create_task(self._start_run(runner),
+                                                      name=f"start {msg.run_id}")
         self._tasks.add(task)
         task.add_done_callback(self._start_done)
         return None
+
+    async def _start_run(self, runner: Runner) -> None:
+        """Let the metrics side prepare (an app endpoint must exist before the
+        command starts, to be in its environment), then start the command."""
+        for prepare in self.hooks.prepare_run:
+            try:
+                await prepare(runner)
+            except Exception:
+                log.exception("node %s: preparing run %s failed; starting it anyway",
+                              self.node, runner.run_id)
+        await runner.start()
 
     def _start_done(self, task: asyncio.Task[None]) -> None:
         self._tasks.discard(task)

@@ -5,10 +5,10 @@ the node facts once (the perf probe runs in a thread), then keep a
 :class:`agent.link.Link` to the manager until SIGTERM or SIGINT, which cancel
 every run still going so no test process outlives the agent.
 
-Collectors and the metrics shipper start in :meth:`Agent.start_metrics`, the
-seam they are plugged into; the link hands them what they need through
-:class:`agent.link.LinkHooks` (welcome ``last_seq``, metric acks, runs that start
-and end, and each run's output lines).
+Collectors and the metrics shipper (:class:`agent.sampling.Sampler`) start in
+:meth:`Agent.start_metrics`; the link hands them what they need through
+:class:`agent.link.LinkHooks` (welcomes, metric acks, runs that start and end,
+and each run's output lines).
 
 ``python -m agent.main`` works as well as the console script.
 """
@@ -16,6 +16,7 @@ and end, and each run's output lines).
 from __future__ import annotations
 
 import argparse
+import asyncio
 import logging
 import socket
 import sys
@@ -27,6 +28,7 @@ import zmq.asyncio
 from agent.facts import PerfProbe, gather_facts_async
 from agent.link import Link, LinkTiming
 from agent.runner import RunnerOptions
+from agent.sampling import Sampler
 from bus.daemon import StartupError, add_common_flags, parse_overrides, run, setup_logging
 from config import AgentConfig, ConfigError, load_agent
 
@@ -36,12 +38,14 @@ PROG = "ptap-agent"
 
 
 class Agent:
-    """One agent process: facts, the link to the manager, and (later) the metrics side."""
+    """One agent process: facts, the link to the manager, and the metrics side."""
 
     def __init__(self, cfg: AgentConfig, node: str, *, probe: PerfProbe | None = None) -> None:
         self.cfg = cfg
         self.node = node
         self.link: Link | None = None
+        self.sampler: Sampler | None = None
+        self._sampling: asyncio.Task[None] | None = None
         self._probe = probe
 
     async def run(self) -> None:
@@ -59,7 +63,7 @@ class Agent:
                              timing=link_timing(self.cfg))
             log.info("node %s: agent %s on %s (%d CPUs), manager %s", self.node,
                      facts.agent_version, facts.address or "?", facts.cpus, self.link.address)
-            await self.start_metrics(self.link)
+            await self.start_metrics(self.link, ctx)
             try:
                 await self.link.run()
             finally:
@@ -68,18 +72,20 @@ class Agent:
         finally:
             ctx.destroy(linger=0)
 
-    async def start_metrics(self, link: Link) -> None:
-        """Seam: start the collectors and the metrics shipper here.
-
-        Called once, after the link exists and before it connects. Subscribe to
-        ``link.hooks`` (``welcome`` for ``last_seq``, ``metric_ack``,
-        ``run_started``/``run_ended`` for job-scoped collectors, ``output_line``
-        for ``PTAP mark`` lines). Nothing runs here yet.
-        """
-        log.debug("node %s: no collectors or shipper in this build", self.node)
+    async def start_metrics(self, link: Link, ctx: zmq.asyncio.Context) -> None:
+        """Start the collectors and the shipper beside the link (see :mod:`agent.sampling`)."""
+        self.sampler = Sampler(self.cfg, self.node, ctx, metrics_address(self.cfg))
+        self.sampler.attach(link)
+        self._sampling = asyncio.get_running_loop().create_task(self.sampler.run(),
+                                                                name="sampling")
 
     async def stop_metrics(self) -> None:
-        """Seam: stop what :meth:`start_metrics` started (after every run has ended)."""
+        """Stop what :meth:`start_metrics` started (after every run has ended)."""
+        if self._sampling is not None:
+            self._sampling.cancel()
+            await asyncio.gather(self._sampling, return_exceptions=True)
+        if self.sampler is not None:
+            await self.sampler.close()
 
 
 def manager_address(cfg: AgentConfig) -> str:
@@ -88,6 +94,12 @@ def manager_address(cfg: AgentConfig) -> str:
     if ":" in host and not host.startswith("["):
         host = f"[{host}]"  # an IPv6 literal
     return f"tcp://{host}:{cfg.remote_server.server_port}"
+
+
+def metrics_address(cfg: AgentConfig) -> str:
+    """The manager's PULL endpoint: ROUTER port + 2 (docs/protocol.md "Ports")."""
+    base = manager_address(cfg).rpartition(":")[0]
+    return f"{base}:{cfg.remote_server.server_port + 2}"
 
 
 def runner_options(cfg: AgentConfig) -> RunnerOptions:

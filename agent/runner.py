@@ -148,6 +148,8 @@ class Runner:
         self.options = options
         self.state = RunState.DISPATCHED
         self.pid: int | None = None
+        #: Entries the agent adds before start (PTAP_METRICS from the app collector).
+        self.extra_env: dict[str, str] = {}
         self.exit_code: int | None = None
         self.started_at: float | None = None
         self.ended_at: float | None = None
@@ -240,6 +242,7 @@ class Runner:
         base = os.environ if self.options.base_env is None else self.options.base_env
         env = dict(base)
         env.update(self.dispatch.env)
+        env.update(self.extra_env)
         # Set last: a job's env must not be able to fake which run it is.
         env.update(PTAP_JOB_ID=self.job_id, PTAP_RUN_ID=self.run_id,
                    PTAP_ITERATION=str(self.dispatch.iteration), PTAP_NODE=self.node)

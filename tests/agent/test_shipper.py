@@ -106,7 +106,13 @@ def test_no_peer_never_blocks_and_resend_delivers_later(ctx: zmq.asyncio.Context
         seq = shipper.ship([cpu_series(4)])
         assert shipper.deferred_sends == 1
         pull = make_socket(ctx, zmq.PULL)
-        pull.bind(f"tcp://127.0.0.1:{port}")
+        async with asyncio.timeout(5):
+            while True:  # ZeroMQ releases the probe's port in its I/O thread, a bit later
+                try:
+                    pull.bind(f"tcp://127.0.0.1:{port}")
+                    break
+                except zmq.ZMQError:
+                    await asyncio.sleep(0.01)
         async with asyncio.timeout(5):
             while shipper.resend_due() == 0:  # never sent: due at once
                 await asyncio.sleep(0.02)     # poll the connection coming up

@@ -128,14 +128,17 @@ class Daemon:
 class ManagerProc(Daemon):
     """``python -m manager.main`` on a random base port; restarts on the same ports."""
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, influx_url: str | None = None, database: str = "ptap") -> None:
         self.config = tmp / "server.cfg"
         self.ready_file = tmp / "manager.ready"
         self.db = tmp / "manager.db"
         self.config.write_text(
             "[basic]\nbind_addr = 127.0.0.1\nbind_port = 0\nepoll_interval = 0.1\n"
             f"interval = {HEARTBEAT}\nliveness = 3\n"
-            f"[influxdb]\nurl = http://127.0.0.1:{unused_port()}\ntimeout = 1.0\n"
+            # Without a real InfluxDB the URL points nowhere: control-plane
+            # tests do not need one, and the ingest just keeps retrying.
+            f"[influxdb]\nurl = {influx_url or f'http://127.0.0.1:{unused_port()}'}\n"
+            f"database = {database}\ntimeout = 2.0\n"
             f"[state]\npath = {self.db}\n"
             f"[security]\nkeys_dir = {tmp / 'keys'}\n")
         super().__init__("manager", [sys.executable, "-m", "manager.main",
@@ -170,10 +173,11 @@ class ManagerProc(Daemon):
 class Cluster:
     """A manager and its agents for one test, plus the CLI pointed at it."""
 
-    def __init__(self, tmp: Path, logs: list[Path]) -> None:
+    def __init__(self, tmp: Path, logs: list[Path], influx_url: str | None = None,
+                 database: str = "ptap") -> None:
         self.tmp = tmp
         self.logs = logs
-        self.manager = ManagerProc(tmp)
+        self.manager = ManagerProc(tmp, influx_url, database)
         self.agents: dict[str, Daemon] = {}
         logs.append(self.manager.log_path)
 
