@@ -53,7 +53,7 @@ def test_every_measurement_lands_tagged(metrics_cluster: Cluster, influxdb: Infl
     c, db = metrics_cluster, influx_db
     job = submit(c, 20, 1.5, "--wait")
     assert c.job(job)["state"] == "succeeded"
-    window = f"node = 'node1'"
+    window = "node = 'node1'"
     for measurement in ("cpu", "mem", "net", "agent"):
         wait_for(lambda m=measurement: rows(influxdb, db, f"SELECT * FROM {m} WHERE {window} "
                                             "LIMIT 1"), 20, f"{measurement} rows")

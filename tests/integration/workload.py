@@ -22,7 +22,7 @@ def main() -> int:
     host, _, port = rest.rpartition(":")
     assert scheme == "udp", os.environ["PTAP_METRICS"]
     sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
-    burn = "import time\nend = time.time() + %f\nwhile time.time() < end: pass\n" % seconds
+    burn = f"import time\nend = time.time() + {seconds:f}\nwhile time.time() < end: pass\n"
     children = [subprocess.Popen([sys.executable, "-c", burn]) for _ in range(2)]
     print("PTAP mark phase=measure iteration=1", flush=True)
     t0 = time.time_ns()
