@@ -53,6 +53,8 @@ class MsgType(StrEnum):
     JOB_GET = "job.get"
     JOB_CANCEL = "job.cancel"
     KEYS = "keys"
+    REPORT_GET = "report.get"
+    COMPARE_GET = "compare.get"
     REPLY = "reply"
     ERROR = "error"
     EVENT = "event"
@@ -311,6 +313,37 @@ class Keys(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class ReportGet(Message):
+    """client → manager: the analysis report of a job (DESIGN §9).
+
+    ``format`` is ``json`` (reply: the report object), or ``text``, ``csv``,
+    ``html`` (reply: ``{"format": F, "content": str}``).
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.REPORT_GET
+    req_id: str
+    job_id: str
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class CompareGet(Message):
+    """client → manager: compare job ``cand`` against baseline job ``base``.
+
+    ``threshold`` is the relative change of the median (0.05 = 5 %) beyond
+    which a significant change is a regression or an improvement. ``format``
+    as for :class:`ReportGet`.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.COMPARE_GET
+    req_id: str
+    base: str
+    cand: str
+    format: str = "json"
+    threshold: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(Message):
     """manager → client: the result of request ``req_id``."""
 
@@ -356,7 +389,7 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
     for cls in (
         Register, Welcome, Heartbeat, RunDispatch, RunCancel, RunUpdate, RunAck,
         MetricBatch, MetricAck, NodesList, JobSubmit, JobsList, JobGet, JobCancel,
-        Keys, Reply, Error, Event,
+        Keys, ReportGet, CompareGet, Reply, Error, Event,
     )
 }
 assert set(MESSAGE_CLASSES) == set(MsgType), "every MsgType needs a class"

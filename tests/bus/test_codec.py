@@ -41,6 +41,8 @@ SAMPLES: list[m.Message] = [
     m.JobGet(req_id="r4", job_id="j"),
     m.JobCancel(req_id="r5", job_id="j"),
     m.Keys(req_id="r6", action="list"),
+    m.ReportGet(req_id="r8", job_id="j", format="html"),
+    m.CompareGet(req_id="r9", base="a", cand="b", threshold=0.1),
     m.Reply(req_id="r7", result={"nodes": []}),
     m.Error(req_id="", code="malformed", message="bad"),
     m.Event(kind="node", ts=1.0, node="n1", state="ready"),
