@@ -23,6 +23,12 @@ from bus.sockets import CurveKeys, SocketTuning, make_socket
 log = logging.getLogger(__name__)
 
 
+#: Replies may carry a whole HTML report with inline BokehJS (several MB in one
+#: string), so strings from the manager may be as long as a message.
+REPLY_LIMITS = codec.Limits(max_message_bytes=64 * 1024 * 1024,
+                            max_str_len=64 * 1024 * 1024)
+
+
 def new_request_id() -> str:
     return uuid.uuid4().hex[:16]
 
@@ -59,7 +65,7 @@ class ManagerClient:
         await self.close()
 
     def open(self) -> None:
-        sock = make_socket(self._ctx, zmq.DEALER, SocketTuning(), self._curve)
+        sock = make_socket(self._ctx, zmq.DEALER, SocketTuning(max_message_bytes=REPLY_LIMITS.max_message_bytes), self._curve)
         # Queue only on a finished connection: a request must not sit in a
         # buffer and reach a manager that starts minutes later.
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -104,7 +110,7 @@ class ManagerClient:
         while True:
             frames = await self._sock.recv_multipart()
             try:
-                msg = codec.decode(frames)
+                msg = codec.decode(frames, REPLY_LIMITS)
             except ProtocolError as exc:
                 log.warning("ignoring bad frame from manager %s: %s", self.address, exc)
                 continue
@@ -132,6 +138,20 @@ class ManagerClient:
     async def cancel(self, job_id: str) -> dict[str, Any]:
         msg = messages.JobCancel(req_id=new_request_id(), job_id=job_id)
         return dict(await self.request(msg))
+
+    async def report(self, job_id: str, format: str = "json",
+                     timeout: float | None = None) -> Any:
+        """The job's analysis report: the report object for ``json``, else
+        ``{"format": F, "content": str}`` (``text``, ``csv``, ``html``)."""
+        msg = messages.ReportGet(req_id=new_request_id(), job_id=job_id, format=format)
+        return await self.request(msg, timeout=timeout or max(self.timeout, 60.0))
+
+    async def compare(self, base: str, cand: str, format: str = "json",
+                      threshold: float = 0.05, timeout: float | None = None) -> Any:
+        """Baseline ``base`` against candidate ``cand``; result shaped as for :meth:`report`."""
+        msg = messages.CompareGet(req_id=new_request_id(), base=base, cand=cand,
+                                  format=format, threshold=threshold)
+        return await self.request(msg, timeout=timeout or max(self.timeout, 60.0))
 
     async def keys(self, action: str, node: str = "") -> Any:
         msg = messages.Keys(req_id=new_request_id(), action=action, node=node)
