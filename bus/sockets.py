@@ -34,11 +34,13 @@ class SocketTuning:
 
 @dataclass(frozen=True, slots=True)
 class CurveKeys:
-    """CURVE keys of one endpoint (z85 bytes). A server leaves ``server_public`` empty."""
+    """CURVE keys of one endpoint (z85 bytes). A server leaves ``server_public`` empty
+    and names its ZAP ``domain``, which the authenticator's policy decides on."""
 
     public: bytes
     secret: bytes
     server_public: bytes = b""
+    domain: str = ""
 
     @property
     def is_server(self) -> bool:
@@ -80,5 +82,6 @@ def _apply_curve(sock: zmq.Socket, keys: CurveKeys) -> None:
     sock.curve_secretkey = keys.secret
     if keys.is_server:
         sock.curve_server = True
+        sock.zap_domain = keys.domain.encode()
     else:
         sock.curve_serverkey = keys.server_public

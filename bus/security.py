@@ -1,0 +1,168 @@
+"""CURVE key files and the ZAP authenticator shared by every ptap process.
+
+Key files use pyzmq's certificate format (``NAME.key`` holds the public key,
+``NAME.key_secret`` both), so ``zmq.auth`` tools can read them. A secret key
+file must be readable by its owner only: a service refuses to start with a
+looser one (DESIGN §6), because whoever reads it can act as that node or
+administrator.
+
+:class:`Gatekeeper` runs pyzmq's asyncio ZAP authenticator in the caller's
+context and asks a policy callback about each connecting key, per ZAP domain.
+Two ways in which CURVE fails *open* are closed here:
+
+* without a ZAP handler, libzmq accepts every client key. The gatekeeper is
+  started before any socket binds, and :meth:`Gatekeeper.check` proves it
+  answers by connecting with a throw-away key that the policy must refuse;
+* a dead authenticator task would leave that state behind, so the owner
+  watches :attr:`Gatekeeper.task` and stops when it ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+import stat
+from collections.abc import Callable
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+import zmq.auth
+from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils.monitor import parse_monitor_message
+
+from bus.errors import PtapError
+from bus.sockets import CurveKeys
+
+log = logging.getLogger(__name__)
+
+
+class KeyFileError(PtapError):
+    """A key file that is missing, unreadable, or readable by others."""
+
+
+def secret_path(directory: Path, name: str) -> Path:
+    return Path(directory) / f"{name}.key_secret"
+
+
+def public_path(directory: Path, name: str) -> Path:
+    return Path(directory) / f"{name}.key"
+
+
+def ensure_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
+    """Load ``NAME`` from ``directory``, creating the pair first if it is missing."""
+    directory = Path(directory)
+    if not secret_path(directory, name).exists():
+        directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+        old = os.umask(0o077)  # the secret file must never exist with looser modes
+        try:
+            zmq.auth.create_certificates(str(directory), name)
+        finally:
+            os.umask(old)
+        log.info("created CURVE key pair %s", secret_path(directory, name))
+    return load_keypair(directory, name)
+
+
+def load_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
+    """``(public, secret)`` z85 keys of ``NAME``; refuses a secret file others can read."""
+    path = secret_path(directory, name)
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError:
+        raise KeyFileError(f"secret key {path} does not exist — create it with "
+                           "ptap keys gen, or copy it from the manager") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; "
+                           f"it must be readable by its owner only — chmod 600 {path}")
+    public, secret = zmq.auth.load_certificate(str(path))
+    if secret is None:
+        raise KeyFileError(f"{path} holds no secret key")
+    return public, secret
+
+
+def load_public(path: Path) -> bytes:
+    """The z85 public key in a ``.key`` (or ``.key_secret``) file."""
+    try:
+        public, _ = zmq.auth.load_certificate(str(path))
+    except (OSError, ValueError) as exc:
+        raise KeyFileError(f"cannot read public key {path}: {exc}") from None
+    return public
+
+
+def client_keys(directory: Path, name: str, server_public: bytes) -> CurveKeys:
+    """Keys for a connecting socket (agent, CLI, dashboard)."""
+    public, secret = load_keypair(directory, name)
+    return CurveKeys(public=public, secret=secret, server_public=server_public)
+
+
+#: ``policy(domain, z85_public_key) -> bool``: may this key connect to that socket?
+Policy = Callable[[str, bytes], bool]
+
+
+class _Provider:
+    def __init__(self, policy: Policy) -> None:
+        self.policy = policy
+
+    def callback(self, domain: str, key: bytes) -> bool:
+        try:
+            return bool(self.policy(domain, key))
+        except Exception:  # a policy bug must deny, never allow
+            log.exception("CURVE policy failed for domain %s; denying", domain)
+            return False
+
+
+class Gatekeeper:
+    """ZAP authenticator in ``ctx`` that defers every CURVE decision to ``policy``.
+
+    ``domains`` lists the ZAP domains of the server sockets; a connection to
+    a socket of any other domain is refused.
+    """
+
+    def __init__(self, ctx: zmq.asyncio.Context, policy: Policy,
+                 domains: tuple[str, ...]) -> None:
+        self.ctx = ctx
+        self.auth = AsyncioAuthenticator(ctx)
+        provider = _Provider(policy)
+        for domain in domains:
+            self.auth.configure_curve_callback(domain, credentials_provider=provider)
+
+    def start(self) -> None:
+        self.auth.start()
+
+    @property
+    def task(self) -> asyncio.Task[None] | None:
+        """The authenticator's task: if it ends, CURVE no longer checks anything."""
+        return getattr(self.auth, "_task", None)
+
+    async def check(self, endpoint: str, server_public: bytes, domain: str,
+                    timeout: float = 2.0) -> None:
+        """Fail unless a random key is refused at ``endpoint`` (ZAP really answers).
+
+        Raises :class:`KeyFileError` if the throw-away key got through.
+        """
+        public, secret = zmq.curve_keypair()
+        probe = self.ctx.socket(zmq.DEALER)
+        probe.curve_publickey, probe.curve_secretkey = public, secret
+        probe.curve_serverkey = server_public
+        monitor = probe.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                           | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+        try:
+            probe.connect(endpoint)
+            async with asyncio.timeout(timeout):
+                event = parse_monitor_message(await monitor.recv_multipart())
+        except TimeoutError:
+            raise KeyFileError(f"CURVE self-check on {domain}: no handshake in "
+                               f"{timeout:g} s") from None
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                probe.disable_monitor()
+            monitor.close(linger=0)
+            probe.close(linger=0)
+        if event["event"] != zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+            raise KeyFileError(f"CURVE self-check on {domain}: an unknown key was let in "
+                               "— the authenticator is not working; refusing to serve")
+
+    def stop(self) -> None:
+        self.auth.stop()

@@ -1,0 +1,144 @@
+"""Agent and administrator keys, accepted Salt-style (DESIGN §6).
+
+Layout under ``[security] keys_dir``::
+
+    server.key / server.key_secret     the manager's key pair
+    admin.key / admin.key_secret       the administrators' key pair (CLI, dashboard)
+    agents/pending/NODE.key            keys that asked to register, not yet accepted
+    agents/accepted/NODE.key           keys allowed to act as NODE
+    agents/rejected/NODE.key           keys refused
+    clients/NAME.key                   more administrator keys (copy a public key here)
+
+A key is bound to one node name when it is accepted; from then on the
+manager attributes every message by the key that ZeroMQ authenticated
+(``User-Id``), never by the name a peer claims. The store is plain files so
+that an operator can inspect and repair it with ``ls`` and ``mv``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from dataclasses import dataclass
+from enum import StrEnum
+from pathlib import Path
+
+from bus.security import ensure_keypair, load_public
+
+log = logging.getLogger(__name__)
+
+
+class KeyState(StrEnum):
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+
+
+class Role(StrEnum):
+    """Who a connecting key is."""
+
+    ADMIN = "admin"      # may do everything a client can
+    AGENT = "agent"      # an accepted node
+    PENDING = "pending"  # a node waiting for ptap keys accept
+    UNKNOWN = "unknown"  # anyone else: may only ask to register
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    role: Role
+    node: str = ""
+
+
+class KeyStore:
+    """The files above, with the in-memory index the ZAP policy consults."""
+
+    def __init__(self, directory: Path) -> None:
+        self.dir = Path(directory)
+        for state in KeyState:
+            (self.dir / "agents" / state).mkdir(parents=True, exist_ok=True, mode=0o700)
+        (self.dir / "clients").mkdir(exist_ok=True, mode=0o700)
+        self.server_public, self.server_secret = ensure_keypair(self.dir, "server")
+        self.admin_public, _ = ensure_keypair(self.dir, "admin")
+        self._index: dict[bytes, tuple[KeyState, str]] = {}
+        self._admins: set[bytes] = set()
+        self.reload()
+
+    def reload(self) -> None:
+        """Re-read the folders (after an operator edited them by hand)."""
+        index: dict[bytes, tuple[KeyState, str]] = {}
+        for state in KeyState:
+            for path in sorted((self.dir / "agents" / state).glob("*.key")):
+                index[load_public(path)] = (state, path.stem)
+        self._index = index
+        self._admins = {self.admin_public,
+                        *(load_public(p) for p in (self.dir / "clients").glob("*.key"))}
+
+    def who(self, key: bytes) -> Principal:
+        """The principal behind an authenticated z85 public key."""
+        if key in self._admins:
+            return Principal(Role.ADMIN)
+        state, node = self._index.get(key, (None, ""))
+        if state is KeyState.ACCEPTED:
+            return Principal(Role.AGENT, node)
+        if state is KeyState.PENDING:
+            return Principal(Role.PENDING, node)
+        return Principal(Role.UNKNOWN)
+
+    def allowed(self, domain: str, key: bytes) -> bool:
+        """ZAP policy: anyone may reach the ROUTER (to ask); PUB and PULL need acceptance."""
+        role = self.who(key).role
+        if domain == "ptap.router":
+            return self._index.get(key, (None,))[0] is not KeyState.REJECTED
+        if domain == "ptap.pub":
+            return role in (Role.ADMIN, Role.AGENT)
+        if domain == "ptap.pull":
+            return role is Role.AGENT
+        return False
+
+    def request(self, key: bytes, node: str, auto_accept: bool) -> KeyState:
+        """An unknown key asks to register as ``node``: file it as pending (or accept it)."""
+        state, bound = self._index.get(key, (None, ""))
+        if state is not None:
+            return state
+        taken = any(n == node and s is not KeyState.REJECTED for s, n in self._index.values())
+        target = KeyState.ACCEPTED if auto_accept and not taken else KeyState.PENDING
+        if taken:
+            # A second key asking for a taken name waits under a name of its own.
+            node = f"{node}~{hashlib.sha256(key).hexdigest()[:8]}"
+        self._write(target, node, key)
+        log.info("key for node %s is %s", node, target)
+        return target
+
+    def set_state(self, node: str, target: KeyState) -> bool:
+        """``ptap keys accept|reject NODE``; False if no key has that node name."""
+        for state in KeyState:
+            path = self.dir / "agents" / state / f"{node}.key"
+            if path.exists():
+                path.replace(self.dir / "agents" / target / f"{node}.key")
+                self.reload()
+                return True
+        return False
+
+    def revoke(self, node: str) -> bool:
+        """Forget a node's key entirely; the agent must ask again."""
+        for state in KeyState:
+            path = self.dir / "agents" / state / f"{node}.key"
+            if path.exists():
+                path.unlink()
+                self.reload()
+                return True
+        return False
+
+    def listing(self) -> dict[str, list[dict[str, str]]]:
+        """``{"pending": [{"node", "key"}], "accepted": [...], "rejected": [...]}``."""
+        out: dict[str, list[dict[str, str]]] = {s.value: [] for s in KeyState}
+        for key, (state, node) in sorted(self._index.items(), key=lambda kv: kv[1][1]):
+            out[state.value].append({"node": node, "key": key.decode()})
+        return out
+
+    def _write(self, state: KeyState, node: str, key: bytes) -> None:
+        path = self.dir / "agents" / state / f"{node}.key"
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(f'#   ptap agent key for node {node}\ncurve\n    public-key = "{key.decode()}"\n')
+        tmp.replace(path)
+        self._index[key] = (state, node)

@@ -1,0 +1,80 @@
+"""CURVE key files and the gatekeeper, with real sockets on 127.0.0.1."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from pathlib import Path
+
+import pytest
+import zmq
+import zmq.asyncio
+
+from bus.security import Gatekeeper, KeyFileError, ensure_keypair, load_keypair, secret_path
+from bus.sockets import CurveKeys, make_socket
+
+
+def test_key_pairs_are_created_private_and_reloaded(tmp_path: Path) -> None:
+    public, secret = ensure_keypair(tmp_path / "k", "node1")
+    assert len(public) == 40 and len(secret) == 40
+    assert secret_path(tmp_path / "k", "node1").stat().st_mode & 0o777 == 0o600
+    assert ensure_keypair(tmp_path / "k", "node1") == (public, secret)
+
+
+def test_a_secret_others_can_read_is_refused(tmp_path: Path) -> None:
+    ensure_keypair(tmp_path, "node1")
+    os.chmod(secret_path(tmp_path, "node1"), 0o644)
+    with pytest.raises(KeyFileError, match="mode 0644.*chmod 600"):
+        load_keypair(tmp_path, "node1")
+    with pytest.raises(KeyFileError, match="does not exist"):
+        load_keypair(tmp_path, "nobody")
+
+
+def test_gatekeeper_admits_only_what_the_policy_allows(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        server_pub, server_sec = ensure_keypair(tmp_path, "server")
+        good_pub, good_sec = ensure_keypair(tmp_path, "good")
+        bad_pub, bad_sec = ensure_keypair(tmp_path, "bad")
+        gate = Gatekeeper(ctx, lambda domain, key: domain == "t.rep" and key == good_pub,
+                          ("t.rep",))
+        gate.start()
+        rep = make_socket(ctx, zmq.ROUTER, curve=CurveKeys(server_pub, server_sec, domain="t.rep"))
+        port = rep.bind_to_random_port("tcp://127.0.0.1")
+        endpoint = f"tcp://127.0.0.1:{port}"
+        sockets = [rep]
+        try:
+            await gate.check(endpoint, server_pub, "t.rep")   # a random key is refused
+            for pub, sec in ((bad_pub, bad_sec), (good_pub, good_sec)):
+                dealer = make_socket(ctx, zmq.DEALER, curve=CurveKeys(pub, sec, server_pub))
+                sockets.append(dealer)
+                dealer.connect(endpoint)
+                await dealer.send(pub)
+            async with asyncio.timeout(5):
+                frames = await rep.recv_multipart(copy=False)
+            assert frames[1].bytes == good_pub            # the bad key never got through
+            assert frames[1].get("User-Id") == good_pub.decode()
+        finally:
+            for sock in sockets:
+                sock.close(linger=0)
+            gate.stop()
+            ctx.term()
+
+    asyncio.run(scenario())
+
+
+def test_self_check_fails_when_nothing_authenticates(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        server_pub, server_sec = ensure_keypair(tmp_path, "server")
+        gate = Gatekeeper(ctx, lambda domain, key: False, ("d",))  # never started: no ZAP
+        rep = make_socket(ctx, zmq.ROUTER, curve=CurveKeys(server_pub, server_sec, domain="d"))
+        port = rep.bind_to_random_port("tcp://127.0.0.1")
+        try:
+            with pytest.raises(KeyFileError, match="unknown key was let in"):
+                await gate.check(f"tcp://127.0.0.1:{port}", server_pub, "d")
+        finally:
+            rep.close(linger=0)
+            ctx.term()
+
+    asyncio.run(scenario())
