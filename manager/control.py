@@ -22,6 +22,7 @@ from bus import codec
 from bus.errors import ProtocolError, VersionMismatch
 from bus.messages import (
     PROTOCOL_VERSION,
+    CompareGet,
     Error,
     Heartbeat,
     JobCancel,
@@ -34,6 +35,7 @@ from bus.messages import (
     NodesList,
     Register,
     Reply,
+    ReportGet,
     RunAck,
     RunCancel,
     RunReport,
@@ -42,6 +44,7 @@ from bus.messages import (
     Welcome,
 )
 from manager import scheduler
+from manager.analysis.service import AnalysisError, check_format, check_threshold
 from manager.registry import valid_node_name
 from manager.scheduler import InvalidTransition, Job, Run, SpecError
 
@@ -156,6 +159,8 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register) -> None:
         return
     log.info("node %s registered from peer %s (address %r, %d runs reported)",
              msg.node, peer.hex(), msg.facts.address, len(msg.runs))
+    # Kept over time, so reports of old jobs show the environment of their runs.
+    mgr.store.record_facts(msg.node, codec.to_dict(msg.facts), time.time())
     await mgr.send(peer, Welcome(node=msg.node, heartbeat_interval=mgr.cfg.basic.interval,
                                  liveness=mgr.cfg.basic.liveness, last_seq=mgr.last_seq(msg.node)))
     await mgr.node_changed(reg.changes)
@@ -349,6 +354,61 @@ async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
                       "CURVE is off: keys are not used; set [security] curve = yes")
 
 
+async def handle_report_get(mgr: Manager, peer: bytes, msg: ReportGet) -> None:
+    """``report.get``: a job's analysis report (DESIGN §9, docs/analysis.md).
+
+    Reply: the report object (docs/report-schema.json) for ``format`` ``json``,
+    else ``{"format": F, "content": str}`` for ``text``, ``csv``, ``html``.
+    Errors: ``not-found`` (no such job), ``bad-request`` (unknown format),
+    ``unavailable`` (InfluxDB cannot be queried). Computed in the background:
+    the queries are awaited and the numpy work runs in an executor, so the
+    ROUTER loop goes on serving agents meanwhile.
+    """
+    if await _refused(mgr, peer, msg.req_id, lambda: check_format(msg.format)):
+        return
+    mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, mgr.analyst.report(msg.job_id, msg.format)),
+              f"report {msg.job_id[:40]}")
+
+
+async def handle_compare_get(mgr: Manager, peer: bytes, msg: CompareGet) -> None:
+    """``compare.get``: job ``cand`` against baseline job ``base`` with ``threshold``
+    (0.05 = 5 %). Reply and errors as for ``report.get`` (the comparison object
+    for ``json``); ``bad-request`` also for a threshold outside 0–10."""
+    if await _refused(mgr, peer, msg.req_id, lambda: (check_format(msg.format),
+                                                      check_threshold(msg.threshold))):
+        return
+    work = mgr.analyst.compare(msg.base, msg.cand, msg.format, msg.threshold)
+    mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, work),
+              f"compare {msg.base[:40]} {msg.cand[:40]}")
+
+
+async def _refused(mgr: Manager, peer: bytes, req_id: str, check: Callable[[], object]) -> bool:
+    """Run the cheap argument checks now, so a bad request is answered at once."""
+    try:
+        check()
+    except AnalysisError as exc:
+        await reply_error(mgr, peer, req_id, exc.code, str(exc))
+        return True
+    return False
+
+
+async def _analysis_reply(mgr: Manager, peer: bytes, req_id: str, work: Awaitable[Any]) -> None:
+    """Await a report or comparison and answer ``reply``, or ``error`` with its code."""
+    started = time.monotonic()
+    try:
+        result = await work
+    except AnalysisError as exc:
+        await reply_error(mgr, peer, req_id, exc.code, str(exc))
+        return
+    except Exception as exc:  # a bug in the analysis must not go unanswered
+        log.exception("analysis for request %s failed", req_id)
+        await reply_error(mgr, peer, req_id, "internal",
+                          f"the manager failed on this report ({type(exc).__name__}); see its log")
+        return
+    log.info("analysis for request %s done in %.2f s", req_id, time.monotonic() - started)
+    await mgr.send(peer, Reply(req_id=req_id, result=result))
+
+
 async def handle_unexpected(mgr: Manager, peer: bytes, msg: Message) -> None:
     """Types the manager sends but never receives; an ``error`` from a peer is
     logged and never answered, so two peers cannot ping-pong errors."""
@@ -374,4 +434,6 @@ HANDLERS: dict[MsgType, Handler] = {
     MsgType.JOB_GET: handle_job_get,
     MsgType.JOB_CANCEL: handle_job_cancel,
     MsgType.KEYS: handle_keys,
+    MsgType.REPORT_GET: handle_report_get,
+    MsgType.COMPARE_GET: handle_compare_get,
 }

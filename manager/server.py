@@ -39,6 +39,8 @@ from bus.messages import (
 from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager import control, scheduler
+from manager.analysis.query import QueryClient
+from manager.analysis.service import Analyst
 from manager.ingest import Ingest
 from manager.registry import Registry, StateChange
 from manager.scheduler import ACTIVE, Book, Job, Run
@@ -65,7 +67,8 @@ class Manager:
 
     ``ready_file`` receives ``{"router", "pub", "pull", "pid"}`` once all
     three sockets are bound. ``ctx`` lets a test share a context; by default
-    the manager makes (and destroys) its own.
+    the manager makes (and destroys) its own. ``sink`` (metric writes) and
+    ``query`` (InfluxQL reads for reports) default to what ``[influxdb]`` says.
     """
 
     def __init__(
@@ -75,6 +78,7 @@ class Manager:
         ready_file: str | Path | None = None,
         ctx: zmq.asyncio.Context | None = None,
         sink: Sink | None = None,
+        query: QueryClient | None = None,
     ) -> None:
         if cfg.security.curve:
             raise StartupError(
@@ -108,6 +112,7 @@ class Manager:
         self._ctx = ctx if ctx is not None else zmq.asyncio.Context()
         self._sockets: list[zmq.asyncio.Socket] = []
         self._tasks: list[asyncio.Task[None]] = []
+        self._background: set[asyncio.Task[None]] = set()
         self._restart_deadline: float | None = None
         self._next_heartbeat = 0.0
         self._closed = False
@@ -119,6 +124,9 @@ class Manager:
             limits=self.limits,
             max_points=cfg.spool.max_points,
         )
+        self.query = query or make_query_client(cfg)
+        self.analyst = Analyst(self.job_dict, self.node_facts, self.query,
+                               query_database(cfg))
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -169,14 +177,15 @@ class Manager:
         if self._closed:
             return
         self._closed = True
-        for task in self._tasks:
+        for task in [*self._tasks, *self._background]:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         if self._sockets:
             # Store what was accepted while the router can still ack it; the
             # rest stays in the agents' spools and is resent to the next manager.
             await self.ingest.flush(timeout=3.0)
         await self.ingest.sink.close()
+        await self.query.close()
         for sock in self._sockets:
             sock.close(linger=0)
         if self._own_ctx:
@@ -271,6 +280,13 @@ class Manager:
             )
             return False
         return True
+
+    def spawn(self, coro: Any, name: str) -> None:
+        """Run ``coro`` beside the loops (a report being computed must not stall the
+        ROUTER loop); cancelled when the manager closes."""
+        task = asyncio.get_running_loop().create_task(coro, name=name)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
 
     async def publish(self, topic: bytes, frames: list[bytes]) -> None:
         """Publish ``[topic, *frames]``; PUB drops rather than blocks for slow subscribers."""
@@ -456,6 +472,15 @@ class Manager:
         change = self.registry.set_running(name, self.book.active_on(name))
         await self.node_changed([change] if change else [])
 
+    def node_facts(self, node: str, when: float | None) -> tuple[dict[str, Any], str] | None:
+        """``node``'s facts at wall time ``when``: as recorded in the store, else as the
+        registry holds them now; with where they came from (``recorded``/``registry``)."""
+        found = self.store.facts_at(node, when)
+        if found is not None:
+            return found[0], "recorded"
+        live = self.registry.get(node)
+        return (codec.to_dict(live.facts), "registry") if live is not None else None
+
     def job_dict(self, job_id: str) -> dict[str, Any] | None:
         """The job JSON (with output tails), from memory if unfinished, else the store."""
         job = self.book.jobs.get(job_id)
@@ -542,3 +567,23 @@ def make_sink(cfg: ServerConfig) -> Sink:
     return InfluxV1Sink(db.url, db.database, username=db.username or None,
                         password=db.password or None, token=db.token or None,
                         timeout=db.timeout)
+
+
+#: Reading a long job's raw points takes longer than a write of one batch.
+QUERY_TIMEOUT = 120.0
+
+
+def query_database(cfg: ServerConfig) -> str:
+    """The database InfluxQL reads: ``database`` (v1), or the bucket for v2 users,
+    as InfluxDB 2/3 map a bucket to a v1 database of the same name."""
+    db = cfg.influxdb
+    return db.bucket if db.token and db.org and db.bucket else db.database
+
+
+def make_query_client(cfg: ServerConfig) -> InfluxV1Sink:
+    """Where reports read from: InfluxQL on ``/query`` in every case. 1.x serves it
+    natively; 2.x/3.x serve it as the v1-compatible endpoint, with the token."""
+    db = cfg.influxdb
+    return InfluxV1Sink(db.url, query_database(cfg), username=db.username or None,
+                        password=db.password or None, token=db.token or None,
+                        timeout=max(db.timeout, QUERY_TIMEOUT))

@@ -56,6 +56,18 @@ MIGRATIONS: list[str] = [
     );
     CREATE INDEX runs_job ON runs(job_id);
     """,
+    # 2: the facts each node registered with, kept over time, so that the report
+    # of an old job shows the kernel, governor, agent version... of its runs.
+    # A row is added only when a node's facts change.
+    """
+    CREATE TABLE node_facts (
+        seq      INTEGER PRIMARY KEY AUTOINCREMENT,
+        node     TEXT NOT NULL,
+        seen_at  REAL NOT NULL,
+        facts    TEXT NOT NULL
+    );
+    CREATE INDEX node_facts_node ON node_facts(node, seen_at);
+    """,
 ]
 
 _RUN_COLS = (
@@ -152,7 +164,33 @@ class Store:
             self._db.executemany(f"UPDATE runs SET {sets} WHERE id = ?", run_rows)
             self._db.executemany("UPDATE jobs SET state = ?, ended_at = ? WHERE id = ?", job_rows)
 
+    def record_facts(self, node: str, facts: dict[str, Any], seen_at: float) -> bool:
+        """Keep ``node``'s registration facts if they differ from its last recorded ones."""
+        text = json.dumps(facts, sort_keys=True)
+        last = self._db.execute(
+            "SELECT facts FROM node_facts WHERE node = ? ORDER BY seq DESC LIMIT 1", (node,)
+        ).fetchone()
+        if last is not None and last[0] == text:
+            return False
+        self._db.execute("INSERT INTO node_facts (node, seen_at, facts) VALUES (?,?,?)",
+                         (node, seen_at, text))
+        return True
+
     # --- reads ----------------------------------------------------------------------
+
+    def facts_at(self, node: str, when: float | None) -> tuple[dict[str, Any], float] | None:
+        """The facts ``node`` had at wall time ``when`` (its last recorded before then,
+        else its first after) with their time; None if it never registered here."""
+        row = None
+        if when is not None:
+            row = self._db.execute(
+                "SELECT facts, seen_at FROM node_facts WHERE node = ? AND seen_at <= ? "
+                "ORDER BY seen_at DESC, seq DESC LIMIT 1", (node, when)).fetchone()
+        if row is None:
+            row = self._db.execute(
+                "SELECT facts, seen_at FROM node_facts WHERE node = ? ORDER BY seen_at, seq "
+                "LIMIT 1", (node,)).fetchone()
+        return None if row is None else (json.loads(row[0]), float(row[1]))
 
     def job(self, job_id: str) -> tuple[Job, list[Run]] | None:
         """One job and its runs, or None."""

@@ -8,8 +8,10 @@ line by :mod:`manager.cli.main`.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from bus import messages
@@ -57,6 +59,42 @@ async def cmd_cancel(session: Session, args: argparse.Namespace) -> int:
     else:
         _print(f"job {job.get('id')} is {job.get('state')}")
     return 0
+
+
+async def cmd_report(session: Session, args: argparse.Namespace) -> int:
+    """``ptap report ID [--format F] [-o FILE]``: the job's analysis report."""
+    async with session.client() as client:
+        result = await client.report(args.job_id, args.format)
+    _emit(result, args.format, args.output)
+    return 0
+
+
+async def cmd_compare(session: Session, args: argparse.Namespace) -> int:
+    """``ptap compare BASE CAND [--format F] [--threshold PCT] [-o FILE]``: the comparison
+    of candidate CAND against baseline BASE, with its verdict."""
+    async with session.client() as client:
+        result = await client.compare(args.base, args.cand, args.format, args.threshold / 100.0)
+    _emit(result, args.format, args.output)
+    return 0
+
+
+def _emit(result: Any, fmt: str, output: str | None) -> None:
+    """Print a report or comparison, or write it to ``output`` and print the path."""
+    text = render.to_json(result) + "\n" if fmt == "json" else str(result["content"])
+    if not output:
+        sys.stdout.write(text if text.endswith("\n") else text + "\n")
+        sys.stdout.flush()
+        return
+    path = Path(output)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)  # a reader never sees half a report
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise CliError(f"cannot write {output}: {exc.strerror or exc} — choose another -o path"
+                       ) from None
+    _print(str(path))
 
 
 async def cmd_keys(session: Session, args: argparse.Namespace) -> int:

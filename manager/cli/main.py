@@ -27,6 +27,7 @@ from manager.cli.session import (
     Session,
     parse_manager,
 )
+from manager.cli.shell import Shell
 
 Command = Callable[[Session, argparse.Namespace], Awaitable[int]]
 
@@ -35,6 +36,7 @@ _HINTS = {
     "not-found": "list the jobs with ptap jobs",
     "bad-request": "check the arguments (ptap {command} --help) and the nodes (ptap nodes)",
     "version": "use the same ptap version for the CLI and the manager",
+    "unavailable": "check that InfluxDB runs and server.cfg [influxdb] points at it",
 }
 
 
@@ -93,12 +95,39 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--node", metavar="N", help="only this node")
     p.add_argument("--count", type=_count, metavar="N", help="stop after N lines")
     p.set_defaults(func=commands.cmd_watch)
+    _add_analysis(sub)
     p = sub.add_parser("keys", help="agent key acceptance")
     p.add_argument("action", choices=["list", "accept", "reject", "revoke"])
     p.add_argument("node", nargs="?", metavar="NODE")
     p.add_argument("--json", action="store_true", help="print the manager's JSON")
     p.set_defaults(func=commands.cmd_keys)
+    p = sub.add_parser("shell", help="interactive admin shell with history and completion")
+    p.set_defaults(func=None)
     return parser
+
+
+def _percent(text: str) -> float:
+    value = float(text)
+    if not 0 <= value <= 1000:
+        raise argparse.ArgumentTypeError(f"{text} is not a percentage between 0 and 1000")
+    return value
+
+
+def _add_analysis(sub: argparse._SubParsersAction[_Parser]) -> None:
+    formats = ["text", "json", "csv", "html"]
+    p = sub.add_parser("report", help="a job's analysis report (docs/analysis.md)")
+    p.add_argument("job_id", metavar="ID")
+    p.add_argument("--format", choices=formats, default="text", help="output format (default text)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
+    p.set_defaults(func=commands.cmd_report)
+    p = sub.add_parser("compare", help="compare candidate job CAND with baseline job BASE")
+    p.add_argument("base", metavar="BASE")
+    p.add_argument("cand", metavar="CAND")
+    p.add_argument("--format", choices=formats, default="text", help="output format (default text)")
+    p.add_argument("--threshold", metavar="PCT", type=_percent, default=5.0,
+                   help="relative change of the median that counts, in percent (default 5)")
+    p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
+    p.set_defaults(func=commands.cmd_compare)
 
 
 def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -141,6 +170,8 @@ def _fail(message: str, code: int) -> int:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command_name == "shell":
+        return _shell(args)
     try:
         return asyncio.run(_dispatch(args))
     except ManagerUnreachable as exc:
@@ -157,6 +188,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         # ``ptap jobs | head``: the reader left; that is not an error.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return 0
+
+
+def _shell(args: argparse.Namespace) -> int:
+    """``ptap shell``: each line runs through :func:`main` with the same global options."""
+    manager = args.manager or os.environ.get("PTAP_MANAGER") or DEFAULT_MANAGER
+    prefix = ["--manager", manager, "--timeout", str(args.request_timeout)]
+    shell = Shell(build_parser(), lambda words: main([*prefix, *words]), manager,
+                  args.request_timeout)
+    return shell.loop()
 
 
 def _refusal(exc: RequestFailed, command: str) -> str:

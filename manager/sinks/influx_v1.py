@@ -11,12 +11,14 @@ loopback that costs ~0.1 ms per request, small next to a batch of points.
 
 from __future__ import annotations
 
+import contextlib
 import gzip as gzip_module
 import json
 import logging
 import urllib.parse
 from typing import Any
 
+import msgpack
 from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
@@ -26,14 +28,21 @@ log = logging.getLogger(__name__)
 
 __all__ = ["InfluxV1Sink"]
 
+MSGPACK = "application/x-msgpack"
+
+
+def _is_msgpack(response: HTTPResponse) -> bool:
+    return str(response.headers.get("Content-Type", "")).startswith(MSGPACK)
+
 
 class InfluxV1Sink:
     """Writes line protocol to ``{url}/write?db=...&precision=ns`` and reads with InfluxQL.
 
     ``username``/``password`` go as the ``u``/``p`` parameters (1.x auth),
     ``token`` as an ``Authorization: Token`` header (2.x/3.x v1-compat).
-    ``gzip=True`` compresses bodies (worth it across a network, not on
-    loopback). ``timeout`` bounds each request; ``max_clients`` bounds
+    ``gzip=True`` compresses bodies and asks for compressed query answers
+    (worth it across a network, not on loopback: influxd gzips a 26 MB answer
+    at about 10 MB/s, three times slower than sending it plain). ``timeout`` bounds each request; ``max_clients`` bounds
     concurrent requests.
 
     Bodies above ``expect_continue_above`` bytes are sent with ``Expect:
@@ -120,11 +129,16 @@ class InfluxV1Sink:
     async def query(
         self, influxql: str, db: str | None = None, *, epoch: str | None = "ns"
     ) -> dict[str, Any]:
-        """Run InfluxQL and return InfluxDB's JSON answer (``{"results": [...]}``).
+        """Run InfluxQL and return InfluxDB's answer document (``{"results": [...]}``).
 
         Timestamps come as integers in ``epoch`` units (``None``: RFC 3339
         strings). A statement that fails raises SinkRejected with its error,
         so a caller never mistakes a failed query for an empty one.
+
+        The answer is asked for as msgpack, which InfluxDB 1.4+ produces twice
+        as fast as JSON for a large result and which decodes ten times faster
+        (a report reads hundreds of thousands of rows); the document is the
+        same. A server that ignores the header answers JSON, decoded as such.
         """
         form = {"q": influxql, **self._auth}
         if db is not None or self.db:
@@ -133,6 +147,7 @@ class InfluxV1Sink:
             form["epoch"] = epoch
         headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
         headers["Content-Type"] = "application/x-www-form-urlencoded"
+        headers["Accept"] = MSGPACK
         request = HTTPRequest(
             f"{self.url}/query",
             method="POST",  # POST: CREATE/DROP need it, and it keeps queries out of URLs
@@ -140,14 +155,25 @@ class InfluxV1Sink:
             headers=headers,
             connect_timeout=self._timeout,
             request_timeout=self._timeout,
+            decompress_response=self._gzip,  # Tornado asks for gzip unless told not to
         )
         response = await self._fetch(request)
         if response.code != 200:
-            detail = error_detail(response.body, response.headers)
+            body: bytes | str = response.body
+            if _is_msgpack(response):  # error_detail reads JSON
+                with contextlib.suppress(ValueError, msgpack.UnpackException):
+                    body = json.dumps(msgpack.unpackb(body, raw=False, strict_map_key=False))
+            detail = error_detail(body, response.headers)
             raise error_for_status(
                 response.code, detail, response.headers.get("Retry-After"), where=self.url
             )
-        doc: dict[str, Any] = json.loads(response.body or b"{}")
+        try:
+            doc: dict[str, Any] = (
+                msgpack.unpackb(response.body, raw=False, strict_map_key=False)
+                if _is_msgpack(response) else json.loads(response.body or b"{}"))
+        except (ValueError, msgpack.UnpackException) as exc:
+            raise SinkUnavailable(f"InfluxDB at {self.url}: unreadable query answer: {exc}"
+                                  ) from exc
         errors = [r["error"] for r in doc.get("results", []) if "error" in r]
         if errors:
             raise SinkRejected("; ".join(str(e) for e in errors), status=response.code)

@@ -493,3 +493,23 @@ def test_memory_sink_records_and_fails_on_request() -> None:
 
     sink = run(body())
     assert sink.points == 3 and len(sink.lines) == 3 and sink.writes == 2
+
+
+def test_queries_are_answered_in_msgpack_and_errors_stay_readable(
+        influxdb: InfluxFixture, influx_db: str) -> None:
+    influxdb.write(influx_db, f'm,node=a v=1.5,i=3i,s="x",b=true {TS}\nm,node=b v=2 {TS + 1}')
+
+    async def body() -> tuple[dict[str, Any], str]:
+        sink = InfluxV1Sink(influxdb.url, influx_db)
+        try:
+            doc = await sink.query('SELECT * FROM "m" GROUP BY "node"')
+            with pytest.raises(SinkRejected) as bad:
+                await sink.query("SELECT FROM WHERE")
+            return doc, str(bad.value)
+        finally:
+            await sink.close()
+
+    doc, error = run(body())
+    assert doc == influxdb.raw_query(influx_db, 'SELECT * FROM "m" GROUP BY "node"'), \
+        "the same document as InfluxDB's JSON"
+    assert "found WHERE" in error or "expected" in error, error

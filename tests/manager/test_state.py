@@ -92,3 +92,43 @@ def test_failed_transaction_rolls_back(tmp_path: Path) -> None:
         assert [j.id for j, _ in store.jobs(10)] == ["j1"]
     finally:
         store.close()
+
+
+def test_schema_1_database_is_migrated_with_its_jobs(tmp_path: Path) -> None:
+    path = tmp_path / "old.db"
+    db = sqlite3.connect(path, isolation_level=None)
+    try:  # a database written by the manager before node facts were kept
+        db.executescript(f"BEGIN; {MIGRATIONS[0]} PRAGMA user_version = 1; COMMIT;")
+    finally:
+        db.close()
+    old = Store.open(path)
+    old.close()  # (opening migrates; reopen to check the result is stable)
+    store = Store.open(path)
+    try:
+        store.add_job(*new_job("j1"))
+        assert store.facts_at("a", 5.0) is None
+        assert store.record_facts("a", {"kernel": "6.1"}, 10.0)
+        assert store.job("j1") is not None
+    finally:
+        store.close()
+    db = sqlite3.connect(path)
+    try:
+        assert db.execute("PRAGMA user_version").fetchone()[0] == 2
+    finally:
+        db.close()
+
+
+def test_node_facts_are_kept_over_time(tmp_path: Path) -> None:
+    store = Store.open(tmp_path / "m.db")
+    try:
+        assert store.record_facts("a", {"kernel": "6.1", "cpus": 2}, 10.0)
+        assert not store.record_facts("a", {"cpus": 2, "kernel": "6.1"}, 20.0), "unchanged"
+        assert store.record_facts("a", {"kernel": "6.5", "cpus": 2}, 30.0)
+        assert store.record_facts("b", {"kernel": "5.10"}, 15.0)
+        assert store.facts_at("a", 25.0) == ({"kernel": "6.1", "cpus": 2}, 10.0)
+        assert store.facts_at("a", 30.0) == ({"kernel": "6.5", "cpus": 2}, 30.0)
+        assert store.facts_at("a", 5.0) == ({"kernel": "6.1", "cpus": 2}, 10.0), "first after"
+        assert store.facts_at("a", None) == ({"kernel": "6.1", "cpus": 2}, 10.0)
+        assert store.facts_at("c", 5.0) is None
+    finally:
+        store.close()

@@ -83,3 +83,32 @@ def test_manager_refusals_become_one_line_with_advice() -> None:
     assert main._refusal(RequestFailed("bad-request", "off; set curve = yes"), "keys") == (
         "off — set curve = yes")
     assert "ptap run --help" in main._refusal(RequestFailed("bad-request", "refused"), "run")
+
+
+def test_report_and_compare_arguments() -> None:
+    args = parse("report", "abc", "--format", "html", "-o", "r.html")
+    assert (args.job_id, args.format, args.output, args.func) == ("abc", "html", "r.html",
+                                                                  commands.cmd_report)
+    assert parse("report", "abc").format == "text"
+    args = parse("compare", "a", "b", "--threshold", "2.5", "--format", "csv")
+    assert (args.base, args.cand, args.threshold, args.format) == ("a", "b", 2.5, "csv")
+    assert parse("compare", "a", "b").threshold == 5.0
+
+
+@pytest.mark.parametrize("argv", [["report", "x", "--format", "pdf"], ["compare", "a"],
+                                  ["compare", "a", "b", "--threshold", "-1"]])
+def test_bad_report_arguments_are_usage_errors(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as exc:
+        parse(*argv)
+    assert exc.value.code == 2
+
+
+def test_emit_writes_the_file_and_prints_its_path(tmp_path, capsys) -> None:  # type: ignore[no-untyped-def]
+    target = tmp_path / "r.csv"
+    commands._emit({"format": "csv", "content": "a,b\n"}, "csv", str(target))
+    assert target.read_text() == "a,b\n" and capsys.readouterr().out == f"{target}\n"
+    commands._emit({"kind": "ptap.report"}, "json", None)
+    assert capsys.readouterr().out == '{\n  "kind": "ptap.report"\n}\n'
+    with pytest.raises(CliError, match="cannot write"):
+        commands._emit({"format": "text", "content": "x"}, "text", str(tmp_path / "no" / "f"))
+    assert list(tmp_path.iterdir()) == [target], "no temporary file left behind"

@@ -1,0 +1,267 @@
+"""Report and comparison objects → text, JSON, CSV or HTML (one self-contained file).
+
+Every function here is a pure function of the objects that
+:func:`manager.analysis.report.report_object` and
+:func:`manager.analysis.compare.compare` return, so the CLI, the dashboard and
+the tests all show the same thing. HTML is :mod:`manager.analysis.charts`.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import shlex
+import time
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import numpy as np
+
+FORMATS = ("text", "json", "csv", "html")
+SUMMARY_COLS = ("count", "mean", "min", "p50", "p95", "p99", "max", "stddev")
+_BINARY = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
+
+
+def plain(obj: Any) -> Any:
+    """JSON- and msgpack-safe values: numpy scalars to Python, NaN and ±inf to None."""
+    if isinstance(obj, dict):
+        return {str(k): plain(v) for k, v in obj.items()}
+    if isinstance(obj, list | tuple):
+        return [plain(v) for v in obj]
+    if isinstance(obj, np.bool_ | bool):
+        return bool(obj)
+    if isinstance(obj, np.integer):
+        return int(obj)
+    if isinstance(obj, float | np.floating):
+        return float(obj) if math.isfinite(obj) else None
+    return obj
+
+
+def render(obj: dict[str, Any], fmt: str) -> str:
+    """``obj`` (a report or a comparison) in ``fmt`` (one of :data:`FORMATS`)."""
+    is_compare = obj.get("kind") == "ptap.compare"
+    if fmt == "json":
+        return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
+    if fmt == "csv":
+        return compare_csv(obj) if is_compare else report_csv(obj)
+    if fmt == "text":
+        return compare_text(obj) if is_compare else report_text(obj)
+    if fmt == "html":
+        from manager.analysis import charts  # Bokeh is imported only when HTML is asked for
+
+        return charts.compare_html(obj) if is_compare else charts.report_html(obj)
+    raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
+
+
+# --- numbers --------------------------------------------------------------------------
+
+
+def number(x: float | None, unit: str = "") -> str:
+    """A value for people: 4 significant digits, binary prefixes for bytes."""
+    if x is None:
+        return "-"
+    if abs(x) < 1e-9:
+        x = 0.0  # float noise such as the stddev of identical values
+    if unit in ("B", "B/s"):
+        for prefix, size in _BINARY:
+            if abs(x) >= size:
+                return f"{x / size:.4g} {prefix}{unit}"
+        return f"{x:.4g} {unit}"
+    text = f"{x:.4g}"
+    return text + unit if unit in ("", "%") or unit.startswith("/") else f"{text} {unit}"
+
+
+def percent(x: float | str | None) -> str:
+    """A relative change as a signed percentage; ``"inf"``/``"-inf"`` as ±∞."""
+    if x is None:
+        return "-"
+    if isinstance(x, str):
+        return "+∞" if x == "inf" else "-∞"
+    return f"{x * 100:+.1f}%"
+
+
+def when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
+    """Left-aligned columns separated by two spaces (``None`` shows as ``-``)."""
+    text_rows = [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in text_rows:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths, strict=True)).rstrip()
+                     for line in [list(headers), *text_rows])
+
+
+# --- report --------------------------------------------------------------------------------
+
+
+def command_text(argv: list[str]) -> str:
+    """An argv as one shell-quoted line (newlines shown as ``\\n``)."""
+    return shlex.join(argv).replace("\n", "\\n")
+
+
+def job_line(job: dict[str, Any]) -> str:
+    name = f' "{job["name"]}"' if job.get("name") else ""
+    tags = " ".join(f"{k}={v}" for k, v in sorted(job.get("tags", {}).items()))
+    return (f"job {job['id']}{name} — {job.get('state')}; "
+            f"command: {command_text(job['command'])}; "
+            f"nodes: {', '.join(job['nodes']) or '-'}; repeat {job.get('repeat')}; "
+            f"interval {job.get('interval')} s" + (f"; tags: {tags}" if tags else ""))
+
+
+def report_text(r: dict[str, Any]) -> str:
+    """The terminal form of a report: environment, runs, metrics, phases, observer."""
+    parts = [f"Report of {job_line(r['job'])}"]
+    parts += [f"note: {n}" for n in r["notes"]]
+    parts += ["", "Environment", _environment_table(r["environment"])]
+    parts += ["", "Runs", _runs_table(r["runs"])]
+    parts += [f"  {rn['id']}: {note}" for rn in r["runs"] for note in rn["notes"]]
+    parts += ["", "Metrics over all runs (points in each run's window; PER-RUN = median of "
+                  "the per-run means)", _metrics_table(r["overall"], r["metrics"])]
+    if len(r["nodes"]) > 1:
+        for node, agg in r["nodes"].items():
+            parts += ["", f"Node {node}", _metrics_table(agg, r["metrics"])]
+    parts += _phases_text(r)
+    parts += ["", "Observer cost (the agent itself)", _observer_table(r["observer"])]
+    return "\n".join(parts) + "\n"
+
+
+def _environment_table(env: dict[str, dict[str, Any]]) -> str:
+    rows = [[n, e.get("kernel"), e.get("cpu_model"), e.get("governor"), e.get("cpus"),
+             number(e.get("memory_bytes"), "B") if e.get("memory_bytes") else None,
+             e.get("agent_version"), _perf_caps(e), e.get("source")] for n, e in env.items()]
+    return table(["NODE", "KERNEL", "CPU MODEL", "GOVERNOR", "CPUS", "MEMORY", "AGENT", "PERF",
+                  "FACTS"], rows)
+
+
+def _perf_caps(e: dict[str, Any]) -> str:
+    if e.get("perf_available") is None:
+        return "-"
+    if not e.get("perf_available"):
+        return "no perf"
+    pmu = "PMU" if e.get("pmu_hardware") else "software events only"
+    return f"{pmu}, paranoid {e.get('perf_paranoid')}"
+
+
+def _runs_table(runs: list[dict[str, Any]]) -> str:
+    rows = [[r["id"], r["node"], r["iteration"], r["state"] + (" (LOST)" if r["lost"] else ""),
+             r["exit_code"], number(r["duration"], "s") if r["duration"] is not None else None,
+             when(r["started_at"])] for r in runs]
+    return table(["RUN", "NODE", "ITER", "STATE", "EXIT", "DURATION", "STARTED"], rows)
+
+
+def _metrics_table(agg: dict[str, Any], info: dict[str, Any]) -> str:
+    rows = []
+    for mid, meta in info.items():
+        s, f = agg["metrics"].get(mid), agg["figures"].get(mid)
+        if s is None and f is None:
+            continue
+        unit = meta["unit"]
+        cells = [number(s[k], unit) if k != "count" else s[k] for k in SUMMARY_COLS] \
+            if s else ["-"] * len(SUMMARY_COLS)
+        rows.append([mid, *cells, number(f["p50"], unit) if f else "-"])
+    return table(["METRIC", "N", "MEAN", "MIN", "P50", "P95", "P99", "MAX", "STDDEV", "PER-RUN"],
+                 rows)
+
+
+def _phases_text(r: dict[str, Any]) -> list[str]:
+    out: list[str] = []
+    for run in r["runs"]:
+        if not run["phases"]:
+            continue
+        rows = []
+        for ph in run["phases"]:
+            means = ", ".join(f"{m} {number(s['mean'], r['metrics'][m]['unit'])}"
+                              for m, s in ph["metrics"].items())
+            rows.append([ph["phase"], f"{ph['start']:.3f}", f"{ph['duration']:.3f}", means])
+        out += ["", f"Phases of run {run['id']} (seconds since its start; means)",
+                table(["PHASE", "START", "DURATION", "MAIN METRICS"], rows)]
+    return out
+
+
+def _observer_table(obs: dict[str, dict[str, Any]]) -> str:
+    rows = [[n, number(o["cpu_pct"]["mean"], "%") if o["cpu_pct"] else None,
+             number(o["cpu_pct"]["max"], "%") if o["cpu_pct"] else None,
+             number(o["rss"]["max"], "B") if o["rss"] else None,
+             o["spool_depth_max"], o["samples_dropped"]] for n, o in obs.items()]
+    return table(["NODE", "AGENT CPU MEAN", "CPU MAX", "RSS MAX", "SPOOL MAX", "DROPPED"], rows)
+
+
+def report_csv(r: dict[str, Any]) -> str:
+    """One row per (scope, run or node, metric): ``scope`` is ``run``, ``node`` or
+    ``overall`` (summaries of points) or ``node-runs``/``overall-runs``
+    (summaries of the per-run figures); ``figure`` is the run's own figure."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["scope", "run", "node", "iteration", "metric", "unit", "direction",
+                *SUMMARY_COLS, "figure"])
+    info = r["metrics"]
+
+    def rows(scope: str, run: str, node: str, it: Any, stats: dict[str, Any],
+             figures: dict[str, Any] | None = None) -> None:
+        for mid in sorted(set(stats) | set(figures or {}), key=list(info).index):
+            s = stats.get(mid) or {}
+            w.writerow([scope, run, node, it, mid, info[mid]["unit"], info[mid]["direction"],
+                        *(s.get(k) for k in SUMMARY_COLS), (figures or {}).get(mid)])
+
+    for run in r["runs"]:
+        rows("run", run["id"], run["node"], run["iteration"], run["metrics"], run["figures"])
+    for node, agg in r["nodes"].items():
+        rows("node", "", node, "", agg["metrics"])
+        rows("node-runs", "", node, "", agg["figures"])
+    rows("overall", "", "", "", r["overall"]["metrics"])
+    rows("overall-runs", "", "", "", r["overall"]["figures"])
+    return out.getvalue()
+
+
+# --- comparison -----------------------------------------------------------------------
+
+
+def compare_text(c: dict[str, Any]) -> str:
+    """The terminal form of a comparison: verdict, environment differences, metrics."""
+    parts = [f"Compare baseline {c['base']['id']} → candidate {c['cand']['id']}: "
+             f"{c['verdict'].upper()} (threshold {c['threshold']:.0%}, alpha {c['alpha']:g}, "
+             f"{c['confidence']:.0%} bootstrap CI)",
+             "  " + ", ".join(f"{n} {v}" for v, n in c["counts"].items())]
+    parts += [f"note: {n}" for n in c["notes"]]
+    parts += ["", "Environment and job differences"]
+    diffs = c["environment_differences"]
+    parts.append(table(["SCOPE", "KEY", "BASELINE", "CANDIDATE"],
+                       [[d["scope"], d["key"], d["base"], d["cand"]] for d in diffs])
+                 if diffs else "  none")
+    rows = []
+    for e in c["metrics"]:
+        ci = "-" if e["ci"] is None else \
+            f"[{percent(e['ci'][0])}, {percent(e['ci'][1])}]"
+        p = "-" if e["p_value"] is None else f"{e['p_value']:.2g}"
+        rows.append([e["metric"], e["direction"], e["samples"], f"{e['n_base']}/{e['n_cand']}",
+                     number(e["base_median"], e["unit"]), number(e["cand_median"], e["unit"]),
+                     percent(e["change"]), ci, p, e["verdict"].upper()])
+    parts += ["", "Metrics (SAMPLES: iterations = one mean per run; points = raw points of a "
+                  "single run, p-values optimistic)",
+              table(["METRIC", "BETTER", "SAMPLES", "N", "BASE MEDIAN", "CAND MEDIAN", "CHANGE",
+                     "95% CI", "P", "VERDICT"], rows)]
+    return "\n".join(parts) + "\n"
+
+
+def compare_csv(c: dict[str, Any]) -> str:
+    """Environment differences first (``metric`` = ``environment.<scope>.<key>``, the
+    two values in the median columns), then one row per metric."""
+    out = io.StringIO()
+    w = csv.writer(out, lineterminator="\n")
+    w.writerow(["metric", "unit", "direction", "samples", "n_base", "n_cand", "base_median",
+                "cand_median", "diff", "change", "ci_low", "ci_high", "p_value", "verdict",
+                "reason"])
+    for d in c["environment_differences"]:
+        w.writerow([f"environment.{d['scope']}.{d['key']}", "", "", "", "", "", d["base"],
+                    d["cand"], "", "", "", "", "", "different", ""])
+    for e in c["metrics"]:
+        lo, hi = e["ci"] if e["ci"] is not None else (None, None)
+        w.writerow([e["metric"], e["unit"], e["direction"], e["samples"], e["n_base"],
+                    e["n_cand"], e["base_median"], e["cand_median"], e["diff"], e["change"], lo, hi,
+                    e["p_value"], e["verdict"], e["reason"]])
+    return out.getvalue()

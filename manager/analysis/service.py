@@ -1,0 +1,152 @@
+"""The manager's adapter around the analysis: job state + InfluxDB → report objects.
+
+:class:`Analyst` is what the ROUTER handlers call. It awaits the InfluxDB
+queries (:mod:`manager.analysis.query`) on the event loop and runs the
+numpy/scipy work and the rendering in the default executor, so the manager
+goes on serving agents while a report is computed. At most
+``concurrency`` analyses run at once (each holds a job's points in memory).
+
+Failures are :class:`AnalysisError` with the code the handler replies with::
+
+    AnalysisError        code
+     ├── NotFound        not-found    no such job
+     ├── BadRequest      bad-request  unknown format, threshold out of range
+     └── Unavailable     unavailable  InfluxDB did not answer or refused the query
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import Any, cast
+
+from manager.analysis import compare as compare_mod
+from manager.analysis import query, render, report
+from manager.analysis.report import ENV_KEYS, JobAnalysis
+from manager.sinks.base import SinkError
+
+log = logging.getLogger(__name__)
+
+#: job id → the job JSON of docs/protocol.md (with its runs), or None.
+JobLookup = Callable[[str], dict[str, Any] | None]
+#: (node, wall time) → (facts dict, how they were found: ``recorded``/``registry``) or None.
+FactsLookup = Callable[[str, float | None], tuple[dict[str, Any], str] | None]
+MAX_THRESHOLD = 10.0
+
+
+class AnalysisError(Exception):
+    """A report or comparison that cannot be made; ``code`` is the wire error code."""
+
+    code = "internal"
+
+
+class NotFound(AnalysisError):
+    code = "not-found"
+
+
+class BadRequest(AnalysisError):
+    code = "bad-request"
+
+
+class Unavailable(AnalysisError):
+    code = "unavailable"
+
+
+def check_format(fmt: str) -> None:
+    if fmt not in render.FORMATS:
+        raise BadRequest(f"unknown format {fmt[:20]!r}; use one of {', '.join(render.FORMATS)}")
+
+
+def check_threshold(threshold: float) -> None:
+    if not (math.isfinite(threshold) and 0 <= threshold <= MAX_THRESHOLD):
+        raise BadRequest(f"threshold {threshold!r} is not between 0 and {MAX_THRESHOLD:g} "
+                         "(0.05 = 5 %); pass --threshold 5 for 5 %")
+
+
+class Analyst:
+    """Reports and comparisons for the manager (see the module docstring)."""
+
+    def __init__(self, jobs: JobLookup, facts: FactsLookup, client: query.QueryClient,
+                 db: str | None = None, *, concurrency: int = 2,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.jobs = jobs
+        self.facts = facts
+        self.client = client
+        self.db = db
+        self.clock = clock
+        self._slots = asyncio.Semaphore(concurrency)
+
+    async def report(self, job_id: str, fmt: str = "json") -> Any:
+        """The report object (``json``) or ``{"format": F, "content": str}``."""
+        check_format(fmt)
+        async with self._slots:
+            analysis = await self.analyse(job_id)
+            obj = await _in_executor(lambda: render.plain(report.report_object(analysis)))
+            return await _output(obj, fmt)
+
+    async def compare(self, base: str, cand: str, fmt: str = "json",
+                      threshold: float = 0.05) -> Any:
+        """The comparison of ``cand`` against ``base``, shaped as :meth:`report`'s."""
+        check_format(fmt)
+        check_threshold(threshold)
+        for job_id in (base, cand):  # before any query: a refusal leaves nothing running
+            if self.jobs(job_id) is None:
+                raise NotFound(f"no job {job_id[:40]!r}")
+        async with self._slots:
+            both = await asyncio.gather(self.analyse(base), self.analyse(cand),
+                                        return_exceptions=True)
+            for outcome in both:  # both have finished: no query outlives the request
+                if isinstance(outcome, BaseException):
+                    raise outcome
+            a, b = cast(list[JobAnalysis], both)
+            now = self.clock()
+            obj = await _in_executor(
+                lambda: render.plain(compare_mod.compare(a, b, threshold=threshold, now=now)))
+            return await _output(obj, fmt)
+
+    async def analyse(self, job_id: str) -> JobAnalysis:
+        """Read the job's state and points and slice them per run (numpy in the executor)."""
+        job = self.jobs(job_id)
+        if job is None:
+            raise NotFound(f"no job {job_id[:40]!r}")
+        now = self.clock()
+        window = report.query_window(job, now)
+        raw: dict[str, Any] = {}
+        if window is not None:
+            try:
+                raw = await query.fetch(self.client, window, self.db)
+            except (SinkError, query.QueryError) as exc:
+                raise Unavailable(f"cannot read job {job_id}'s metrics from InfluxDB: {exc}; "
+                                  "check server.cfg [influxdb] and that InfluxDB runs") from exc
+        env = self.environment(job)
+        return await _in_executor(partial(report.analyse, job, env, raw, now))
+
+    def environment(self, job: dict[str, Any]) -> dict[str, dict[str, Any]]:
+        """Each node's facts as they were when its first run of the job started."""
+        out: dict[str, dict[str, Any]] = {}
+        for run in sorted(job["runs"], key=lambda r: r.get("started_at") or math.inf):
+            node = str(run["node"])
+            if node in out:
+                continue
+            found = self.facts(node, run.get("started_at") or run.get("dispatched_at"))
+            if found is None:
+                out[node] = {"source": "unknown"}
+            else:
+                facts, source = found
+                out[node] = {**{k: facts.get(k) for k in ENV_KEYS}, "source": source}
+        return out
+
+
+async def _in_executor(fn: Callable[[], Any]) -> Any:
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+async def _output(obj: dict[str, Any], fmt: str) -> Any:
+    if fmt == "json":
+        return obj
+    content = await _in_executor(partial(render.render, obj, fmt))
+    return {"format": fmt, "content": content}
