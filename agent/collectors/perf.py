@@ -23,6 +23,11 @@ Stopping uses SIGTERM, not SIGINT: a daemon started with ``&`` from a shell
 ignores SIGINT, and its children inherit that. The last partial interval is
 lost on stop; when the watched processes exit perf prints it and exits itself.
 
+perf's stderr is a pipe the event loop does not watch (a stream reader woke it
+for every line, 8-16 times a second): :meth:`collect` reads what is there
+without blocking, a partial line waits for the next call, and a task that
+awaits perf's exit reads the rest. The pipe holds many intervals of output.
+
 perf's interval timestamps are seconds since perf started; they are added to
 ``time.time_ns()`` taken just before the spawn (a few ms early at most).
 """
@@ -58,6 +63,7 @@ PROBE_EVENTS = "cycles,instructions,task-clock"
 PARANOID_PATH = "/proc/sys/kernel/perf_event_paranoid"
 _CYCLES = frozenset({"cycles", "cpu-cycles"})
 _STOP_TIMEOUT_S = 2.0
+_MAX_LINE = 65536
 
 
 class Capability(StrEnum):
@@ -178,7 +184,7 @@ def probe_perf(perf_path: str = "perf") -> dict[str, Any]:
 
 
 class PerfCollector:
-    """Stream ``perf stat -x, -I`` for a job's pids (scope ``job``) or the system.
+    """Run ``perf stat -x, -I`` for a job's pids (scope ``job``) or the system.
 
     ``pids=None`` means the whole system (``-a``). The collector never raises
     because of perf: if it cannot run, :attr:`error` says why, the events are
@@ -203,16 +209,17 @@ class PerfCollector:
         self.capabilities: dict[str, Capability] = {}
         self.error: str | None = None
         self.restarts = 0
-        self._proc: asyncio.subprocess.Process | None = None
-        self._reader: asyncio.Task[None] | None = None
+        self._run: _PerfRun | None = None
         self._started_mono = float("-inf")
         self._ready: list[tuple[int, str, float, float | None, float]] = []
         self._diag: deque[str] = deque(maxlen=5)
+        self._tags = {"node": node, "scope": self.scope,
+                      **({"job": job_id} if job_id is not None else {})}
 
     @property
     def running(self) -> bool:
         """True while a perf process is attached."""
-        return self._proc is not None and self._proc.returncode is None
+        return self._run is not None and self._run.proc.returncode is None
 
     def argv(self) -> list[str] | None:
         """The perf command line for the current target; ``None`` if no pid is alive."""
@@ -231,20 +238,20 @@ class PerfCollector:
         await self._spawn()
 
     async def stop(self) -> None:
-        """Terminate perf and reap it; safe to call more than once."""
-        proc, reader = self._proc, self._reader
-        self._proc = self._reader = None
-        if proc is not None and proc.returncode is None:
+        """Terminate perf, reap it and keep what it had printed; safe to call more than once."""
+        run, self._run = self._run, None
+        if run is None:
+            return
+        if run.proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
-                proc.send_signal(signal.SIGTERM)
+                run.proc.send_signal(signal.SIGTERM)
             try:
-                await asyncio.wait_for(proc.wait(), _STOP_TIMEOUT_S)
+                await asyncio.wait_for(run.proc.wait(), _STOP_TIMEOUT_S)
             except TimeoutError:
                 with contextlib.suppress(ProcessLookupError):
-                    proc.kill()
-                await proc.wait()
-        if reader is not None:
-            await reader
+                    run.proc.kill()
+        if run.done is not None:
+            await run.done
 
     async def set_pids(self, pids: Iterable[int]) -> bool:
         """Follow the job's current pid set; returns True if perf was restarted.
@@ -267,15 +274,14 @@ class PerfCollector:
 
     def collect(self, now_ns: int) -> list[Series]:
         """Series for the intervals perf completed since the last call."""
+        if self._run is not None:
+            self._pump(self._run)
         ready, self._ready = self._ready, []
         by_event: dict[str, Series] = {}
-        tags = {"node": self.node, "scope": self.scope}
-        if self.job_id is not None:
-            tags["job"] = self.job_id
         for ts_ns, event, value, per_sec, pct in ready:
             s = by_event.get(event)
             if s is None:
-                s = by_event[event] = Series("perf", {**tags, "event": event}, PERF_FIELDS)
+                s = by_event[event] = Series("perf", {**self._tags, "event": event}, PERF_FIELDS)
             s.add(ts_ns, value, per_sec, pct)
         return list(by_event.values())
 
@@ -285,17 +291,24 @@ class PerfCollector:
         argv = self.argv()
         if argv is None:
             return
+        # perf's stderr is a pipe that nothing watches: collect() reads what is there.
+        # An asyncio stream would wake the loop for every line, 8-16 times a second.
+        rfd, wfd = os.pipe()
+        os.set_blocking(rfd, False)
         start_ns = time.time_ns()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.DEVNULL,
-                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
-                env=_perf_env())
+                stdout=asyncio.subprocess.DEVNULL, stderr=wfd, env=_perf_env())
         except OSError as exc:
+            os.close(rfd)
             self._unavailable(f"cannot run {self.perf_path!r}: {exc}")
             return
-        self._proc = proc
-        self._reader = asyncio.create_task(self._read(proc, start_ns))
+        finally:
+            os.close(wfd)  # perf holds the only write end now: EOF when it exits
+        run = _PerfRun(proc, rfd, _RunState(start_ns, len(self.events)))
+        run.done = asyncio.create_task(self._reap(run))
+        self._run = run
 
     def _unavailable(self, why: str) -> None:
         self.error = why
@@ -303,46 +316,74 @@ class PerfCollector:
             self.capabilities.setdefault(ev, Capability.UNAVAILABLE)
         log.warning("perf %s scope on %s: %s", self.scope, self.node, why)
 
-    async def _read(self, proc: asyncio.subprocess.Process, start_ns: int) -> None:
-        """Parse perf's stderr until EOF, then reap perf and report failures."""
+    async def _reap(self, run: _PerfRun) -> None:
+        """Wait for perf to exit, keep its last lines, and report a failed start."""
         try:
-            await self._read_stream(proc, start_ns)
+            rc = await run.proc.wait()
+            self._pump(run, final=True)
+        finally:
+            run.close()
+        if rc > 0 and not run.produced:
+            self._unavailable(f"perf exited {rc}: {' | '.join(self._diag) or 'no output'}")
+
+    def _pump(self, run: _PerfRun, final: bool = False) -> None:
+        """Parse the complete lines perf wrote since the last call (all of them if ``final``)."""
+        try:
+            for raw in run.read_lines(final):
+                line = raw.decode("utf-8", "replace").rstrip()
+                sample = parse_perf_line(line)
+                if sample is None or sample.ts is None:
+                    if line.strip():
+                        self._diag.append(line.strip())
+                    continue
+                run.produced = True
+                self._note(sample)
+                self._ready += run.state.add(sample)
+            if final:
+                self._ready += run.state.flush()
         except Exception:  # a parser bug must not take the agent down
             log.exception("perf reader on %s failed", self.node)
             with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-
-    async def _read_stream(self, proc: asyncio.subprocess.Process, start_ns: int) -> None:
-        assert proc.stderr is not None
-        state = _RunState(start_ns, len(self.events))
-        produced = False
-        while True:
-            try:
-                raw = await proc.stderr.readline()
-            except ValueError:  # a line over the stream limit: not ours to parse
-                continue
-            if not raw:
-                break
-            line = raw.decode("utf-8", "replace").rstrip("\n")
-            sample = parse_perf_line(line)
-            if sample is None or sample.ts is None:
-                if line.strip():
-                    self._diag.append(line.strip())
-                continue
-            produced = True
-            self._note(sample)
-            self._ready += state.add(sample)
-        self._ready += state.flush()
-        rc = await proc.wait()
-        if rc > 0 and not produced:
-            self._unavailable(f"perf exited {rc}: {' | '.join(self._diag) or 'no output'}")
+                run.proc.kill()
+            run.close()
 
     def _note(self, s: PerfSample) -> None:
         if self.capabilities.get(s.event) is not Capability.SUPPORTED:
             self.capabilities[s.event] = s.status
         if s.status is Capability.SUPPORTED:
             self.error = None
+
+
+@dataclass(eq=False)
+class _PerfRun:
+    """One perf process and the non-blocking read end of its stderr."""
+
+    proc: asyncio.subprocess.Process
+    fd: int | None
+    state: _RunState
+    produced: bool = False  # printed at least one sample
+    done: asyncio.Task[None] | None = None  # _reap
+    partial: bytes = b""
+
+    def read_lines(self, final: bool) -> list[bytes]:
+        """Complete lines written so far; ``final``: all of them, then close the pipe."""
+        data = self.partial
+        with contextlib.suppress(BlockingIOError):  # nothing more for now
+            while self.fd is not None and (chunk := os.read(self.fd, 65536)):
+                data += chunk
+        *lines, self.partial = data.split(b"\n")
+        if final:
+            lines.append(self.partial)
+            self.partial = b""
+            self.close()
+        elif len(self.partial) > _MAX_LINE:  # not a perf CSV line: drop it
+            self.partial = b""
+        return lines
+
+    def close(self) -> None:
+        if self.fd is not None:
+            os.close(self.fd)
+            self.fd = None
 
 
 class _RunState:

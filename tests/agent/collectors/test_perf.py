@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import select
 import shutil
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
-from typing import Any
+from typing import Any, cast
 
 import pytest
 
@@ -16,6 +18,7 @@ from agent.collectors.perf import (
     PERF_FIELDS,
     Capability,
     PerfCollector,
+    _PerfRun,
     _RunState,
     parse_perf_line,
     probe_perf,
@@ -263,3 +266,49 @@ def test_probe_real_perf() -> None:
     assert "cycles" in facts["capabilities"]
     hw = facts["capabilities"]["cycles"] == "supported" == facts["capabilities"]["instructions"]
     assert facts["hardware_events"] is hw
+
+
+def test_a_partial_line_waits_for_the_rest() -> None:
+    rfd, wfd = os.pipe()
+    os.set_blocking(rfd, False)
+    run = _PerfRun(cast(Any, None), rfd, _RunState(0, 1))
+    try:
+        assert run.read_lines(final=False) == []  # nothing written yet: no blocking
+        os.write(wfd, b"     0.100198013,45,,context-sw")
+        assert run.read_lines(final=False) == []
+        os.write(wfd, b"itches,100,100.00,,\n     0.200291046,4")
+        assert run.read_lines(final=False) == [b"     0.100198013,45,,context-switches,100,100.00,,"]
+        os.write(wfd, b"6,,context-switches,100,100.00,,")
+        os.close(wfd)
+        wfd = -1
+        # At perf's exit everything is taken, even a last line without its newline.
+        assert run.read_lines(final=True) == [b"     0.200291046,46,,context-switches,100,100.00,,"]
+        assert run.fd is None
+    finally:
+        run.close()
+        if wfd >= 0:
+            os.close(wfd)
+
+
+@pytest.mark.skipif(perf_missing, reason="perf not installed")
+def test_perf_output_does_not_wake_the_loop_and_stop_keeps_it(
+        busy: subprocess.Popen[bytes]) -> None:
+    async def main() -> None:
+        c = PerfCollector("n1", "j1", [busy.pid], ["task-clock"], interval_ms=50)
+        await c.start()
+        run = c._run
+        assert run is not None and run.fd is not None
+        fd = run.fd
+        try:
+            # Nothing in the loop watches perf's pipe: collect() reads it when asked.
+            selector = asyncio.get_running_loop()._selector  # type: ignore[attr-defined]
+            assert fd not in {key.fd for key in selector.get_map().values()}
+            assert not os.get_blocking(fd)
+            await _until(lambda: select.select([fd], [], [], 0)[0])
+        finally:
+            await c.stop()
+        # stop() reaped perf and read what it had printed before.
+        assert not c.running and run.fd is None
+        assert "task-clock" in _events(c.collect(time.time_ns()))
+
+    asyncio.run(main())

@@ -3,15 +3,23 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
 
-from agent.collectors.proctree import PROC_FIELDS, TREE_PID, ProcessTreeCollector
+from agent.collectors.proctree import (
+    PROC_FIELDS,
+    TREE_PID,
+    ProcessTreeCollector,
+    children_files_work,
+)
 from bus.metrics import Series
 
 
@@ -91,9 +99,160 @@ def test_recycled_pid_is_a_new_member(tree: subprocess.Popen[bytes]) -> None:
     c = ProcessTreeCollector("n1", "j1", tree.pid)
     wait_until(lambda: _sleeps(_rows(c.collect(time.time_ns()))) == 2)
     child = min(p for p in c.pids if p != tree.pid)
-    # Pretend the cached entry belongs to an older process that had this pid.
+    # Pretend the cached entry belongs to an older process that had this pid: it
+    # started earlier, and its scheduler statistics were not this process's. sh
+    # forked the new one, so sh ran too.
     member = c._members[child]
-    member.create_time -= 100
+    assert member.start is not None
+    member.start -= 100
+    member.sched = c._members[tree.pid].sched = b"1 2 3\n"
     rows = _rows(c.collect(time.time_ns()))
     assert c._members[child] is not member
     assert rows[str(child)]["cpu_pct"] is None  # no rate across two different processes
+
+
+def _settled(c: ProcessTreeCollector, tree: subprocess.Popen[bytes]) -> dict[str, dict[str, Any]]:
+    """Sample until both children run ``sleep`` and then a sample finds nobody ran."""
+    wait_until(lambda: _sleeps(_rows(c.collect(time.time_ns()))) == 2)
+
+    def quiet() -> dict[str, dict[str, Any]] | None:
+        reads = c.full_reads
+        rows = _rows(c.collect(time.time_ns()))
+        return rows if c.full_reads == reads else None
+
+    return wait_until(quiet)
+
+
+@pytest.mark.parametrize("max_pinned", [None, 0], ids=["schedstat-kept-open", "by-path"])
+def test_idle_members_are_not_reread_and_show_zero_rates(tree: subprocess.Popen[bytes],
+                                                         max_pinned: int | None) -> None:
+    c = ProcessTreeCollector("n1", "j1", tree.pid, full_every=3, max_pinned=max_pinned)
+    if not c.gate:
+        pytest.skip("no /proc/<pid>/schedstat on this kernel")
+    before = _settled(c, tree)
+    # sh waits and the sleeps sleep: none of them runs, so each is read in full once
+    # in three samples (full_every), and only its schedstat in the other two.
+    reads = c.full_reads
+    samples = [_rows(c.collect(time.time_ns())) for _ in range(3)]
+    assert c.full_reads == reads + 3
+    for rows in samples:
+        for pid, r in rows.items():
+            assert (r["cpu_pct"], r["ctx_vol"], r["ctx_invol"]) == (0.0, 0.0, 0.0), pid
+            gauges = (r["rss"], r["threads"], r["fds"])
+            assert gauges == (before[pid]["rss"], before[pid]["threads"], before[pid]["fds"])
+
+
+def test_a_member_that_ran_is_read_in_full() -> None:
+    # A shell that forks a short-lived child every few ms: it runs at every sample.
+    p = subprocess.Popen(["sh", "-c", "while :; do /bin/true; done"], start_new_session=True)
+    try:
+        c = ProcessTreeCollector("n1", "j1", p.pid)
+        c.collect(time.time_ns())
+        reads = c.full_reads
+        rows = wait_until(lambda: (r := _rows(c.collect(time.time_ns())))
+                          and r[str(p.pid)]["ctx_vol"] and r)
+        assert c.full_reads > reads
+        assert rows[str(p.pid)]["cpu_pct"] is not None
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+
+
+SPAWN_FROM_A_THREAD = """\
+import subprocess, sys, threading
+def spawn():
+    child = subprocess.Popen(["sleep", "30"])
+    print(child.pid, flush=True)
+    child.wait()
+t = threading.Thread(target=spawn)
+t.start()
+t.join()
+"""
+
+
+@pytest.mark.parametrize("walk", [True, False], ids=["children-files", "psutil"])
+def test_child_of_a_second_thread_is_found(walk: bool) -> None:
+    # /proc/<pid>/task/<tid>/children lists the children of that thread only.
+    if walk and not children_files_work():
+        pytest.skip("kernel without CONFIG_PROC_CHILDREN")
+    p = subprocess.Popen([sys.executable, "-c", SPAWN_FROM_A_THREAD], stdout=subprocess.PIPE,
+                         start_new_session=True)
+    try:
+        assert p.stdout is not None
+        child = int(p.stdout.readline())
+        c = ProcessTreeCollector("n1", "j1", p.pid, walk_children=walk)
+        rows = _rows(c.collect(time.time_ns()))
+        assert c.pids == {p.pid, child}
+        assert rows[str(p.pid)]["threads"] == 2
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
+        if p.stdout is not None:
+            p.stdout.close()
+
+
+def test_cut_comm_gets_the_programs_full_name(tmp_path: Path) -> None:
+    sleep = shutil.which("sleep")
+    assert sleep is not None
+    long_name = tmp_path / "a_rather_long_program_name"
+    long_name.symlink_to(sleep)
+    p = subprocess.Popen([str(long_name), "30"])
+    try:
+        c = ProcessTreeCollector("n1", "j1", p.pid)
+        # The name is complete once the exec is (a moment after comm changed).
+        wait_until(lambda: _rows(c.collect(time.time_ns()))[str(p.pid)]["comm"]
+                   == "a_rather_long_program_name")
+    finally:
+        p.kill()
+        p.wait()
+
+
+def _schedstat_fds() -> set[str]:
+    """What this process's open descriptors on some /proc/<pid>/schedstat point to."""
+    out = set()
+    for fd in os.listdir("/proc/self/fd"):
+        try:
+            target = os.readlink(f"/proc/self/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("/proc/") and target.endswith("/schedstat"):
+            out.add(target)
+    return out
+
+
+def test_schedstat_files_are_closed_with_their_member(tree: subprocess.Popen[bytes]) -> None:
+    before = _schedstat_fds()
+    c = ProcessTreeCollector("n1", "j1", tree.pid)
+    if not c.gate:
+        pytest.skip("no /proc/<pid>/schedstat on this kernel")
+    _settled(c, tree)
+    assert _schedstat_fds() - before == {f"/proc/{p}/schedstat" for p in c.pids}
+    victim = min(p for p in c.pids if p != tree.pid)
+    os.kill(victim, signal.SIGKILL)
+    wait_until(lambda: str(victim) not in _rows(c.collect(time.time_ns())))
+    assert f"/proc/{victim}/schedstat" not in _schedstat_fds()
+    c.close()
+    assert _schedstat_fds() == before
+
+
+def test_a_child_of_an_idle_parent_is_followed(tmp_path: Path) -> None:
+    # The root waits (idle); its child waits on a FIFO, then forks a sleep. The walk
+    # passes the idle root by its cached children and reads the child that ran.
+    fifo = tmp_path / "go"
+    os.mkfifo(fifo)
+    p = subprocess.Popen(["sh", "-c", f"sh -c 'read x < {fifo}; sleep 30; true' & wait"],
+                         start_new_session=True)
+    try:
+        c = ProcessTreeCollector("n1", "j1", p.pid)
+        wait_until(lambda: c.collect(time.time_ns()) and len(c.pids) == 2)
+        inner = max(c.pids - {p.pid})
+        c.collect(time.time_ns())  # both have been read once since they started waiting
+        with open(fifo, "w") as f:  # the reader is waiting, so this does not block
+            f.write("go\n")
+        rows = wait_until(lambda: (r := _rows(c.collect(time.time_ns())))
+                          and _sleeps(r) == 1 and r)
+        grandchild = next(int(pid) for pid, row in rows.items() if row["comm"] == "sleep")
+        assert c.pids == {p.pid, inner, grandchild}
+    finally:
+        os.killpg(p.pid, signal.SIGKILL)
+        p.wait()
