@@ -92,6 +92,13 @@ class Ingest:
 
     async def accept(self, frames: list[bytes]) -> bool:
         """Take one PULL message; True if accepted (and so acked once stored)."""
+        # One turn of the loop per message. A zmq.asyncio socket hands over a
+        # waiting message without suspending, so while batches keep coming the
+        # PULL loop would starve the writer's HTTP exchange with InfluxDB (each
+        # step of it waits for a turn) and the ROUTER loop (acks, heartbeats).
+        # Measured with scripts/bench/ingest.py: +40% stored points/s end to
+        # end, for ~0.05 µs per point.
+        await asyncio.sleep(0)
         try:
             batch = codec.decode(frames, self.limits)
         except ProtocolError as exc:
@@ -213,6 +220,7 @@ def check_series(series: list[Any], now_ns: int) -> tuple[list[list[Any]], int]:
     kept: list[list[Any]] = []
     dropped = 0
     lo, hi = now_ns - MAX_AGE_NS, now_ns + MAX_AHEAD_NS
+    plain = _PLAIN.issuperset  # a C loop: ~0.3 µs a row less than all() over a generator
     for s in series:
         if not _good_header(s):
             dropped += len(s[3]) if type(s) is list and len(s) == 4 and type(s[3]) is list else 1
@@ -220,7 +228,7 @@ def check_series(series: list[Any], now_ns: int) -> tuple[list[list[Any]], int]:
         width = len(s[2]) + 1
         rows = s[3]
         good = [r for r in rows if type(r) is list and len(r) == width
-                and type(r[0]) is int and lo <= r[0] <= hi and _plain(r)]
+                and type(r[0]) is int and lo <= r[0] <= hi and plain(map(type, r))]
         dropped += len(rows) - len(good)
         if good:
             kept.append([s[0], s[1], s[2], good] if len(good) != len(rows) else s)
@@ -235,9 +243,5 @@ def _good_header(s: Any) -> bool:
             and type(s[3]) is list)
 
 
+#: The value types a row may hold: a nested list or map has no line-protocol form.
 _PLAIN = frozenset({int, float, str, bool, type(None)})
-
-
-def _plain(row: list[Any]) -> bool:
-    """Values must be scalars: a nested list or map has no line-protocol form."""
-    return all(type(v) in _PLAIN for v in row)
