@@ -5,11 +5,14 @@ One session is one DEALER socket::
     connect ─► agent.register ─► agent.welcome ─► heartbeats both ways, runs, acks …
        ▲                             │
        └── back-off (0.1 s → 5 s) ◄──┴── manager silent for ``liveness`` intervals,
-                                         or error ``name-taken`` / ``version``
+                                         or error ``name-taken`` / ``pending`` / ``version``
 
 ``error not-registered`` (the manager restarted and does not know this routing
-id) re-registers at once on the same socket. Runs outlive sessions: they keep
-running while the agent reconnects, and ``agent.register`` reports them.
+id) re-registers at once on the same socket. ``error pending`` (a CURVE
+manager has not accepted this agent's key yet) is retried with the back-off
+until someone runs ``ptap keys accept``, so acceptance needs no restart. Runs
+outlive sessions: they keep running while the agent reconnects, and
+``agent.register`` reports them.
 
 Every message from the manager is handled by one small method, registered by
 type in :attr:`Link._handlers`; a bad frame is logged (rate-limited) and ignored,
@@ -77,8 +80,9 @@ class LinkHooks:
 class LinkTiming:
     """Heartbeat settings until the welcome, and the reconnect back-off.
 
-    ``version_retry`` is the slow retry after a protocol-version rejection:
-    that needs an upgrade, not a quick retry.
+    ``version_retry`` is the slow retry after a protocol-version rejection
+    (or a key the manager refuses): that needs an operator, not a quick retry.
+    A waiting key (``pending``) is logged at most once per ``refusal_log_period``.
     """
 
     interval: float = 1.0
@@ -86,6 +90,7 @@ class LinkTiming:
     backoff_min: float = 0.1
     backoff_max: float = 5.0
     version_retry: float = 30.0
+    refusal_log_period: float = 60.0
 
 
 class RateLimitedLog:
@@ -138,7 +143,11 @@ class Link:
         self._sock: zmq.asyncio.Socket | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._version_logged = False
+        # While the key waits for acceptance, the retries are not logged one by one.
+        self._key_pending = False
         self._bad = RateLimitedLog(log)
+        self._pending_log = RateLimitedLog(log, timing.refusal_log_period)
+        self._refused_log = RateLimitedLog(log, timing.refusal_log_period)
         self._handlers: dict[MsgType, Callable[[Any], Outcome]] = {
             MsgType.WELCOME: self._on_welcome,
             MsgType.HEARTBEAT: self._on_heartbeat,
@@ -155,7 +164,8 @@ class Link:
         """Hold a session with the manager, reconnecting for ever; returns only if cancelled."""
         while True:
             delay = await self._session()
-            log.info("node %s: new connection to %s in %.2f s", self.node, self.address, delay)
+            log.log(logging.DEBUG if self._key_pending else logging.INFO,
+                    "node %s: new connection to %s in %.2f s", self.node, self.address, delay)
             await asyncio.sleep(delay)
 
     async def aclose(self) -> None:
@@ -194,6 +204,9 @@ class Link:
                 if outcome is not None:
                     return outcome
             now = time.monotonic()
+            # A welcome may shorten the interval: beat on the new one at once, or the
+            # manager (liveness × its interval) would call this node lost meanwhile.
+            next_beat = min(next_beat, now + self._interval)
             if now - last_heard > self._interval * self._liveness:
                 log.warning("node %s: manager %s silent for %.1f s; reconnecting", self.node,
                             self.address, now - last_heard)
@@ -253,8 +266,9 @@ class Link:
 
     def _send_register(self) -> None:
         runs = [runner.report() for runner in self.runs.values()]
-        log.info("node %s: registering with %s (%d run(s) held)", self.node, self.address,
-                 len(runs))
+        log.log(logging.DEBUG if self._key_pending else logging.INFO,
+                "node %s: registering with %s (%d run(s) held)", self.node, self.address,
+                len(runs))
         self._send(Register(protocol=PROTOCOL_VERSION, node=self.node, facts=self.facts,
                             runs=runs))
 
@@ -267,6 +281,7 @@ class Link:
         self._liveness = max(1, msg.liveness)
         self._backoff = self._timing.backoff_min
         self._version_logged = False
+        self._key_pending = False
         self.registered.set()
         log.info("node %s: registered with %s (heartbeat %g s, liveness %d, last_seq %d)",
                  self.node, self.address, self._interval, self._liveness, msg.last_seq)
@@ -339,8 +354,9 @@ class Link:
         return None
 
     def _on_error(self, msg: Error) -> Outcome:
-        """error: ``not-registered`` → register now; ``name-taken`` → back off and retry;
-        ``version`` → one log line, slow retry; other codes are logged."""
+        """error: ``not-registered`` → register now; ``name-taken`` and ``pending`` →
+        back off and retry; ``version``, ``key-mismatch``, ``not-authorized`` → a log
+        line, slow retry; other codes are logged."""
         if msg.code == "not-registered":
             log.info("node %s: manager does not know this connection; registering again",
                      self.node)
@@ -352,6 +368,17 @@ class Link:
             log.warning("node %s: name taken by another live agent: %s; retrying in %.2f s",
                         self.node, msg.message, delay)
             return delay
+        if msg.code == "pending":
+            self._key_pending = True
+            delay = self._next_backoff()
+            self._pending_log.warning("node %s: %s; asking again every few seconds",
+                                      self.node, msg.message)
+            return delay
+        if msg.code in ("key-mismatch", "not-authorized"):
+            self._refused_log.warning("node %s: manager refused this agent's key (%s): %s; "
+                                      "retrying every %g s", self.node, msg.code, msg.message,
+                                      self._timing.version_retry)
+            return self._timing.version_retry
         if msg.code == "version":
             level = logging.DEBUG if self._version_logged else logging.ERROR
             self._version_logged = True

@@ -21,8 +21,10 @@ import logging
 import socket
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
+import zmq
 import zmq.asyncio
 
 from agent.facts import PerfProbe, gather_facts_async
@@ -30,6 +32,8 @@ from agent.link import Link, LinkTiming
 from agent.runner import RunnerOptions
 from agent.sampling import Sampler
 from bus.daemon import StartupError, add_common_flags, parse_overrides, run, setup_logging
+from bus.security import ensure_keypair, load_public, public_path
+from bus.sockets import CurveKeys, SocketTuning, make_socket
 from config import AgentConfig, ConfigError, load_agent
 
 log = logging.getLogger(__name__)
@@ -45,24 +49,25 @@ class Agent:
         self.node = node
         self.link: Link | None = None
         self.sampler: Sampler | None = None
+        self.curve: CurveKeys | None = None
         self._sampling: asyncio.Task[None] | None = None
         self._probe = probe
 
     async def run(self) -> None:
         """Run until cancelled; on the way out, end every run and close every socket."""
-        if self.cfg.security.curve:
-            # Fail closed: running unauthenticated when the operator asked for CURVE
-            # would open a remote-execution channel (DESIGN §6).
-            raise StartupError("[security] curve = yes, but this agent cannot load CURVE "
-                               "keys yet; set curve = no only on a trusted network")
+        # Keys first: a missing or unsafe key ends start-up before anything connects.
+        self.curve = agent_keys(self.cfg) if self.cfg.security.curve else None
         facts = await gather_facts_async(self.cfg, self._probe)
         ctx = zmq.asyncio.Context()
         try:
             self.link = Link(manager_address(self.cfg), self.node, facts, ctx=ctx,
                              runner_options=runner_options(self.cfg),
-                             timing=link_timing(self.cfg))
+                             timing=link_timing(self.cfg), curve=self.curve)
             log.info("node %s: agent %s on %s (%d CPUs), manager %s", self.node,
                      facts.agent_version, facts.address or "?", facts.cpus, self.link.address)
+            if self.curve is not None:
+                # What an operator compares with ptap keys list before accepting.
+                log.info("node %s: CURVE public key %s", self.node, self.curve.public.decode())
             await self.start_metrics(self.link, ctx)
             try:
                 await self.link.run()
@@ -74,10 +79,31 @@ class Agent:
 
     async def start_metrics(self, link: Link, ctx: zmq.asyncio.Context) -> None:
         """Start the collectors and the shipper beside the link (see :mod:`agent.sampling`)."""
-        self.sampler = Sampler(self.cfg, self.node, ctx, metrics_address(self.cfg))
+        self.sampler = Sampler(self.cfg, self.node, ctx, metrics_address(self.cfg), self.curve)
+        if self.curve is not None:
+            # Before the sampler's own welcome hook, so its resend goes to the new socket.
+            link.hooks.welcome.append(lambda _: self._renew_push(ctx))
         self.sampler.attach(link)
         self._sampling = asyncio.get_running_loop().create_task(self.sampler.run(),
                                                                 name="sampling")
+
+    def _renew_push(self, ctx: zmq.asyncio.Context) -> None:
+        """A fresh PUSH socket after each welcome (with CURVE only).
+
+        ZAP decides once per connection, and libzmq does not retry a connection
+        that ZAP refused: a PUSH that connected while this key was pending (or
+        not yet filed) would stay refused for ever. After a welcome the key is
+        accepted, so a new connection gets through; unacked batches are resent.
+        """
+        sampler = self.sampler
+        assert sampler is not None
+        old = sampler.push
+        push = make_socket(ctx, zmq.PUSH, SocketTuning(sndhwm=int(old.getsockopt(zmq.SNDHWM))),
+                           self.curve)
+        push.connect(metrics_address(self.cfg))
+        sampler.push = push
+        sampler.shipper.attach(push)
+        old.close(linger=0)
 
     async def stop_metrics(self) -> None:
         """Stop what :meth:`start_metrics` started (after every run has ended)."""
@@ -100,6 +126,18 @@ def metrics_address(cfg: AgentConfig) -> str:
     """The manager's PULL endpoint: ROUTER port + 2 (docs/protocol.md "Ports")."""
     base = manager_address(cfg).rpartition(":")[0]
     return f"{base}:{cfg.remote_server.server_port + 2}"
+
+
+def agent_keys(cfg: AgentConfig) -> CurveKeys:
+    """This agent's CURVE keys from ``[security] keys_dir``: its own pair (``agent``,
+    created 0600 on first start) and the manager's public key (``server.key``)."""
+    keys_dir = Path(cfg.security.keys_dir)
+    public, secret = ensure_keypair(keys_dir, "agent")  # refuses a secret others can read
+    server_file = public_path(keys_dir, "server")
+    if not server_file.exists():
+        raise StartupError(f"no manager public key {server_file} — copy the manager's "
+                           f"KEYS_DIR/server.key to {server_file}")
+    return CurveKeys(public, secret, server_public=load_public(server_file))
 
 
 def runner_options(cfg: AgentConfig) -> RunnerOptions:

@@ -96,6 +96,68 @@ def unpack(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:
         raise MalformedFrame(f"body is not valid msgpack: {exc}") from None
 
 
+#: How much of a body :func:`peek_str` reads first: enough for the small fields
+#: that our encoder writes before a batch's rows.
+PEEK_BYTES = 512
+
+
+def peek_str(frames: list[bytes], name: str, limits: Limits = DEFAULT_LIMITS) -> str | None:
+    """The string field ``name`` of a ``[type, body]`` message without decoding the rest.
+
+    None unless the body is a map in which ``name`` occurs exactly once, with a
+    string value. Every key is read, so a second ``name`` further on (which
+    :func:`decode` would take instead, as msgpack keeps the last) is caught,
+    but the value of the *last* key is never read: the encoder writes a
+    batch's rows last, so checking a batch's ``node`` costs a few µs whatever
+    its size. Only the first :data:`PEEK_BYTES` are read unless more are needed.
+    """
+    if len(frames) != 2 or len(frames[1]) > limits.max_message_bytes:
+        return None
+    body = frames[1]
+    view = memoryview(body)
+    try:
+        return _peek(view[:PEEK_BYTES], name, limits)
+    except msgpack.OutOfData:
+        if len(view) <= PEEK_BYTES:
+            return None
+    except _PEEK_ERRORS:
+        return None
+    try:
+        return _peek(view, name, limits)
+    except (msgpack.OutOfData, *_PEEK_ERRORS):
+        return None
+
+
+class _Duplicate(Exception):
+    pass
+
+
+_PEEK_ERRORS = (ValueError, TypeError, msgpack.FormatError, msgpack.StackError,
+                RecursionError, _Duplicate)
+
+
+def _peek(data: memoryview, name: str, limits: Limits) -> str | None:
+    unpacker = msgpack.Unpacker(
+        raw=False, strict_map_key=True, max_buffer_size=max(len(data), 1),
+        max_str_len=limits.max_str_len, max_bin_len=limits.max_str_len,
+        max_array_len=limits.max_array_len, max_map_len=limits.max_map_len, max_ext_len=0)
+    unpacker.feed(data)
+    size = unpacker.read_map_header()
+    found: str | None = None
+    for i in range(size):
+        key = unpacker.unpack()
+        if key == name:
+            if found is not None:
+                raise _Duplicate(name)
+            value = unpacker.unpack()
+            if type(value) is not str:
+                return None
+            found = value
+        elif i < size - 1:
+            unpacker.skip()
+    return found
+
+
 def to_dict(obj: Any) -> Any:
     """Plain dicts/lists for a message or nested record (for JSON output too)."""
     return _to_wire(obj)

@@ -43,6 +43,10 @@ class KeyFileError(PtapError):
     """A key file that is missing, unreadable, or readable by others."""
 
 
+class AuthenticatorStopped(PtapError):
+    """The ZAP authenticator ended: a server must stop rather than let every key in."""
+
+
 def secret_path(directory: Path, name: str) -> Path:
     return Path(directory) / f"{name}.key_secret"
 
@@ -71,8 +75,8 @@ def load_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
     try:
         mode = path.stat().st_mode
     except FileNotFoundError:
-        raise KeyFileError(f"secret key {path} does not exist — create it with "
-                           "ptap keys gen, or copy it from the manager") from None
+        raise KeyFileError(f"secret key {path} does not exist — is {path.parent} the "
+                           "manager's [security] keys_dir (it creates its keys there)?") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; "
                            f"it must be readable by its owner only — chmod 600 {path}")
@@ -89,6 +93,16 @@ def load_public(path: Path) -> bytes:
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"cannot read public key {path}: {exc}") from None
     return public
+
+
+def peer_key(frame: zmq.Frame) -> bytes | None:
+    """The z85 public key ZAP authenticated for the connection ``frame`` came in on
+    (its ``User-Id``), or None when the message carries none (no CURVE)."""
+    try:
+        user = frame.get("User-Id")
+    except zmq.ZMQError:
+        return None
+    return user.encode() if isinstance(user, str) and user else None
 
 
 def client_keys(directory: Path, name: str, server_public: bytes) -> CurveKeys:
@@ -133,17 +147,22 @@ class Gatekeeper:
 
     @property
     def task(self) -> asyncio.Task[None] | None:
-        """The authenticator's task: if it ends, CURVE no longer checks anything."""
-        return getattr(self.auth, "_task", None)
+        """The authenticator's task (None before :meth:`start`): if it ends, CURVE no
+        longer checks anything."""
+        # AsyncioAuthenticator keeps it in a name-mangled private attribute.
+        return getattr(self.auth, "_AsyncioAuthenticator__task", None)
 
     async def check(self, endpoint: str, server_public: bytes, domain: str,
-                    timeout: float = 2.0) -> None:
+                    kind: int = zmq.DEALER, timeout: float = 2.0) -> None:
         """Fail unless a random key is refused at ``endpoint`` (ZAP really answers).
 
-        Raises :class:`KeyFileError` if the throw-away key got through.
+        ``kind`` is the probe's socket type, one the server's type accepts
+        (DEALER for ROUTER, SUB for PUB, PUSH for PULL): with a mismatched pair
+        libzmq drops the connection without telling why, and the check would
+        time out. Raises :class:`KeyFileError` if the throw-away key got through.
         """
         public, secret = zmq.curve_keypair()
-        probe = self.ctx.socket(zmq.DEALER)
+        probe = self.ctx.socket(kind)
         probe.curve_publickey, probe.curve_secretkey = public, secret
         probe.curve_serverkey = server_public
         monitor = probe.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED

@@ -7,11 +7,19 @@ decodes, attributes the message to a node by routing id, and calls the
 handler. Nothing a peer sends stops the loop: bad frames are counted, logged
 at most once per 10 s per kind, and answered with ``error`` where a reply is
 possible.
+
+With CURVE on (``mgr.keys`` set) every message is also authorized by the key
+ZAP authenticated for its connection (``User-Id``, see
+:func:`authorize`): client requests need an administrator's key, agent
+messages the key accepted for the node that routing id registered as, and
+``agent.register`` is admitted Salt-style by :func:`admit_agent`. With CURVE
+off nothing here changes what is accepted.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from collections import Counter
@@ -45,6 +53,7 @@ from bus.messages import (
 )
 from manager import scheduler
 from manager.analysis.service import AnalysisError, check_format, check_threshold
+from manager.keys import KeyState, Principal, Role
 from manager.registry import valid_node_name
 from manager.scheduler import InvalidTransition, Job, Run, SpecError
 
@@ -57,7 +66,17 @@ Handler = Callable[["Manager", bytes, Any], Awaitable[None]]
 
 #: Messages only a registered agent may send (anything else is a client request).
 AGENT_ONLY = frozenset({MsgType.HEARTBEAT, MsgType.RUN_UPDATE})
+#: With CURVE, only an administrator's key may send these.
+CLIENT_REQUESTS = frozenset({MsgType.NODES_LIST, MsgType.JOB_SUBMIT, MsgType.JOBS_LIST,
+                             MsgType.JOB_GET, MsgType.JOB_CANCEL, MsgType.KEYS,
+                             MsgType.REPORT_GET, MsgType.COMPARE_GET})
 MAX_JOBS_LIST = 1000
+#: A node name as the key store files it: a pending duplicate gets ``~<hash>``.
+KEY_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(~[0-9a-f]{8})?")
+#: Unknown keys filed as pending at most: anyone may ask, so asking must not fill the disk.
+MAX_PENDING_KEYS = 1000
+NOT_AUTHORIZED = ("this key may not do that; use the manager's admin key "
+                  "(keys_dir/admin.key_secret) with ptap --keys DIR")
 
 
 class RateLimitedLog:
@@ -85,14 +104,18 @@ class RateLimitedLog:
         return True
 
 
-async def handle_frames(mgr: Manager, frames: list[bytes]) -> None:
-    """Decode one ROUTER message ``[routing id, type, body]`` and run its handler."""
+async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = None) -> None:
+    """Decode one ROUTER message ``[routing id, type, body]`` and run its handler.
+
+    ``key`` is the z85 public key ZAP authenticated for the connection (with CURVE).
+    """
     if not frames:
         return
     peer, body = bytes(frames[0]), frames[1:]
-    change = mgr.registry.seen(peer, time.monotonic())  # any frame proves life
-    if change is not None:
-        await mgr.node_changed([change])
+    if _speaks_for_its_node(mgr, peer, key):
+        change = mgr.registry.seen(peer, time.monotonic())  # any frame proves life
+        if change is not None:
+            await mgr.node_changed([change])
     try:
         msg = codec.decode(body, mgr.limits)
     except ProtocolError as exc:
@@ -103,7 +126,103 @@ async def handle_frames(mgr: Manager, frames: list[bytes]) -> None:
                           f"{msg.TYPE.value} from a peer that has not registered: "
                           "send agent.register first")
         return
+    if mgr.keys is not None and not await authorize(mgr, peer, msg, key):
+        return
+    if isinstance(msg, Register):
+        await handle_register(mgr, peer, msg, key)
+        return
     await HANDLERS.get(msg.TYPE, handle_unexpected)(mgr, peer, msg)
+
+
+def _principal(mgr: Manager, key: bytes | None) -> Principal:
+    assert mgr.keys is not None
+    return mgr.keys.who(key) if key is not None else Principal(Role.UNKNOWN)
+
+
+def _speaks_for_its_node(mgr: Manager, peer: bytes, key: bytes | None) -> bool:
+    """Without CURVE, yes. With it, a routing id registered as a node proves that
+    node alive only with the key accepted for it (a key rejected or revoked
+    while connected keeps its connection, but not its node)."""
+    if mgr.keys is None:
+        return True
+    node = mgr.registry.node_for(peer)
+    return node is None or _principal(mgr, key) == Principal(Role.AGENT, node.name)
+
+
+async def authorize(mgr: Manager, peer: bytes, msg: Message, key: bytes | None) -> bool:
+    """With CURVE: may this connection's key send ``msg``? Answers ``not-authorized`` if not.
+
+    Client requests need an administrator's key; ``heartbeat`` and ``run.update``
+    the key accepted for the node this routing id registered as.
+    ``agent.register`` is decided by :func:`admit_agent`.
+    """
+    principal = _principal(mgr, key)
+    if msg.TYPE in CLIENT_REQUESTS:
+        allowed, why = principal.role is Role.ADMIN, NOT_AUTHORIZED
+    elif msg.TYPE in AGENT_ONLY:
+        node = mgr.registry.node_for(peer)
+        name = node.name if node is not None else "?"
+        allowed = principal == Principal(Role.AGENT, name)
+        why = (f"this key is no longer accepted for node {name}; see ptap keys list "
+               "on the manager")
+    else:
+        return True
+    if not allowed:
+        mgr.bad_frames.warn("not-authorized", f"refused {msg.TYPE.value} from peer {peer.hex()}: "
+                            f"key {_short(key)} is {principal.role.value}"
+                            f"{' of node ' + principal.node if principal.node else ''}",
+                            time.monotonic())
+        await reply_error(mgr, peer, getattr(msg, "req_id", ""), "not-authorized", why)
+    return allowed
+
+
+def _short(key: bytes | None) -> str:
+    return f"{key[:8].decode(errors='replace')}…" if key else "(none)"
+
+
+async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None) -> bool:
+    """``agent.register`` as ``node`` with ``key``: Salt-style acceptance (DESIGN §6).
+
+    An accepted key must name its own node (else ``key-mismatch``). An unknown
+    key is filed as pending (accepted at once with ``auto_accept``); while it is
+    pending the answer is ``pending``. A rejected key, or an administrator's,
+    gets ``not-authorized``.
+    """
+    assert mgr.keys is not None
+    principal = _principal(mgr, key)
+    if key is not None and principal.role is Role.UNKNOWN:
+        cap = mgr.max_pending_keys
+        if len(mgr.keys.listing()["pending"]) >= cap:
+            mgr.bad_frames.warn("keys-pending-full", f"not filing the key of node {node}: "
+                                f"{cap} keys are pending already", time.monotonic())
+            await reply_error(mgr, peer, "", "not-authorized",
+                              f"{cap} agent keys are pending already; ask the manager's "
+                              "administrator to accept, reject or revoke some")
+            return False
+        state = mgr.keys.request(key, node, mgr.cfg.security.auto_accept)
+        principal = mgr.keys.who(key)
+        if state is KeyState.REJECTED:
+            await reply_error(mgr, peer, "", "not-authorized",
+                              f"the key of node {node} was rejected; ptap keys revoke "
+                              f"{node} on the manager lets it ask again")
+            return False
+    if principal.role is Role.AGENT:
+        if principal.node == node:
+            return True
+        log.warning("refused registration as node %s from peer %s: its key is accepted "
+                    "for node %s", node, peer.hex(), principal.node)
+        await reply_error(mgr, peer, "", "key-mismatch",
+                          f"this key is accepted for node {principal.node}, not {node}; "
+                          f"start the agent as {principal.node}, or give it its own keys_dir")
+        return False
+    if principal.role is Role.PENDING:
+        await reply_error(mgr, peer, "", "pending",
+                          f"key for node {principal.node} is pending; run ptap keys accept "
+                          f"{principal.node} on the manager")
+        return False
+    await reply_error(mgr, peer, "", "not-authorized",
+                      "this key may not register an agent; an agent uses its own key pair")
+    return False
 
 
 async def reject_frame(mgr: Manager, peer: bytes, body: list[bytes], exc: ProtocolError) -> None:
@@ -132,13 +251,16 @@ async def reply_error(mgr: Manager, peer: bytes, req_id: str, code: str, message
 # --- agent messages ----------------------------------------------------------------
 
 
-async def handle_register(mgr: Manager, peer: bytes, msg: Register) -> None:
+async def handle_register(mgr: Manager, peer: bytes, msg: Register,
+                          key: bytes | None = None) -> None:
     """``agent.register``: a node joins with its facts and the runs it still holds.
 
     Answers ``agent.welcome`` (heartbeat interval, liveness, last metric
     sequence), or ``error`` ``version`` (other PROTOCOL_VERSION),
-    ``name-taken`` (a live peer owns the name) or ``bad-request`` (bad name).
-    Then reconciles the reported runs with the manager's (docs/protocol.md).
+    ``name-taken`` (a live peer owns the name) or ``bad-request`` (bad name);
+    with CURVE also ``pending``, ``key-mismatch`` or ``not-authorized`` (see
+    :func:`admit_agent`). Then reconciles the reported runs with the
+    manager's (docs/protocol.md).
     """
     if msg.protocol != PROTOCOL_VERSION:
         log.warning("refused node %r: protocol %d, manager speaks %d",
@@ -151,6 +273,11 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register) -> None:
         await reply_error(mgr, peer, "", "bad-request",
                           f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
         return
+    if mgr.keys is not None:
+        if not await admit_agent(mgr, peer, msg.node, key):
+            return
+        assert key is not None
+        mgr.node_keys[msg.node] = key
     reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time())
     if not reg.accepted:
         log.warning("refused node %s from peer %s: name taken by a live peer", msg.node, peer.hex())
@@ -349,9 +476,49 @@ async def _cancel_runs(mgr: Manager, job_id: str) -> None:
 
 
 async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
-    """``keys``: agent key acceptance. Not served yet: with CURVE off there are no keys."""
-    await reply_error(mgr, peer, msg.req_id, "bad-request",
-                      "CURVE is off: keys are not used; set [security] curve = yes")
+    """``keys``: agent key acceptance (``action`` ``list|accept|reject|revoke``, ``node``).
+
+    Reply: for ``list`` ``{"pending": [{"node", "key"}], "accepted": [...],
+    "rejected": [...]}``; otherwise the changed entry ``{"node", "state",
+    "key"}`` (state ``revoked`` once forgotten). ``not-found`` for a node
+    without a key; ``bad-request`` while CURVE is off. An accepted key may open
+    new PUB and PULL connections at once; a rejected or revoked one loses its
+    node (its messages are refused) though ZeroMQ keeps its open connections.
+    """
+    keys = mgr.keys
+    if keys is None:
+        await reply_error(mgr, peer, msg.req_id, "bad-request",
+                          "CURVE is off: keys are not used; set [security] curve = yes")
+        return
+    if msg.action == "list":
+        await mgr.send(peer, Reply(req_id=msg.req_id, result=keys.listing()))
+        return
+    if msg.action not in ("accept", "reject", "revoke"):
+        await reply_error(mgr, peer, msg.req_id, "bad-request",
+                          f"keys action {msg.action[:20]!r} is not list, accept, reject or revoke")
+        return
+    entry = _key_entry(keys.listing(), msg.node) if KEY_NODE_NAME.fullmatch(msg.node) else None
+    if entry is None:
+        await reply_error(mgr, peer, msg.req_id, "not-found",
+                          f"no agent key for node {msg.node[:80]!r}; see ptap keys list")
+        return
+    if msg.action == "revoke":
+        keys.revoke(msg.node)
+        entry["state"] = "revoked"
+    else:
+        keys.set_state(msg.node, KeyState.ACCEPTED if msg.action == "accept"
+                       else KeyState.REJECTED)
+        entry = _key_entry(keys.listing(), msg.node) or entry
+    log.info("key of node %s: %s", msg.node, entry["state"])
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=entry))
+
+
+def _key_entry(listing: dict[str, list[dict[str, str]]], node: str) -> dict[str, str] | None:
+    for state, entries in listing.items():
+        for entry in entries:
+            if entry["node"] == node:
+                return {"node": node, "state": state, "key": entry["key"]}
+    return None
 
 
 async def handle_report_get(mgr: Manager, peer: bytes, msg: ReportGet) -> None:
@@ -374,8 +541,11 @@ async def handle_compare_get(mgr: Manager, peer: bytes, msg: CompareGet) -> None
     """``compare.get``: job ``cand`` against baseline job ``base`` with ``threshold``
     (0.05 = 5 %). Reply and errors as for ``report.get`` (the comparison object
     for ``json``); ``bad-request`` also for a threshold outside 0–10."""
-    if await _refused(mgr, peer, msg.req_id, lambda: (check_format(msg.format),
-                                                      check_threshold(msg.threshold))):
+    def checks() -> None:
+        check_format(msg.format)
+        check_threshold(msg.threshold)
+
+    if await _refused(mgr, peer, msg.req_id, checks):
         return
     work = mgr.analyst.compare(msg.base, msg.cand, msg.format, msg.threshold)
     mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, work),

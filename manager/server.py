@@ -6,6 +6,15 @@ live metrics, PULL for metric batches. Three tasks share one loop: the ROUTER
 loop (``manager/control.py`` handlers), the PULL loop (:meth:`Manager.on_metrics`)
 and a housekeeping tick every ``[basic] epoll_interval`` (liveness sweep,
 heartbeats, dispatch, runs lost across a restart).
+
+With ``[security] curve = yes`` (DESIGN §6) every socket is a CURVE server
+whose ZAP domain (``ptap.router``, ``ptap.pub``, ``ptap.pull``) the
+:class:`manager.keys.KeyStore` policy decides on. The authenticator starts
+before anything binds, a throw-away key must be refused before the manager
+serves, and the manager stops if the authenticator ever ends: each of these
+would otherwise let every key in. Keys are checked per connection, so each
+ROUTER message and each metric batch is attributed by the ``User-Id`` that
+ZAP authenticated, never by the name a peer claims.
 """
 
 from __future__ import annotations
@@ -36,12 +45,14 @@ from bus.messages import (
     RunDispatch,
     RunState,
 )
-from bus.sockets import SocketTuning, make_socket
+from bus.security import AuthenticatorStopped, Gatekeeper, peer_key
+from bus.sockets import CurveKeys, SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager import control, scheduler
 from manager.analysis.query import QueryClient
 from manager.analysis.service import Analyst
 from manager.ingest import Ingest
+from manager.keys import KeyStore, Principal, Role
 from manager.registry import Registry, StateChange
 from manager.scheduler import ACTIVE, Book, Job, Run
 from manager.sinks import InfluxV1Sink, Sink
@@ -51,6 +62,8 @@ log = logging.getLogger(__name__)
 
 BIND_ATTEMPTS = 50
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
+#: ZAP domains of the ROUTER, PUB and PULL sockets (see KeyStore.allowed).
+DOMAINS = {"router": "ptap.router", "pub": "ptap.pub", "pull": "ptap.pull"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,20 +93,15 @@ class Manager:
         sink: Sink | None = None,
         query: QueryClient | None = None,
     ) -> None:
-        if cfg.security.curve:
-            raise StartupError(
-                "[security] curve = yes is not supported by this ptap-manager "
-                "yet (it comes with key acceptance); set curve = no and keep "
-                "[basic] bind_addr on loopback"
-            )
-        if cfg.basic.bind_addr not in LOOPBACK and not cfg.security.allow_insecure:
+        sec = cfg.security
+        if cfg.basic.bind_addr not in LOOPBACK and not sec.curve and not sec.allow_insecure:
             # Jobs are remote execution: an unauthenticated bus must not be
             # reachable from other hosts by accident (DESIGN §6).
             raise StartupError(
                 f"[basic] bind_addr = {cfg.basic.bind_addr} is not loopback and CURVE is "
-                "not available yet: anyone reaching it could run commands on every node — "
-                "bind 127.0.0.1 (and tunnel agents over ssh), or set [security] "
-                "allow_insecure = yes on an isolated lab network"
+                "off: anyone reaching it could run commands on every node — set [security] "
+                "curve = yes, or bind 127.0.0.1, or set allow_insecure = yes on an "
+                "isolated lab network"
             )
         self.cfg = cfg
         self.ready_file = Path(ready_file) if ready_file else None
@@ -108,6 +116,12 @@ class Manager:
         self.bad_frames = control.RateLimitedLog(log)
         self.ports: Ports | None = None
         self._store: Store | None = None
+        #: With CURVE: the key store (who may do what) and the authenticator.
+        self.keys: KeyStore | None = None
+        self.gate: Gatekeeper | None = None
+        #: With CURVE: the key each registered node registered with.
+        self.node_keys: dict[str, bytes] = {}
+        self.max_pending_keys = control.MAX_PENDING_KEYS
         self._own_ctx = ctx is None
         self._ctx = ctx if ctx is not None else zmq.asyncio.Context()
         self._sockets: list[zmq.asyncio.Socket] = []
@@ -141,7 +155,11 @@ class Manager:
         """Open the store, bind, reload unfinished jobs, start the loops, write the ready file."""
         try:
             self._store = Store.open(self.cfg.state.path)
+            if self.cfg.security.curve:
+                self._start_gate()  # before any bind: no moment without ZAP
             self._bind()
+            if self.gate is not None:
+                await self._self_check()
             self._reload()
             loop = asyncio.get_running_loop()
             self._tasks = [
@@ -162,7 +180,12 @@ class Manager:
             self.ports.pull,
             self.cfg.state.path,
         )
-        if self.cfg.basic.bind_addr not in LOOPBACK:
+        if self.keys is not None:
+            listing = self.keys.listing()
+            log.info("CURVE on: keys in %s (%d agents accepted, %d pending%s)",
+                     self.keys.dir, len(listing["accepted"]), len(listing["pending"]),
+                     ", new keys accepted at once" if self.cfg.security.auto_accept else "")
+        elif self.cfg.basic.bind_addr not in LOOPBACK:
             log.warning(
                 "bus on %s has no CURVE: anyone who reaches it can run commands on every node",
                 self.cfg.basic.bind_addr,
@@ -180,14 +203,18 @@ class Manager:
         for task in [*self._tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
-        if self._sockets:
+        gate_task = self.gate.task if self.gate is not None else None
+        if self._sockets and (self.gate is None or (gate_task and not gate_task.done())):
             # Store what was accepted while the router can still ack it; the
             # rest stays in the agents' spools and is resent to the next manager.
+            # (Not with a dead authenticator: then the sockets close at once.)
             await self.ingest.flush(timeout=3.0)
         await self.ingest.sink.close()
         await self.query.close()
         for sock in self._sockets:
             sock.close(linger=0)
+        if self.gate is not None:
+            self.gate.stop()  # only now: no server socket is left to let anyone in
         if self._own_ctx:
             self._ctx.destroy(linger=0)
         if self._store is not None:
@@ -216,15 +243,57 @@ class Manager:
     def _address(self, which: str) -> str:
         assert self.ports is not None, "manager is not started"
         host = self.cfg.basic.bind_addr
-        host = "127.0.0.1" if host in ("*", "0.0.0.0") else host
+        host = {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(host, host)
         return _endpoint(host, getattr(self.ports, which))
+
+    # --- CURVE ------------------------------------------------------------------------
+
+    def _start_gate(self) -> None:
+        """Open the key store and start the ZAP authenticator in our context."""
+        self.keys = KeyStore(Path(self.cfg.security.keys_dir))
+        self.gate = Gatekeeper(self._ctx, self.keys.allowed, tuple(DOMAINS.values()))
+        self.gate.start()
+
+    def _curve(self, which: str) -> CurveKeys | None:
+        if self.keys is None:
+            return None
+        return CurveKeys(self.keys.server_public, self.keys.server_secret,
+                         domain=DOMAINS[which])
+
+    async def _self_check(self) -> None:
+        """Refuse to serve unless ZAP really refuses an unknown key on PUB and PULL."""
+        assert self.gate is not None and self.keys is not None
+        if ":" in self.cfg.basic.bind_addr:
+            self._ctx.setsockopt(zmq.IPV6, 1)  # the probe connects to an IPv6 address
+        for which, probe in (("pub", zmq.SUB), ("pull", zmq.PUSH)):
+            await self.gate.check(self._address(which), self.keys.server_public,
+                                  DOMAINS[which], probe)
+
+    def _check_gate(self) -> None:
+        """Fail closed: without its authenticator libzmq lets every CURVE key in."""
+        task = self.gate.task if self.gate is not None else None
+        if self.gate is None or (task is not None and not task.done()):
+            return
+        why = ("it was never started" if task is None else "it was cancelled"
+               if task.cancelled() else f"it failed: {task.exception()!r}")
+        raise AuthenticatorStopped(
+            f"the CURVE authenticator stopped ({why}); stopping the manager rather than "
+            "let unchecked keys in — see the log above, then start ptap-manager again")
+
+    def _may_dispatch(self, name: str) -> bool:
+        """With CURVE, only to a node whose key is still accepted for it (a key
+        rejected or revoked while connected keeps its connection)."""
+        if self.keys is None:
+            return True
+        key = self.node_keys.get(name)
+        return key is not None and self.keys.who(key) == Principal(Role.AGENT, name)
 
     # --- sockets --------------------------------------------------------------------
 
     def _bind(self) -> None:
-        self._router = make_socket(self._ctx, zmq.ROUTER, self.tuning)
-        self._pub = make_socket(self._ctx, zmq.PUB, self.tuning)
-        self._pull = make_socket(self._ctx, zmq.PULL, self.tuning)
+        self._router = make_socket(self._ctx, zmq.ROUTER, self.tuning, self._curve("router"))
+        self._pub = make_socket(self._ctx, zmq.PUB, self.tuning, self._curve("pub"))
+        self._pull = make_socket(self._ctx, zmq.PULL, self.tuning, self._curve("pull"))
         self._sockets = [self._router, self._pub, self._pull]
         addr = self.cfg.basic.bind_addr
         for sock in self._sockets:
@@ -303,9 +372,16 @@ class Manager:
 
     async def _router_loop(self) -> None:
         while True:
-            frames = await self._router.recv_multipart()
+            key = None
+            if self.keys is None:
+                frames = await self._router.recv_multipart()
+            else:
+                parts = await self._router.recv_multipart(copy=False)
+                # The first body frame carries the connection's metadata.
+                key = peer_key(parts[1]) if len(parts) > 1 else None
+                frames = [p.bytes for p in parts]
             try:
-                await control.handle_frames(self, frames)
+                await control.handle_frames(self, frames, key)
             except Exception as exc:  # a handler bug must not stop the loop
                 self.bad_frames.warn(
                     "internal",
@@ -323,13 +399,41 @@ class Manager:
 
     async def _pull_loop(self) -> None:
         while True:
-            frames = await self._pull.recv_multipart()
+            key = None
+            if self.keys is None:
+                frames = await self._pull.recv_multipart()
+            else:
+                parts = await self._pull.recv_multipart(copy=False)
+                key = peer_key(parts[0]) if parts else None
+                frames = [p.bytes for p in parts]
             try:
-                await self.on_metrics(frames)
+                if self.keys is None or self.batch_allowed(key, frames):
+                    await self.on_metrics(frames)
             except Exception as exc:
                 self.bad_frames.warn(
                     "internal", f"metrics hook failed: {exc!r}", time.monotonic(), exc_info=True
                 )
+
+    def batch_allowed(self, key: bytes | None, frames: list[bytes]) -> bool:
+        """With CURVE: a batch counts only from an accepted agent key, for its own node.
+
+        Checked before ingest decodes anything; a refused batch is counted, logged
+        (rate-limited) and not acked.
+        """
+        assert self.keys is not None
+        principal = self.keys.who(key) if key is not None else Principal(Role.UNKNOWN)
+        if principal.role is not Role.AGENT:
+            why = f"key {key[:8].decode() if key else '?'}… is {principal.role.value}"
+        else:
+            node = codec.peek_str(frames, "node", self.limits)
+            if node == principal.node:
+                return True
+            why = f"key of node {principal.node} sent a batch for node {str(node)[:64]!r}"
+        self.counters["metrics.refused"] += 1
+        self.counters["metrics.unauthorized"] += 1
+        self.bad_frames.warn("metrics-unauthorized", f"metric batch refused: {why}",
+                             time.monotonic())
+        return False
 
     async def on_metrics(self, frames: list[bytes]) -> None:
         """One PULL message (a metric batch): handed to :class:`manager.ingest.Ingest`."""
@@ -354,8 +458,14 @@ class Manager:
 
     async def _housekeeping(self) -> None:
         while True:
-            # A timer, not synchronisation: housekeeping runs every epoll_interval.
-            await asyncio.sleep(self.cfg.basic.epoll_interval)
+            # A timer, not synchronisation: housekeeping runs every epoll_interval
+            # (and at once when the authenticator ends, which stops the manager).
+            gate_task = self.gate.task if self.gate is not None else None
+            if gate_task is not None:
+                await asyncio.wait([gate_task], timeout=self.cfg.basic.epoll_interval)
+            else:
+                await asyncio.sleep(self.cfg.basic.epoll_interval)
+            self._check_gate()
             try:
                 await self.tick(time.monotonic())
             except Exception as exc:
@@ -412,7 +522,7 @@ class Manager:
 
     async def dispatch_queued(self) -> None:
         """Send every run that may start now (see :func:`scheduler.next_dispatches`)."""
-        nodes = {n.name: n for n in self.registry.nodes()}
+        nodes = {n.name: n for n in self.registry.nodes() if self._may_dispatch(n.name)}
         sent, wall = [], time.time()
         for run, node in scheduler.next_dispatches(self.book.runs.values(), nodes):
             spec = self.book.jobs[run.job_id].spec

@@ -109,13 +109,13 @@ async def cmd_keys(session: Session, args: argparse.Namespace) -> int:
 
 
 def _keys_text(result: Any) -> str:
-    rows = result.get("keys") if isinstance(result, dict) else result
-    if isinstance(rows, list) and all(isinstance(r, dict) for r in rows):
-        if not rows:
-            return "no agent keys"
-        headers = sorted({k for r in rows for k in r})
-        return render.table([h.upper() for h in headers], [[r.get(h) for h in headers]
-                                                           for r in rows])
+    """``keys list`` as a table (state, node, key); a changed entry as one line."""
+    if isinstance(result, dict) and {"node", "state"} <= result.keys():
+        return f"node {result['node']}: key {result['state']} ({result.get('key', '')})"
+    if isinstance(result, dict) and all(isinstance(v, list) for v in result.values()):
+        rows = [[state, e.get("node"), e.get("key")] for state, entries in result.items()
+                for e in entries if isinstance(e, dict)]
+        return render.table(["STATE", "NODE", "KEY"], rows) if rows else "no agent keys"
     return result if isinstance(result, str) else render.to_json(result)
 
 

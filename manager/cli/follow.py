@@ -115,7 +115,8 @@ async def follow_job(session: Session, client: ManagerClient, job_id: str,
 async def _pump_job_events(session: Session, job_id: str,
                            queue: asyncio.Queue[messages.Event]) -> None:
     topic = topics.job_events(job_id).decode()
-    async for _topic, msg in subscribe(session.endpoint.pub, [topic], ctx=session.ctx):
+    async for _topic, msg in subscribe(session.endpoint.pub, [topic], ctx=session.ctx,
+                                       curve=session.curve):
         # The prefix also matches longer ids; keep only this job's events.
         if isinstance(msg, messages.Event) and msg.job_id == job_id:
             queue.put_nowait(msg)
@@ -158,7 +159,8 @@ async def watch(session: Session, node: str | None, count: int | None) -> None:
     prefixes = [topics.NODE_EVENTS, topics.JOB_EVENTS,
                 f"{topics.METRICS}{node}" if node else topics.METRICS]
     shown = 0
-    async for topic, msg in subscribe(session.endpoint.pub, prefixes, ctx=session.ctx):
+    async for topic, msg in subscribe(session.endpoint.pub, prefixes, ctx=session.ctx,
+                                      curve=session.curve):
         if node and not _concerns(msg, node):
             continue
         print(render.event_line(topic, msg, time.time()), flush=True)

@@ -25,6 +25,7 @@ from manager.cli.session import (
     EXIT_USAGE,
     CliError,
     Session,
+    admin_keys,
     parse_manager,
 )
 from manager.cli.shell import Shell
@@ -74,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"manager ROUTER address (env PTAP_MANAGER, default {DEFAULT_MANAGER})")
     parser.add_argument("--timeout", metavar="S", type=_positive, default=DEFAULT_TIMEOUT,
                         dest="request_timeout", help="seconds to wait for each reply (default 3)")
+    parser.add_argument("--keys", metavar="DIR", default=None,
+                        help="a CURVE manager's keys_dir: use its admin.key_secret and "
+                             "server.key (env PTAP_KEYS)")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
     p = sub.add_parser("nodes", help="nodes with state, last heartbeat, capabilities")
@@ -155,8 +159,12 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.set_defaults(func=commands.cmd_run)
 
 
+def _keys_dir(args: argparse.Namespace) -> str | None:
+    return args.keys or os.environ.get("PTAP_KEYS") or None
+
+
 async def _dispatch(args: argparse.Namespace) -> int:
-    session = Session(parse_manager(args.manager), args.request_timeout)
+    session = Session(parse_manager(args.manager), args.request_timeout, _keys_dir(args))
     try:
         return await args.func(session, args)
     finally:
@@ -175,7 +183,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return asyncio.run(_dispatch(args))
     except ManagerUnreachable as exc:
-        return _fail(str(exc), EXIT_UNREACHABLE)
+        return _fail(_unreachable(exc, _keys_dir(args)), EXIT_UNREACHABLE)
     except RequestFailed as exc:
         return _fail(_refusal(exc, args.command_name), EXIT_FAILURE)
     except CliError as exc:
@@ -190,12 +198,25 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
+def _unreachable(exc: ManagerUnreachable, keys_dir: str | None) -> str:
+    """No reply: with CURVE a wrong or missing key looks just like that."""
+    if keys_dir:
+        return f"{exc} — with CURVE, check that {keys_dir}/server.key is this manager's"
+    return f"{exc} — if the manager uses CURVE, pass --keys DIR (its keys_dir)"
+
+
 def _shell(args: argparse.Namespace) -> int:
     """``ptap shell``: each line runs through :func:`main` with the same global options."""
     manager = args.manager or os.environ.get("PTAP_MANAGER") or DEFAULT_MANAGER
+    keys_dir = _keys_dir(args)
     prefix = ["--manager", manager, "--timeout", str(args.request_timeout)]
+    prefix += ["--keys", keys_dir] if keys_dir else []
+    try:
+        curve = admin_keys(keys_dir) if keys_dir else None
+    except CliError as exc:
+        return _fail(str(exc), exc.exit_code)
     shell = Shell(build_parser(), lambda words: main([*prefix, *words]), manager,
-                  args.request_timeout)
+                  args.request_timeout, curve=curve)
     return shell.loop()
 
 

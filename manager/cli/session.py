@@ -1,19 +1,25 @@
 """Where the CLI finds the manager, and the one ZeroMQ context a command uses.
 
 ``--manager HOST:PORT`` (or ``PTAP_MANAGER``) names the manager's ROUTER
-port; its PUB port is the next one (docs/protocol.md, "Ports").
+port; its PUB port is the next one (docs/protocol.md, "Ports"). ``--keys DIR``
+(or ``PTAP_KEYS``) names a CURVE manager's ``keys_dir``: every request and
+subscription then uses ``DIR/admin.key_secret`` and the manager's
+``DIR/server.key``.
 """
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import zmq
 import zmq.asyncio
 
 from bus.client import ManagerClient
 from bus.errors import PtapError
+from bus.security import KeyFileError, client_keys, load_public, public_path
+from bus.sockets import CurveKeys
 
 DEFAULT_MANAGER = "127.0.0.1:54321"
 DEFAULT_TIMEOUT = 3.0
@@ -70,16 +76,35 @@ def parse_manager(text: str | None) -> Endpoint:
     return Endpoint(host, port)
 
 
-class Session:
-    """What one command needs to reach the manager. Create it inside the event loop."""
+def admin_keys(directory: str) -> CurveKeys:
+    """The administrator's CURVE keys from a manager's ``keys_dir`` (``--keys DIR``)."""
+    path = Path(directory)
+    server = public_path(path, "server")
+    if not server.exists():
+        raise CliError(f"--keys {directory}: no {server} — pass the manager's "
+                       "[security] keys_dir (or a copy of its server.key and admin.key_secret)",
+                       EXIT_USAGE)
+    try:
+        return client_keys(path, "admin", load_public(server))
+    except KeyFileError as exc:
+        raise CliError(f"--keys {directory}: {exc}", EXIT_USAGE) from None
 
-    def __init__(self, endpoint: Endpoint, timeout: float) -> None:
+
+class Session:
+    """What one command needs to reach the manager. Create it inside the event loop.
+
+    ``keys_dir`` (``--keys``): talk CURVE with the administrator's key from there.
+    """
+
+    def __init__(self, endpoint: Endpoint, timeout: float, keys_dir: str | None = None) -> None:
         self.endpoint = endpoint
         self.timeout = timeout
+        self.curve = admin_keys(keys_dir) if keys_dir else None
         self.ctx = zmq.asyncio.Context()
 
     def client(self) -> ManagerClient:
-        return ManagerClient(self.endpoint.router, timeout=self.timeout, ctx=self.ctx)
+        return ManagerClient(self.endpoint.router, timeout=self.timeout, ctx=self.ctx,
+                             curve=self.curve)
 
     def close(self) -> None:
         # linger 0: a command that gives up must not hang on unsent requests.

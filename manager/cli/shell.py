@@ -28,6 +28,7 @@ from pathlib import Path
 
 from bus.client import ManagerClient
 from bus.errors import PtapError
+from bus.sockets import CurveKeys
 
 try:  # readline is absent on some builds; the shell then works without editing
     import readline
@@ -44,11 +45,13 @@ class Shell:
 
     def __init__(self, parser: argparse.ArgumentParser,
                  run_command: Callable[[list[str]], int], manager: str, timeout: float,
-                 stdin: object = None, stdout: object = None) -> None:
+                 stdin: object = None, stdout: object = None,
+                 curve: CurveKeys | None = None) -> None:
         self.parser = parser
         self.run_command = run_command
         self.manager = manager
         self.timeout = timeout
+        self.curve = curve  # for the completion's own requests (ptap --keys)
         self.stdin = stdin or sys.stdin
         self.stdout = stdout or sys.stdout
         self.status = 0
@@ -158,7 +161,8 @@ class Shell:
         return self._names
 
     async def _fetch_names(self) -> list[str]:
-        async with ManagerClient(f"tcp://{self.manager}", timeout=min(self.timeout, 1.0)) as c:
+        async with ManagerClient(f"tcp://{self.manager}", timeout=min(self.timeout, 1.0),
+                                 curve=self.curve) as c:
             nodes = [n["name"] for n in await c.nodes()]
             jobs = [j["id"] for j in await c.jobs(limit=50)]
         return nodes + jobs

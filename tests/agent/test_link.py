@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
 
 import msgpack
+import pytest
 import zmq
 import zmq.asyncio
 
@@ -280,5 +282,57 @@ def test_garbage_from_the_manager_is_survived(tmp_path: Path) -> None:
             await manager.send(ident, dispatch("j1.n1.1", ["true"]))
             await manager.expect(RunUpdate, update_of("j1.n1.1", RunState.SUCCEEDED))
             assert link.sessions == 1 and link.registered.is_set()
+
+    asyncio.run(scenario())
+
+
+def test_pending_key_retries_quietly_until_accepted(tmp_path: Path,
+                                                    caplog: pytest.LogCaptureFixture) -> None:
+    pending = Error(req_id="", code="pending",
+                    message="key for node n1 is pending; run ptap keys accept n1 on the manager")
+
+    async def scenario() -> None:
+        async with session(tmp_path) as (link, manager):
+            idents = []
+            for _ in range(4):
+                ident, _ = await manager.expect(Register)
+                idents.append(ident)
+                await manager.send(ident, pending)
+            ident, _ = await manager.expect(Register)
+            await manager.send(ident, Error(req_id="", code="key-mismatch", message="not n1"))
+            ident, _ = await manager.expect(Register)  # slowly (version_retry), but again
+            idents.append(ident)
+            assert len(set(idents)) == len(idents), "each attempt is a new connection"
+            await manager.send(ident, WELCOME)
+            await manager.until(link.registered.is_set)
+
+    caplog.set_level(logging.INFO, logger="agent.link")
+    asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if r.name == "agent.link"]
+    assert sum("is pending" in line for line in said) == 1, said  # once a minute at most
+    assert sum("registering with" in line for line in said) == 1, said  # retries are quiet
+    assert any("key-mismatch" in line for line in said)
+    assert sum("registered with" in line for line in said) == 1
+
+
+def test_a_shorter_heartbeat_from_the_welcome_applies_at_once(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        manager = FakeManager(ctx)
+        slow = LinkTiming(interval=30.0, liveness=3)  # the agent's own config, until welcomed
+        link = Link(f"tcp://127.0.0.1:{manager.port}", "n1", FACTS, ctx=ctx,
+                    runner_options=RunnerOptions(workdir=str(tmp_path / "runs")), timing=slow)
+        task = asyncio.create_task(link.run())
+        try:
+            await manager.register(link)  # WELCOME says 0.1 s
+            async with asyncio.timeout(2.0):  # not 30 s: a manager would call it lost by then
+                await manager.expect(Heartbeat)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            await link.aclose()
+            manager.sock.close(linger=0)
+            ctx.destroy(linger=0)
 
     asyncio.run(scenario())

@@ -125,3 +125,22 @@ def test_random_bytes_never_escape_as_anything_but_protocol_errors() -> None:
             codec.decode([rng.choice(types), body])
         except ProtocolError:
             pass
+
+
+def test_peek_str_reads_one_field_and_catches_a_second_copy() -> None:
+    rows = [["cpu", {"cpu": str(i)}, ["user"], [[1, 0.5]] * 50] for i in range(100)]
+    frames = codec.encode(m.MetricBatch(node="node1", seq=7, series=rows))
+    assert len(frames[1]) > codec.PEEK_BYTES
+    assert codec.peek_str(frames, "node") == "node1"
+    # msgpack keeps the last of two equal keys; so must the check, or refuse.
+    body = msgpack.packb({"node": "node1", "series": [], "seq": 1})
+    twice = bytes([body[0] + 1]) + body[1:] + msgpack.packb("node") + msgpack.packb("node2")
+    assert codec.decode([b"metrics.batch", twice]).node == "node2"  # type: ignore[attr-defined]
+    assert codec.peek_str([b"metrics.batch", twice], "node") is None
+    # The rows come first and are long: read past the first bytes, still found.
+    late = msgpack.packb({"series": rows, "seq": 1, "node": "node1"})
+    assert codec.peek_str([b"metrics.batch", late], "node") == "node1"
+    for body in (b"", b"\x90", b"\x81\xa4node", msgpack.packb({"node": 5}),
+                 msgpack.packb({"seq": 1}), b"\xc1" * 8):
+        assert codec.peek_str([b"metrics.batch", body], "node") is None
+    assert codec.peek_str([frames[1]], "node") is None

@@ -3,14 +3,23 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 from pathlib import Path
 
 import pytest
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
-from bus.security import Gatekeeper, KeyFileError, ensure_keypair, load_keypair, secret_path
+from bus.security import (
+    Gatekeeper,
+    KeyFileError,
+    ensure_keypair,
+    load_keypair,
+    peer_key,
+    secret_path,
+)
 from bus.sockets import CurveKeys, make_socket
 
 
@@ -78,3 +87,87 @@ def test_self_check_fails_when_nothing_authenticates(tmp_path: Path) -> None:
             ctx.term()
 
     asyncio.run(scenario())
+
+
+async def _events(monitor: zmq.asyncio.Socket, until: int) -> list[int]:
+    """Monitor events up to and including ``until``."""
+    seen: list[int] = []
+    async with asyncio.timeout(5):
+        while not seen or seen[-1] != until:
+            seen.append(parse_monitor_message(await monitor.recv_multipart())["event"])
+    return seen
+
+
+def test_gatekeeper_task_is_watchable(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        gate = Gatekeeper(ctx, lambda domain, key: False, ("d",))
+        assert gate.task is None
+        gate.start()
+        task = gate.task
+        assert task is not None and not task.done()
+        gate.stop()
+        await asyncio.wait([task], timeout=5)
+        assert task.done()
+        ctx.term()
+
+    asyncio.run(scenario())
+
+
+def test_a_refused_connection_is_not_retried_but_a_new_socket_gets_in(tmp_path: Path) -> None:
+    """Why the agent makes a new PUSH after its key is accepted: libzmq gives up a
+    connection that ZAP refused (it retries other handshake failures)."""
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        server_pub, server_sec = ensure_keypair(tmp_path, "server")
+        pub, sec = ensure_keypair(tmp_path, "agent")
+        accepted = False
+        gate = Gatekeeper(ctx, lambda domain, key: accepted, ("t.pull",))
+        gate.start()
+        pull = make_socket(ctx, zmq.PULL, curve=CurveKeys(server_pub, server_sec, domain="t.pull"))
+        endpoint = f"tcp://127.0.0.1:{pull.bind_to_random_port('tcp://127.0.0.1')}"
+        first = make_socket(ctx, zmq.PUSH, curve=CurveKeys(pub, sec, server_pub))
+        monitor = first.get_monitor_socket()
+        sockets = [pull, first, monitor]
+        try:
+            await gate.check(endpoint, server_pub, "t.pull", zmq.PUSH)  # SUB/PUSH probes too
+            first.connect(endpoint)
+            await first.send(b"sent while refused")
+            assert zmq.EVENT_HANDSHAKE_FAILED_AUTH in await _events(monitor,
+                                                                   zmq.EVENT_DISCONNECTED)
+            accepted = True
+            second = make_socket(ctx, zmq.PUSH, curve=CurveKeys(pub, sec, server_pub))
+            sockets.append(second)
+            second.connect(endpoint)
+            await second.send(b"new socket")
+            async with asyncio.timeout(5):
+                frames = await pull.recv_multipart(copy=False)
+            assert frames[0].bytes == b"new socket"
+            assert peer_key(frames[0]) == pub
+            # The first socket never tried again (reconnect_ivl is 0.1 s; allow 10 of them).
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(1.0):
+                    event = parse_monitor_message(await monitor.recv_multipart())["event"]
+                    raise AssertionError(f"refused socket acted again: event {event}")
+        finally:
+            with contextlib.suppress(zmq.ZMQError):
+                first.disable_monitor()
+            for sock in sockets:
+                sock.close(linger=0)
+            gate.stop()
+            ctx.term()
+
+    asyncio.run(scenario())
+
+
+def test_peer_key_is_none_without_curve() -> None:
+    ctx = zmq.Context()
+    a, b = ctx.socket(zmq.PAIR), ctx.socket(zmq.PAIR)
+    try:
+        b.connect(f"tcp://127.0.0.1:{a.bind_to_random_port('tcp://127.0.0.1')}")
+        b.send(b"x")
+        assert peer_key(a.recv(copy=False)) is None
+    finally:
+        a.close(linger=0)
+        b.close(linger=0)
+        ctx.term()

@@ -8,6 +8,10 @@
   ``cluster.manager.kill()`` / ``.start()`` restart the manager on the same
   ports and state.
 * :func:`wait_for` polls a condition with a deadline (never a bare sleep).
+* ``Cluster(..., security="curve = yes\n")`` runs a CURVE manager (its keys in
+  ``cluster.manager.keys_dir``); its agents then use CURVE too, with the
+  manager's ``server.key`` copied to their keys folder, and ``cluster.cli``
+  passes ``--keys`` (the admin key).
 
 Every process logs to a file in the test's tmp dir; when a test fails the
 logs are attached to its report. Teardown stops exactly the pids it started
@@ -19,6 +23,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -128,10 +133,13 @@ class Daemon:
 class ManagerProc(Daemon):
     """``python -m manager.main`` on a random base port; restarts on the same ports."""
 
-    def __init__(self, tmp: Path, influx_url: str | None = None, database: str = "ptap") -> None:
+    def __init__(self, tmp: Path, influx_url: str | None = None, database: str = "ptap",
+                 security: str = "") -> None:
+        """``security``: more ``[security]`` lines, e.g. ``"curve = yes\n"``."""
         self.config = tmp / "server.cfg"
         self.ready_file = tmp / "manager.ready"
         self.db = tmp / "manager.db"
+        self.keys_dir = tmp / "keys"
         self.config.write_text(
             "[basic]\nbind_addr = 127.0.0.1\nbind_port = 0\nepoll_interval = 0.1\n"
             f"interval = {HEARTBEAT}\nliveness = 3\n"
@@ -140,7 +148,7 @@ class ManagerProc(Daemon):
             f"[influxdb]\nurl = {influx_url or f'http://127.0.0.1:{unused_port()}'}\n"
             f"database = {database}\ntimeout = 2.0\n"
             f"[state]\npath = {self.db}\n"
-            f"[security]\nkeys_dir = {tmp / 'keys'}\n")
+            f"[security]\nkeys_dir = {self.keys_dir}\n{security}")
         super().__init__("manager", [sys.executable, "-m", "manager.main",
                                      "--config", str(self.config),
                                      "--ready-file", str(self.ready_file)],
@@ -174,20 +182,27 @@ class Cluster:
     """A manager and its agents for one test, plus the CLI pointed at it."""
 
     def __init__(self, tmp: Path, logs: list[Path], influx_url: str | None = None,
-                 database: str = "ptap") -> None:
+                 database: str = "ptap", security: str = "") -> None:
         self.tmp = tmp
         self.logs = logs
-        self.manager = ManagerProc(tmp, influx_url, database)
+        self.manager = ManagerProc(tmp, influx_url, database, security)
+        self.curve = "curve = yes" in security
         self.agents: dict[str, Daemon] = {}
         logs.append(self.manager.log_path)
 
-    def add_agent(self, name: str, *, wait: bool = True) -> Daemon:
+    def add_agent(self, name: str, *, wait: bool = True, keys_dir: Path | None = None) -> Daemon:
+        """Start agent ``name``; with CURVE its keys live in ``keys_dir`` (default
+        ``agent-keys-NAME``), where the manager's ``server.key`` is copied."""
         workdir = self.tmp / f"runs-{name}"
         config = self.tmp / f"agent-{name}.cfg"
+        keys_dir = keys_dir or self.tmp / f"agent-keys-{name}"
+        if self.curve:
+            keys_dir.mkdir(mode=0o700, exist_ok=True)
+            shutil.copy(self.manager.keys_dir / "server.key", keys_dir / "server.key")
         config.write_text(
             f"[dispatcher]\nworkdir = {workdir}\nkill_grace = 1.0\n"
             f"[heartbeat-checker]\ninterval = {HEARTBEAT}\nliveness = 3\n"
-            f"[security]\nkeys_dir = {self.tmp / ('agent-keys-' + name)}\n")
+            f"[security]\nkeys_dir = {keys_dir}\ncurve = {'yes' if self.curve else 'no'}\n")
         agent = Daemon(f"agent {name}", [
             sys.executable, "-m", "agent.main", "--config", str(config), "--name", name,
             "--server", self.manager.address], self.tmp / f"agent-{name}.log", self.tmp)
@@ -199,7 +214,8 @@ class Cluster:
         return agent
 
     def cli(self, *args: str, timeout: float = 60.0) -> CliResult:
-        return run_cli(["--manager", self.manager.address, *args], timeout=timeout)
+        keys = ["--keys", str(self.manager.keys_dir)] if self.curve else []
+        return run_cli(["--manager", self.manager.address, *keys, *args], timeout=timeout)
 
     def cli_json(self, *args: str) -> Any:
         rc, out, err = self.cli(*args, "--json")

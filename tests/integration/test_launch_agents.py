@@ -95,3 +95,38 @@ def test_unreachable_host_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
     assert done.returncode == 1
     assert done.stderr.strip().count("\n") == 0
     assert "cannot reach it over ssh" in done.stderr
+
+
+def _committed_agent_has_curve() -> bool:
+    shown = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:agent/main.py"],
+                           capture_output=True, text=True)
+    return "def agent_keys" in shown.stdout
+
+
+@pytest.mark.skipif(not _committed_agent_has_curve(),
+                    reason="launch-agents ships the committed tree (git archive HEAD), "
+                           "whose agent does not speak CURVE yet")
+def test_launch_with_curve_keys_pending_then_accepted(tmp_path: Path, sshd: list[str],
+                                                     process_logs: list[Path]) -> None:
+    cluster = Cluster(tmp_path, process_logs, security="curve = yes\n")
+    remote = tmp_path / "node-home" / "ptap"
+    keys = str(cluster.manager.keys_dir)
+    try:
+        cluster.manager.start()
+        done = launch(cluster, sshd, remote, "--keys", keys)
+        assert done.returncode == 0, done.stderr
+        assert f"node remote1 is pending — accept its key with: ptap --keys {keys} keys accept " \
+               "remote1" in done.stdout
+        assert (remote / "var" / "agent-keys" / "server.key").read_bytes() == \
+            (cluster.manager.keys_dir / "server.key").read_bytes()
+        again = launch(cluster, sshd, remote, "--keys", keys, "--accept")
+        assert again.returncode == 0, again.stderr
+        assert "already running" in again.stdout
+        assert "accepted the key of node remote1" in again.stdout
+        assert "node remote1 is ready" in again.stdout
+        rc, _, err = cluster.cli("run", "--nodes", "remote1", "--wait", "--", "true")
+        assert rc == 0, err
+        assert launch(cluster, sshd, remote, "--stop").returncode == 0
+    finally:
+        cluster.stop()
+        shutil.rmtree(remote / ".venv", ignore_errors=True)

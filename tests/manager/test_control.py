@@ -49,6 +49,7 @@ from bus.messages import (
     RunUpdate,
     Welcome,
 )
+from bus.security import ensure_keypair
 from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager.control import RateLimitedLog
@@ -501,15 +502,21 @@ def test_metric_batches_are_republished_as_received(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
-def test_main_refuses_bad_config_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+def test_main_refuses_bad_config_in_one_line(capsys: pytest.CaptureFixture[str],
+                                             tmp_path: Path) -> None:
     assert main(["--set", "basic.bind_port=x"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("ptap-manager: ") and err.count("\n") == 1 and "bind_port" in err
-    assert main(["--set", "security.curve=yes"]) == 2
-    assert "curve" in capsys.readouterr().err
+    ensure_keypair(tmp_path / "keys", "server")
+    os.chmod(tmp_path / "keys" / "server.key_secret", 0o640)
+    assert main(["--set", "security.curve=yes", "--set", f"security.keys_dir={tmp_path / 'keys'}",
+                 "--set", f"state.path={tmp_path / 'm.db'}"]) == 2
+    err = capsys.readouterr().err
+    assert "mode 0640" in err and "chmod 600" in err and err.count("\n") == 1
     assert main(["--set", "basic.bind_addr=0.0.0.0"]) == 2
     err = capsys.readouterr().err
-    assert "not loopback" in err and "allow_insecure" in err and err.count("\n") == 1
+    assert "not loopback" in err and "set [security] curve = yes" in err
+    assert "allow_insecure" in err and err.count("\n") == 1
 
 
 def test_python_m_manager_main_serves_and_stops_on_sigterm(tmp_path: Path) -> None:

@@ -6,9 +6,10 @@ import argparse
 
 import pytest
 
-from bus.errors import RequestFailed
+from bus.errors import ManagerUnreachable, RequestFailed
 from manager.cli import commands, follow, main
 from manager.cli.session import CliError, parse_manager
+from manager.keys import KeyStore
 
 
 def parse(*argv: str) -> argparse.Namespace:
@@ -112,3 +113,37 @@ def test_emit_writes_the_file_and_prints_its_path(tmp_path, capsys) -> None:  # 
     with pytest.raises(CliError, match="cannot write"):
         commands._emit({"format": "text", "content": "x"}, "text", str(tmp_path / "no" / "f"))
     assert list(tmp_path.iterdir()) == [target], "no temporary file left behind"
+
+
+def test_keys_dir_problems_are_one_line_usage_errors(tmp_path, capsys,  # type: ignore[no-untyped-def]
+                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PTAP_KEYS", raising=False)
+    assert main.main(["--keys", str(tmp_path), "nodes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and f"no {tmp_path}/server.key — pass the manager's" in err
+    keys = KeyStore(tmp_path / "keys").dir  # server and admin pairs, as a manager makes them
+    (keys / "admin.key_secret").chmod(0o644)
+    monkeypatch.setenv("PTAP_KEYS", str(keys))
+    assert main.main(["nodes"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "mode 0644" in err and "chmod 600" in err
+
+
+def test_no_answer_suggests_keys(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("PTAP_KEYS", raising=False)
+    exc = ManagerUnreachable("tcp://h:1", 3)
+    assert main._unreachable(exc, None).endswith(
+        " — if the manager uses CURVE, pass --keys DIR (its keys_dir)")
+    assert main._unreachable(exc, "/k").endswith(
+        " — with CURVE, check that /k/server.key is this manager's")
+
+
+def test_keys_results_as_text() -> None:
+    listing = {"pending": [{"node": "n2", "key": "K2"}], "accepted": [{"node": "n1", "key": "K1"}],
+               "rejected": []}
+    text = commands._keys_text(listing)
+    assert text.splitlines()[0].split() == ["STATE", "NODE", "KEY"]
+    assert ["pending", "n2", "K2"] in [line.split() for line in text.splitlines()]
+    assert commands._keys_text({"pending": [], "accepted": [], "rejected": []}) == "no agent keys"
+    assert commands._keys_text({"node": "n1", "state": "accepted", "key": "K1"}) == \
+        "node n1: key accepted (K1)"

@@ -1,0 +1,148 @@
+"""CURVE and Salt-style key acceptance end to end (DESIGN §6), with real processes.
+
+A real manager with ``[security] curve = yes`` on 127.0.0.1 and its keys in the
+test's tmp dir, real agents with the manager's ``server.key`` copied to them,
+and the real CLI with ``--keys`` (the admin key), without keys, and with a
+valid key pair that is not the admin's.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from bus.security import ensure_keypair, secret_path
+from tests.integration.conftest import ROOT, Cluster, child_env, run_cli, wait_for
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def curve_cluster(tmp_path: Path, process_logs: list[Path]) -> Iterator[Cluster]:
+    """A running CURVE manager, no agents yet."""
+    c = Cluster(tmp_path, process_logs, security="curve = yes\n")
+    try:
+        c.manager.start()
+        yield c
+    finally:
+        c.stop()
+
+
+def key_state(cluster: Cluster, node: str) -> str | None:
+    listing = cluster.cli_json("keys", "list")
+    return next((state for state, entries in listing.items()
+                 for e in entries if e["node"] == node), None)
+
+
+def log_of(cluster: Cluster, name: str) -> str:
+    return cluster.agents[name].log_path.read_text(errors="replace")
+
+
+def test_pending_accept_run_and_metrics(curve_cluster: Cluster, tmp_path: Path) -> None:
+    c = curve_cluster
+    c.add_agent("node1", wait=False)
+    wait_for(lambda: key_state(c, "node1") == "pending", 20, "node1's key to be pending")
+    assert c.node_state("node1") is None, "a pending key does not register"
+    wait_for(lambda: "key for node node1 is pending; run ptap keys accept node1"
+             in log_of(c, "node1"), 20, "the agent to log why it waits")
+
+    # Nobody but the admin key can do anything, and nothing is dispatched.
+    rc, out, err = run_cli(["--manager", c.manager.address, "--timeout", "1",
+                            "run", "--", "true"])
+    assert rc == 75 and out == ""
+    assert "if the manager uses CURVE, pass --keys DIR" in err and err.count("\n") == 1
+    stranger = tmp_path / "stranger"
+    ensure_keypair(stranger, "admin")  # a valid key pair, just not the manager's admin key
+    shutil.copy(c.manager.keys_dir / "server.key", stranger / "server.key")
+    for args in (["run", "--", "true"], ["keys", "accept", "node1"], ["nodes"]):
+        rc, out, err = run_cli(["--manager", c.manager.address, "--keys", str(stranger), *args])
+        assert rc == 1 and out == "", (args, err)
+        assert "this key may not do that — use the manager's admin key" in err, err
+    assert c.cli_json("jobs") == []
+    assert key_state(c, "node1") == "pending"
+
+    rc, out, err = c.cli("keys", "accept", "node1", "--json")
+    assert rc == 0, err
+    assert json.loads(out)["state"] == "accepted" and json.loads(out)["node"] == "node1"
+    c.wait_node_state("node1", "ready", timeout=30)  # the agent asks again by itself
+    rc, out, err = c.cli("run", "--wait", "--", "true")
+    assert rc == 0, err
+
+    # Its PUSH was refused while pending; batches now get through PULL (and so PUB).
+    rc, out, err = c.cli("watch", "--node", "node1", "--count", "3")
+    assert rc == 0, err
+    assert any(" metrics node1 seq=" in line for line in out.splitlines()), out
+    assert "dispatched to node node1" in c.manager.log_path.read_text()
+
+
+def test_a_key_accepted_for_one_node_cannot_be_another(curve_cluster: Cluster) -> None:
+    c = curve_cluster
+    c.add_agent("node1", wait=False)
+    wait_for(lambda: key_state(c, "node1") == "pending", 20, "node1's key to be pending")
+    assert c.cli("keys", "accept", "node1").rc == 0
+    c.wait_node_state("node1", "ready", timeout=30)
+    # Same key folder, other name: the key is node1's.
+    c.add_agent("node2", wait=False, keys_dir=c.tmp / "agent-keys-node1")
+    wait_for(lambda: "key-mismatch" in log_of(c, "node2"), 20, "node2 to be refused")
+    assert "accepted for node node1, not node2" in log_of(c, "node2")
+    assert c.node_state("node2") is None and c.node_state("node1") == "ready"
+    assert key_state(c, "node2") is None
+
+
+def test_rejected_key_then_revoked_asks_again(curve_cluster: Cluster) -> None:
+    c = curve_cluster
+    c.add_agent("node1", wait=False)
+    wait_for(lambda: key_state(c, "node1") == "pending", 20, "node1's key to be pending")
+    rc, out, err = c.cli("keys", "reject", "node1")
+    assert rc == 0 and "rejected" in out, err
+    rc, out, err = c.cli("keys", "accept", "ghost")
+    assert rc == 1 and "no agent key for node 'ghost'" in err
+    assert c.cli("keys", "revoke", "node1").rc == 0
+    # Forgotten: the agent's next attempt files it as pending again.
+    wait_for(lambda: key_state(c, "node1") == "pending", 30, "node1 to ask again")
+
+
+def test_secret_key_others_can_read_is_refused(tmp_path: Path) -> None:
+    keys = tmp_path / "agent-keys"
+    ensure_keypair(keys, "agent")
+    os.chmod(secret_path(keys, "agent"), 0o644)
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.main", "--name", "node1", "--server", "127.0.0.1:1",
+         "--set", "security.curve=yes", "--set", f"security.keys_dir={keys}"],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert done.stderr.startswith("ptap-agent: ") and "chmod 600" in done.stderr
+
+
+def test_missing_server_key_is_one_line(tmp_path: Path) -> None:
+    keys = tmp_path / "agent-keys"
+    done = subprocess.run(
+        [sys.executable, "-m", "agent.main", "--name", "node1", "--server", "127.0.0.1:1",
+         "--set", "security.curve=yes", "--set", f"security.keys_dir={keys}"],
+        cwd=ROOT, env=child_env(), capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    last = done.stderr.strip().splitlines()[-1]  # after the log line about its new key pair
+    assert last.startswith("ptap-agent: no manager public key")
+    assert last.endswith(f"copy the manager's KEYS_DIR/server.key to {keys / 'server.key'}")
+    assert secret_path(keys, "agent").stat().st_mode & 0o777 == 0o600
+
+
+def test_auto_accept_admits_a_new_agent_at_once(tmp_path: Path,
+                                                process_logs: list[Path]) -> None:
+    c = Cluster(tmp_path, process_logs, security="curve = yes\nauto_accept = yes\n")
+    try:
+        c.manager.start()
+        c.add_agent("node1")  # waits for ready
+        assert key_state(c, "node1") == "accepted"
+        rc, out, err = c.cli("run", "--wait", "--", "true")
+        assert rc == 0, err
+    finally:
+        c.stop()
