@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
@@ -66,8 +67,21 @@ def launch(cluster: Cluster, ssh_opts: list[str], remote: Path, *extra: str
                           env=child_env(), timeout=300)
 
 
-def test_launch_run_relaunch_and_stop(cluster: Cluster, sshd: list[str], tmp_path: Path) -> None:
-    remote = tmp_path / "node-home" / "ptap"
+@pytest.fixture
+def remote(tmp_path: Path) -> Iterator[Path]:
+    """The node's install folder; an agent a failed test left running there is ended."""
+    folder = tmp_path / "node-home" / "ptap"
+    yield folder
+    pid_file = folder / "var" / "run" / "agent.pid"
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        if "agent.main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") \
+                if Path(f"/proc/{pid}").exists() else False:
+            os.kill(pid, signal.SIGKILL)
+    shutil.rmtree(folder / ".venv", ignore_errors=True)
+
+
+def test_launch_run_relaunch_and_stop(cluster: Cluster, sshd: list[str], remote: Path) -> None:
     done = launch(cluster, sshd, remote)
     assert done.returncode == 0, done.stderr
     assert "node remote1 is ready" in done.stdout
@@ -84,7 +98,6 @@ def test_launch_run_relaunch_and_stop(cluster: Cluster, sshd: list[str], tmp_pat
     assert stopped.returncode == 0 and f"agent stopped (pid {pid})" in stopped.stdout
     assert not (remote / "var" / "run" / "agent.pid").exists()
     wait_for(lambda: not Path(f"/proc/{pid}").exists(), 10, "the remote agent to exit")
-    shutil.rmtree(remote / ".venv", ignore_errors=True)
 
 
 def test_unreachable_host_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
@@ -97,19 +110,10 @@ def test_unreachable_host_is_one_line(cluster: Cluster, tmp_path: Path) -> None:
     assert "cannot reach it over ssh" in done.stderr
 
 
-def _committed_agent_has_curve() -> bool:
-    shown = subprocess.run(["git", "-C", str(ROOT), "show", "HEAD:agent/main.py"],
-                           capture_output=True, text=True)
-    return "def agent_keys" in shown.stdout
-
-
-@pytest.mark.skipif(not _committed_agent_has_curve(),
-                    reason="launch-agents ships the committed tree (git archive HEAD), "
-                           "whose agent does not speak CURVE yet")
 def test_launch_with_curve_keys_pending_then_accepted(tmp_path: Path, sshd: list[str],
-                                                     process_logs: list[Path]) -> None:
+                                                     process_logs: list[Path],
+                                                     remote: Path) -> None:
     cluster = Cluster(tmp_path, process_logs, security="curve = yes\n")
-    remote = tmp_path / "node-home" / "ptap"
     keys = str(cluster.manager.keys_dir)
     try:
         cluster.manager.start()
@@ -129,4 +133,3 @@ def test_launch_with_curve_keys_pending_then_accepted(tmp_path: Path, sshd: list
         assert launch(cluster, sshd, remote, "--stop").returncode == 0
     finally:
         cluster.stop()
-        shutil.rmtree(remote / ".venv", ignore_errors=True)
