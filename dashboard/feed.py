@@ -1,0 +1,171 @@
+"""One SUB socket on the manager's PUB, shared by every open page of the dashboard.
+
+A browser tab never gets a ZeroMQ socket of its own: twenty tabs on the live
+view cost the manager one subscriber, not twenty. The feed subscribes to
+``m.<node>`` only while some document watches that node (ZeroMQ filters on
+the publisher's side, so nodes nobody watches cost nothing to decode), and to
+``evt.`` (node and job events, a few per second at most) all the time.
+
+A batch is decoded and turned into chart updates once (:func:`dashboard.series.extract`,
+thinned to :data:`MAX_ROWS_PER_BATCH` rows per source), then handed by
+reference to every watcher of its node. Watchers are plain callables that
+must not block; the live documents queue what they get and apply it in a
+Bokeh next-tick callback (:mod:`dashboard.live`). An exception in a watcher
+is logged and never stops the loop; nor does a bad frame.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import Counter
+from collections.abc import Callable
+from typing import Any
+
+import zmq
+import zmq.asyncio
+
+from bus import codec, topics
+from bus.errors import ProtocolError
+from bus.messages import Event, MetricBatch
+from bus.sockets import SocketTuning, make_socket
+from dashboard.series import Update, extract, thin
+
+log = logging.getLogger(__name__)
+
+#: Rows per source kept from one batch: more than a chart can draw in one
+#: step; a node sampled faster than this is thinned evenly (InfluxDB keeps all).
+MAX_ROWS_PER_BATCH = 50
+
+MetricWatcher = Callable[[list[Update]], None]
+EventWatcher = Callable[[Event], None]
+
+
+class Watch:
+    """A registration with the feed; :meth:`close` ends it (idempotent)."""
+
+    def __init__(self, close: Callable[[], None]) -> None:
+        self._close: Callable[[], None] | None = close
+
+    def close(self) -> None:
+        if self._close is not None:
+            self._close()
+            self._close = None
+
+
+class Feed:
+    """The dashboard's single subscriber. ``await start()``, then ``watch_*``."""
+
+    def __init__(self, address: str, ctx: zmq.asyncio.Context) -> None:
+        self.address = address
+        self._ctx = ctx
+        self._sock: zmq.asyncio.Socket | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._metrics: dict[str, list[MetricWatcher]] = {}
+        self._events: list[EventWatcher] = []
+        self.counters: Counter[str] = Counter()
+        self._last_warning = 0.0
+
+    def start(self) -> None:
+        sock = make_socket(self._ctx, zmq.SUB, SocketTuning())
+        sock.setsockopt(zmq.SUBSCRIBE, b"evt.")
+        sock.connect(self.address)
+        self._sock = sock
+        for node in self._metrics:
+            sock.setsockopt(zmq.SUBSCRIBE, topics.metrics(node))
+        self._task = asyncio.get_running_loop().create_task(self._run(), name="feed")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+        if self._sock is not None:
+            self._sock.close(linger=0)
+            self._sock = None
+
+    # --- registrations ---------------------------------------------------------------
+
+    def watch_metrics(self, nodes: tuple[str, ...] | list[str], fn: MetricWatcher) -> Watch:
+        """Call ``fn(updates)`` for every batch from one of ``nodes``."""
+        for node in nodes:
+            watchers = self._metrics.setdefault(node, [])
+            if not watchers and self._sock is not None:
+                self._sock.setsockopt(zmq.SUBSCRIBE, topics.metrics(node))
+            watchers.append(fn)
+
+        def close() -> None:
+            for node in nodes:
+                watchers = self._metrics.get(node, [])
+                if fn in watchers:
+                    watchers.remove(fn)
+                if not watchers:
+                    self._metrics.pop(node, None)
+                    if self._sock is not None:
+                        self._sock.setsockopt(zmq.UNSUBSCRIBE, topics.metrics(node))
+
+        return Watch(close)
+
+    def watch_events(self, fn: EventWatcher) -> Watch:
+        """Call ``fn(event)`` for every node and job event."""
+        self._events.append(fn)
+        return Watch(lambda: self._events.remove(fn) if fn in self._events else None)
+
+    @property
+    def watched_nodes(self) -> list[str]:
+        return sorted(self._metrics)
+
+    # --- the receive loop ---------------------------------------------------------------
+
+    async def _run(self) -> None:
+        assert self._sock is not None
+        while True:
+            frames = await self._sock.recv_multipart()
+            try:
+                self._dispatch(frames)
+            except ProtocolError as exc:
+                self._warn(f"ignoring bad PUB frame on {frames[0][:60]!r}: {exc}")
+            except Exception:  # a watcher's bug must not end the feed for every page
+                log.exception("feed: error while handing out a message")
+
+    def _dispatch(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            raise ProtocolError(f"expected [topic, type, body], got {len(frames)} frames")
+        topic = bytes(frames[0])
+        if topic.startswith(topics.METRICS.encode()):
+            self._on_batch(frames)
+        elif topic.startswith(b"evt."):
+            msg = codec.decode(frames[1:])
+            if isinstance(msg, Event):
+                self.counters["events"] += 1
+                for fn in list(self._events):
+                    _call(fn, msg)
+
+    def _on_batch(self, frames: list[bytes]) -> None:
+        node = bytes(frames[0])[len(topics.METRICS):].decode(errors="replace")
+        watchers = self._metrics.get(node)
+        if not watchers:  # "m.node1" also matches "m.node10": filter exactly here
+            return
+        msg = codec.decode(frames[1:])
+        if not isinstance(msg, MetricBatch) or msg.node != node:
+            raise ProtocolError(f"topic m.{node} carries {type(msg).__name__} "
+                                f"for node {getattr(msg, 'node', '?')!r}")
+        self.counters["batches"] += 1
+        updates = [thin(u, MAX_ROWS_PER_BATCH) for u in extract(msg.series, node)]
+        for fn in list(watchers):
+            _call(fn, updates)
+
+    def _warn(self, text: str) -> None:
+        self.counters["bad_frames"] += 1
+        now = time.monotonic()
+        if now - self._last_warning >= 10.0:  # rate-limited: a noisy peer must not flood logs
+            self._last_warning = now
+            log.warning("%s (%d bad frames so far)", text, self.counters["bad_frames"])
+
+
+def _call(fn: Callable[[Any], None], arg: Any) -> None:
+    try:
+        fn(arg)
+    except Exception:
+        log.exception("feed watcher %r failed", fn)

@@ -1,0 +1,38 @@
+"""The dashboard's pages (DESIGN §8 routes), each a small Tornado handler module."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from dashboard.app import Dashboard
+
+JOB_ID = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
+
+
+def routes(dash: Dashboard) -> list[Any]:
+    """``(pattern, handler, kwargs)`` for Bokeh's Tornado application's ``extra_patterns``."""
+    from dashboard.pages.job import JobPage
+    from dashboard.pages.jobs import CancelJobPage, JobsPage, NewJobPage
+    from dashboard.pages.live import LivePage
+    from dashboard.pages.login import LoginPage, LogoutPage
+    from dashboard.pages.overview import OverviewPage
+    from dashboard.pages.report import ComparePage, DownloadPage, ReportPage
+    from dashboard.pages.status import StatusPage
+
+    kw = {"dash": dash}
+    return [
+        (r"/", OverviewPage, kw),
+        (r"/live", LivePage, kw),
+        (r"/jobs", JobsPage, kw),
+        (r"/jobs/new", NewJobPage, kw),
+        (rf"/jobs/{JOB_ID}/cancel", CancelJobPage, kw),
+        (rf"/jobs/{JOB_ID}", JobPage, kw),
+        (rf"/report/{JOB_ID}/download", DownloadPage, kw),
+        (rf"/report/{JOB_ID}", ReportPage, kw),
+        (r"/compare/download", DownloadPage, kw),
+        (r"/compare", ComparePage, kw),
+        (r"/login", LoginPage, kw),
+        (r"/logout", LogoutPage, kw),
+        (r"/api/status", StatusPage, kw),
+    ]
