@@ -110,6 +110,9 @@ class ChartPanel:
         colour = Category10_10[self._colour % len(Category10_10)]
         self._colour += 1
         fig.line("t", col, source=src, legend_label=legend, color=colour, line_width=1.6)
+        if fig.name.removeprefix("fig:") in JOB_FIGURES:
+            # A short job has few samples, maybe one: a line alone would not show it.
+            fig.scatter("t", col, source=src, legend_label=legend, color=colour, size=4)
         fig.legend.location = "top_left"
         fig.legend.click_policy = "hide"
         fig.legend.label_text_font_size = "8pt"
@@ -182,7 +185,7 @@ class ChartPanel:
         src = self.sources.get(u.key)
         if src is None:
             fig = self.figures[u.chart]
-            if len(fig.renderers) - len(self.view.nodes) >= MAX_DYNAMIC_LINES:
+            if sum(k.startswith(f"{u.chart}:") for k in self.sources) >= MAX_DYNAMIC_LINES:
                 return None
             src = self._source(u.chart, u.node, u.label)
             legend = u.label if len(self.view.nodes) == 1 else f"{u.node} {u.label}"

@@ -47,6 +47,11 @@ def fmt_age(seconds: float | None) -> str:
     return f"{seconds:.1f} s ago" if seconds < 120 else f"{seconds / 60:.0f} min ago"
 
 
+def table_height(rows: int) -> int:
+    """Pixels for a Bokeh DataTable of ``rows`` rows (a header, 25 px a row), at most 400."""
+    return min(400, 32 + 25 * max(1, rows))
+
+
 class PageError(HTTPError):
     """An error page with a one-line ``message`` for the user (the HTTP reason stays standard)."""
 

@@ -27,7 +27,7 @@ from bus.errors import ClientError
 from bus.messages import Event, JobSpec
 from dashboard.documents import Failed, argument
 from dashboard.live import NAME_RE, WINDOWS, LiveState
-from dashboard.pages.base import FINAL_STATES, Page, fmt_duration, fmt_time
+from dashboard.pages.base import FINAL_STATES, Page, fmt_duration, fmt_time, table_height
 from dashboard.series import View
 
 if TYPE_CHECKING:
@@ -122,14 +122,16 @@ class JobDoc:
         self.runs = ColumnDataSource(run_columns(job), name="runs")
         self.job_state = Div(text=str(job.get("state", "")), name="job_state")
         self.status = Div(text="", name="action_status", width=520)
-        cancel = Button(label="Cancel job", button_type="danger", name="cancel", width=120)
+        self.cancel = cancel = Button(label="Cancel job", button_type="danger", name="cancel",
+                                      width=120, disabled=job.get("state") in FINAL_STATES)
         rerun = Button(label="Run again", button_type="primary", name="rerun", width=120)
         cancel.on_event("button_click", self.on_cancel)
         rerun.on_event("button_click", self.on_rerun)
         panel = state.attach(doc)
         table = DataTable(source=self.runs, columns=[TableColumn(field=c, title=c)
                                                      for c in RUN_COLUMNS],
-                          height=140, index_position=None, sizing_mode="stretch_width")
+                          height=table_height(len(job.get("runs", []))), index_position=None,
+                          sizing_mode="stretch_width")
         header = row(Div(text="<b>Job state:</b>", width=80), self.job_state, cancel, rerun,
                      self.status)
         doc.add_root(column(header, table, panel.layout, sizing_mode="stretch_width", name="job"))
@@ -162,6 +164,7 @@ class JobDoc:
         self.job = job
         self.runs.data = run_columns(job)
         self.job_state.text = str(job.get("state", ""))
+        self.cancel.disabled = job.get("state") in FINAL_STATES
 
     def _say(self, text: str) -> None:
         self.status.text = html.escape(text)

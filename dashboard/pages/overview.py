@@ -24,7 +24,7 @@ from bokeh.plotting import figure
 
 from bus.errors import ClientError
 from dashboard.influx import HistoryUnavailable, sparklines
-from dashboard.pages.base import FINAL_STATES, Page, fmt_age, fmt_time
+from dashboard.pages.base import FINAL_STATES, Page, fmt_age, fmt_time, table_height
 
 if TYPE_CHECKING:
     from dashboard.app import Dashboard
@@ -107,9 +107,10 @@ class OverviewDoc:
         self.sparks: dict[str, ColumnDataSource] = {}
         self.status = Div(text="", name="status")
         self.spark_rows = column(name="sparklines", sizing_mode="stretch_width")
-        layout = column(self.status, Div(text="<h2>Nodes</h2>"), self._nodes_table(),
+        self.nodes_table, self.jobs_table = self._nodes_table(), self._jobs_table()
+        layout = column(self.status, Div(text="<h2>Nodes</h2>"), self.nodes_table,
                         Div(text="<h3>CPU busy % (blue) and memory used % (orange), 10 min</h3>"),
-                        self.spark_rows, Div(text="<h2>Running jobs</h2>"), self._jobs_table(),
+                        self.spark_rows, Div(text="<h2>Running jobs</h2>"), self.jobs_table,
                         sizing_mode="stretch_width", name="overview")
         self.apply(snap)
         doc.add_root(layout)
@@ -123,14 +124,14 @@ class OverviewDoc:
         titles = {"heartbeat": "last heartbeat", "running": "running"}
         cols = [TableColumn(field=c, title=titles.get(c, c), formatter=live) if c == "name"
                 else TableColumn(field=c, title=titles.get(c, c)) for c in NODE_COLUMNS]
-        return DataTable(source=self.nodes, columns=cols, height=180, index_position=None,
+        return DataTable(source=self.nodes, columns=cols, height=120, index_position=None,
                          sizing_mode="stretch_width", name="nodes_table")
 
     def _jobs_table(self) -> DataTable:
         link = HTMLTemplateFormatter(template='<a href="/jobs/<%- value %>"><%- value %></a>')
         cols = [TableColumn(field=c, title=c, formatter=link) if c == "id"
                 else TableColumn(field=c, title=c) for c in JOB_COLUMNS]
-        return DataTable(source=self.jobs, columns=cols, height=160, index_position=None,
+        return DataTable(source=self.jobs, columns=cols, height=120, index_position=None,
                          sizing_mode="stretch_width", name="jobs_table")
 
     @without_document_lock
@@ -144,6 +145,8 @@ class OverviewDoc:
         self.status.text = (f"<p class='error'>{html.escape(snap.error)}</p>" if snap.error else "")
         self.nodes.data = node_columns(snap.nodes)
         self.jobs.data = job_columns(snap.jobs)
+        self.nodes_table.height = table_height(len(snap.nodes))
+        self.jobs_table.height = table_height(len(snap.jobs))
         names = [n["name"] for n in snap.nodes]
         if names != list(self.sparks):
             self._rebuild_sparks(names)

@@ -401,7 +401,7 @@ def one_round(env: dict[str, Any], browser: Browser, tabs: list[Tab],
     """One ingest measurement with the tabs set up as ``label`` says (the first tab is in
     front, the others hidden, as created)."""
     # New names every round: fresh series, and no wait for the last round's to go stale.
-    nodes = [f"flood{r}{label[:4]}-{i:02d}" for i in range(args.agents)]
+    nodes = [f"flood{r}-{label.replace('_', '-')}-{i:02d}" for i in range(args.agents)]
     node, mode = CONDITIONS[label]
     point_tabs(tabs, env["url"], nodes[0] if node == "flood" else node)
     wait_sessions(env["url"], len(tabs) if node else 0)
@@ -510,10 +510,13 @@ def report(r: dict[str, Any]) -> str:
     if r["rate_flood"] == r["rate_flood"]:  # not NaN: --worst-case ran
         lines += [row(f"  worst case: {n} tabs on a flooding node", f"{r['rate_flood']:,.0f} "
                       f"points/s ({r['slowdown_worst'] * 100:.1f} %)")]
+    shown = [c for c in ("none", "live", "live_rendering", "flood")
+             if r[f"rate_{c}"] == r[f"rate_{c}"]]  # NaN: not run
+    names = {"none": "no tab", "live": "served", "live_rendering": "drawing",
+             "flood": "worst case"}
     for who in WHO:
-        lines.append(row(f"  {who} CPU: no tab / tabs served / tabs drawing", " / ".join(
-            f"{r[f'{who}_cores_{c}']:.2f}" for c in ("none", "live", "live_rendering"))
-            + " cores"))
+        lines.append(row(f"  {who} CPU: {' / '.join(names[c] for c in shown)}",
+                         " / ".join(f"{r[f'{who}_cores_{c}']:.2f}" for c in shown) + " cores"))
     others = max(x["others_before_cores"] for x in r["rounds"])
     if others > 0.25:
         lines.append(f"NOTE: other processes used up to {others:.2f} cores just before a round: "
