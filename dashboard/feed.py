@@ -8,7 +8,8 @@ the publisher's side, so nodes nobody watches cost nothing to decode), and to
 
 A batch is decoded and turned into chart updates once (:func:`dashboard.series.extract`,
 thinned to :data:`MAX_ROWS_PER_BATCH` rows per source), then handed by
-reference to every watcher of its node. Watchers are plain callables that
+reference to every watcher of its node; a node sending more than
+:data:`MAX_BATCHES_PER_S` batches a second has the excess skipped undecoded. Watchers are plain callables that
 must not block; the live documents queue what they get and apply it in a
 Bokeh next-tick callback (:mod:`dashboard.live`). An exception in a watcher
 is logged and never stops the loop; nor does a bad frame.
@@ -36,7 +37,12 @@ log = logging.getLogger(__name__)
 
 #: Rows per source kept from one batch: more than a chart can draw in one
 #: step; a node sampled faster than this is thinned evenly (InfluxDB keeps all).
-MAX_ROWS_PER_BATCH = 50
+MAX_ROWS_PER_BATCH = 25
+#: Batches per second decoded per watched node. An agent sends one per sampling
+#: tick (at most 10 a second), so only a node flooding the manager — a replay, a
+#: benchmark — is cut down, before decoding; its charts then show part of its
+#: batches (a refresh reads them all from InfluxDB).
+MAX_BATCHES_PER_S = 20.0
 
 MetricWatcher = Callable[[list[Update]], None]
 EventWatcher = Callable[[Event], None]
@@ -57,8 +63,10 @@ class Watch:
 class Feed:
     """The dashboard's single subscriber. ``await start()``, then ``watch_*``."""
 
-    def __init__(self, address: str, ctx: zmq.asyncio.Context) -> None:
+    def __init__(self, address: str, ctx: zmq.asyncio.Context,
+                 max_batches_per_s: float = MAX_BATCHES_PER_S) -> None:
         self.address = address
+        self.max_batches_per_s = max_batches_per_s
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
@@ -66,6 +74,7 @@ class Feed:
         self._events: list[EventWatcher] = []
         self.counters: Counter[str] = Counter()
         self._last_warning = 0.0
+        self._allowance: dict[str, tuple[float, float]] = {}  # node → (tokens, when)
 
     def start(self) -> None:
         sock = make_socket(self._ctx, zmq.SUB, SocketTuning())
@@ -147,6 +156,9 @@ class Feed:
         watchers = self._metrics.get(node)
         if not watchers:  # "m.node1" also matches "m.node10": filter exactly here
             return
+        if not self._take_token(node):
+            self.counters["batches_skipped"] += 1
+            return
         msg = codec.decode(frames[1:])
         if not isinstance(msg, MetricBatch) or msg.node != node:
             raise ProtocolError(f"topic m.{node} carries {type(msg).__name__} "
@@ -155,6 +167,17 @@ class Feed:
         updates = [thin(u, MAX_ROWS_PER_BATCH) for u in extract(msg.series, node)]
         for fn in list(watchers):
             _call(fn, updates)
+
+    def _take_token(self, node: str) -> bool:
+        """A token bucket per node: ``max_batches_per_s``, bursts of one second's worth."""
+        now, rate = time.monotonic(), self.max_batches_per_s
+        tokens, when = self._allowance.get(node, (rate, now))
+        tokens = min(rate, tokens + (now - when) * rate)
+        if tokens < 1.0:
+            self._allowance[node] = (tokens, now)
+            return False
+        self._allowance[node] = (tokens - 1.0, now)
+        return True
 
     def _warn(self, text: str) -> None:
         self.counters["bad_frames"] += 1

@@ -162,8 +162,9 @@ class OverviewDoc:
                          y_range=Range1d(start=0, end=100), name=f"sparkfig:{name}")
             fig.axis.visible = False
             fig.grid.visible = False
-            fig.line("t", "cpu", source=src, color="#1f77b4", line_width=1.5)
-            fig.line("t", "mem", source=src, color="#ff7f0e", line_width=1.5)
+            for col, colour in (("cpu", "#1f77b4"), ("mem", "#ff7f0e")):
+                fig.line("t", col, source=src, color=colour, line_width=1.5)
+                fig.scatter("t", col, source=src, color=colour, size=3)  # one point shows too
             rows.append(row(Div(text=f"<b>{html.escape(name)}</b>", width=160), fig))
         self.spark_rows.children = rows
 
