@@ -109,7 +109,7 @@ class Browser:
                 return int(lines[0]), lines[1]
             if time.monotonic() > deadline:
                 raise TimeoutError(f"chromium wrote no {port_file} in {START_TIMEOUT:g} s")
-            await asyncio.sleep(0.05)  # polling for the file, with a deadline
+            await asyncio.sleep(0.05)  # polling for the file, with a deadline  # wait-ok: poll step under a deadline
 
     async def close(self) -> None:
         """Ask Chromium to quit, then end it if it does not; close the websocket."""
@@ -238,7 +238,7 @@ class Page:
                 return value
             if time.monotonic() > deadline:
                 raise TimeoutError(f"{expression[:80]!r} still falsy after {timeout:g} s")
-            await asyncio.sleep(0.1)  # polling a condition, with a deadline
+            await asyncio.sleep(0.1)  # polling a condition, with a deadline  # wait-ok: poll step under a deadline
 
     async def screenshot(self, path: Path, full_page: bool = True) -> bytes:
         """Save a PNG of the page (the whole page by default) and return its bytes."""

@@ -112,10 +112,10 @@ def test_no_peer_never_blocks_and_resend_delivers_later(ctx: zmq.asyncio.Context
                     pull.bind(f"tcp://127.0.0.1:{port}")
                     break
                 except zmq.ZMQError:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # wait-ok: poll step under a deadline
         async with asyncio.timeout(5):
             while shipper.resend_due() == 0:  # never sent: due at once
-                await asyncio.sleep(0.02)     # poll the connection coming up
+                await asyncio.sleep(0.02)     # poll the connection coming up  # wait-ok: poll step under a deadline
         assert (await recv_batch(pull)).seq == seq
 
     asyncio.run(scenario())

@@ -224,7 +224,7 @@ def poll(predicate: Callable[[], T | None], timeout: float, what: str,
             return value
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)  # polling a condition with a deadline
+        time.sleep(interval)  # polling a condition with a deadline  # wait-ok: poll step under a deadline
 
 
 class Browser:

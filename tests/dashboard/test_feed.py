@@ -27,7 +27,7 @@ async def until(predicate: Any, publish: Any, timeout: float = 10.0) -> None:
     async with asyncio.timeout(timeout):
         while not predicate():
             await publish()
-            await asyncio.sleep(0.02)  # pacing the publisher while the subscription joins
+            await asyncio.sleep(0.02)  # pacing the publisher while the subscription joins  # wait-ok: poll step under a deadline
 
 
 def test_watchers_get_their_nodes_batches_once_decoded() -> None:

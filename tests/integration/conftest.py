@@ -53,7 +53,7 @@ def wait_for(predicate: Callable[[], T | None], timeout: float = 15.0,
             return result
         if time.monotonic() >= deadline:
             raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)  # polling a condition with a deadline
+        time.sleep(interval)  # polling a condition with a deadline  # wait-ok: poll step under a deadline
 
 
 def unused_port() -> int:

@@ -29,7 +29,7 @@ def main() -> int:
     for i in range(points):
         line = f"seqpoint,route=/a value={i} {t0 + i * 1000}\nlatency:{i % 7}|ms"
         sock.sendto(line.encode(), (host, int(port)))
-        time.sleep(seconds / points)  # pacing the workload, not synchronisation
+        time.sleep(seconds / points)  # pacing the workload, not synchronisation  # wait-ok: paces the workload
     for child in children:
         child.wait()
     print("PTAP mark phase=done", flush=True)

@@ -169,7 +169,7 @@ async def until(cond: Callable[[], Any], timeout: float = WAIT) -> Any:
     """Poll an async condition until it returns something true (bounded)."""
     async with asyncio.timeout(timeout):
         while not (value := await cond()):
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.01)  # wait-ok: poll step under a deadline
         return value
 
 
@@ -530,7 +530,7 @@ def test_python_m_manager_main_serves_and_stops_on_sigterm(tmp_path: Path) -> No
         while not ready.exists():
             assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
             assert time.monotonic() < deadline, "no ready file"
-            time.sleep(0.02)
+            time.sleep(0.02)  # wait-ok: poll step under a deadline
         port = json.loads(ready.read_text())["router"]
 
         async def ask() -> list[dict[str, Any]]:

@@ -72,7 +72,7 @@ def test_unknown_node_is_refused_until_registered(tmp_path: Path, influxdb: Infl
             await push.send_multipart(batch("ghost", 1, rows(5)))
             async with asyncio.timeout(WAIT):
                 while h.mgr.ingest.counters["unknown-node"] == 0:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # wait-ok: poll step under a deadline
             agent = h.agent("ghost")
             await agent.register()
             await push.send_multipart(batch("ghost", 1, rows(5)))  # the agent's resend
@@ -122,7 +122,7 @@ def test_influxdb_outage_loses_nothing(tmp_path: Path, influxdb: InfluxFixture,
                 await push.send_multipart(batch("n1", seq, rows(50, t0 + seq * 10**8)))
             async with asyncio.timeout(WAIT):  # the writer has met the outage
                 while h.mgr.ingest.write_counters.retries == 0:
-                    await asyncio.sleep(0.01)
+                    await asyncio.sleep(0.01)  # wait-ok: poll step under a deadline
             assert h.mgr.ingest.queued_points == 500
             # On this thread, not in an executor: influxd is tied to the thread
             # that starts it (PR_SET_PDEATHSIG) and would die with a worker thread.

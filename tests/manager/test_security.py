@@ -195,7 +195,7 @@ def test_a_revoked_key_loses_its_node_on_an_open_connection(tmp_path: Path) -> N
             async def beat() -> None:  # a live agent: heartbeats all along
                 while True:
                     await send(agent, Heartbeat())
-                    await asyncio.sleep(0.05)  # the heartbeat interval of this fake agent
+                    await asyncio.sleep(0.05)  # the heartbeat interval of this fake agent  # wait-ok: poll step under a deadline
 
             beating = asyncio.create_task(beat())
             try:

@@ -54,7 +54,7 @@ async def wait_until(condition: Callable[[], bool], timeout: float = 10.0) -> No
     while not condition():
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # wait-ok: poll step under a deadline
 
 
 def cpu_lines(count: int, node: str = "n1") -> list[bytes]:

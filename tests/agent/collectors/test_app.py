@@ -80,7 +80,7 @@ async def _drain(ep: AppMetricsEndpoint, done: Callable[[list[Series]], bool], t
     deadline = time.monotonic() + timeout
     while not done(got):
         assert time.monotonic() < deadline, f"endpoint did not receive in time: {got}"
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.01)  # wait-ok: poll step under a deadline
         got += ep.collect(time.time_ns())
     return got
 

@@ -131,7 +131,7 @@ async def _until(cond: Callable[[], object], timeout: float = 15.0) -> None:
     while not cond():
         if time.monotonic() > deadline:
             raise AssertionError(f"condition not met within {timeout} s")
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # wait-ok: poll step under a deadline
 
 
 def _events(series: list[Series]) -> dict[str, list[list[Any]]]:
@@ -207,7 +207,7 @@ async def _retry_set(c: PerfCollector, pids: list[int]) -> None:
     deadline = time.monotonic() + 5
     while not await c.set_pids(pids):
         assert time.monotonic() < deadline, "set_pids never restarted perf"
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # wait-ok: poll step under a deadline
 
 
 @pytest.mark.skipif(perf_missing, reason="perf not installed")

@@ -30,7 +30,7 @@ def wait_until(cond: Callable[[], Any], timeout: float = 10.0, step: float = 0.0
         result = cond()
         if result:
             return result
-        time.sleep(step)
+        time.sleep(step)  # wait-ok: poll step under a deadline
     raise AssertionError(f"condition not met within {timeout} s")
 
 

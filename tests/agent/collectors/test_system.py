@@ -43,7 +43,7 @@ def test_second_call_gives_rates_for_cpu_total_and_lo() -> None:
         series = c.collect(time.time_ns())
         if any(s.measurement == "cpu" and s.tags["cpu"] == "total" for s in series):
             break
-        time.sleep(0.02)
+        time.sleep(0.02)  # wait-ok: poll step under a deadline
     cpu = _by(series, "cpu")
     total = cpu[(("cpu", "total"), ("node", "n1"))]
     assert total.fields == CPU_FIELDS

@@ -30,7 +30,7 @@ async def finished_job(h: Any, client: Any, started: float) -> str:
     for _ in range(100):  # the final state is stored once the manager handled it
         if (await client.job(job["id"]))["state"] == "succeeded":
             return str(job["id"])
-        await asyncio.sleep(0.02)
+        await asyncio.sleep(0.02)  # wait-ok: poll step under a deadline
     raise AssertionError("the job never finished")
 
 
