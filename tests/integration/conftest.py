@@ -35,6 +35,8 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
+from tests.conftest_influx import InfluxFixture
+
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.2
 START_TIMEOUT = 30.0
@@ -286,3 +288,17 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo[None]
                 text = path.read_text(errors="replace")
                 report.sections.append((f"log {path.name} ({report.when})", text[-8000:]))
     return report
+
+
+@pytest.fixture
+def metrics_cluster(tmp_path: Path, process_logs: list[Path], influxdb: InfluxFixture,
+                    influx_db: str) -> Iterator[Cluster]:
+    """A manager writing to (and reading reports from) the session's real influxd,
+    with one agent ``node1``."""
+    c = Cluster(tmp_path, process_logs, influxdb.url, influx_db)
+    try:
+        c.manager.start()
+        c.add_agent("node1")
+        yield c
+    finally:
+        c.stop()

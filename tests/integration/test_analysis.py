@@ -6,7 +6,6 @@ import csv
 import io
 import json
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,6 @@ SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report-schema.json").
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
 
 
-@pytest.fixture
-def metrics_cluster(tmp_path: Path, process_logs: list[Path], influxdb: InfluxFixture,
-                    influx_db: str) -> Iterator[Cluster]:
-    """A manager writing to (and reading reports from) the real influxd; one agent ``node1``."""
-    c = Cluster(tmp_path, process_logs, influxdb.url, influx_db)
-    try:
-        c.manager.start()
-        c.add_agent("node1")
-        yield c
-    finally:
-        c.stop()
 
 
 def run_job(c: Cluster, *command: str, repeat: int = 1) -> str:

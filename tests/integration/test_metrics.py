@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import signal
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,17 +17,6 @@ pytestmark = pytest.mark.integration
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
 
 
-@pytest.fixture
-def metrics_cluster(tmp_path: Path, process_logs: list[Path], influxdb: InfluxFixture,
-                    influx_db: str) -> Iterator[Cluster]:
-    """A manager writing to the session's real influxd, with one agent ``node1``."""
-    c = Cluster(tmp_path, process_logs, influxdb.url, influx_db)
-    try:
-        c.manager.start()
-        c.add_agent("node1")
-        yield c
-    finally:
-        c.stop()
 
 
 def rows(influxdb: InfluxFixture, db: str, q: str) -> list[dict[str, Any]]:
