@@ -3,15 +3,21 @@
 The contract with agents (DESIGN §5) is at least once with nothing lost:
 
 * a batch is *accepted* once it decodes, comes from a registered node and
-  fits in the buffer; accepted batches are written with
-  :func:`manager.sinks.write_with_policy`, which retries an unavailable
-  InfluxDB for as long as it takes;
+  fits in the buffer; it is checked and encoded to line protocol at once
+  (:func:`manager.lineproto.encode_batch`) and queued as one ``bytes``;
+* queued batches are written with :func:`manager.sinks.write_payload`, which
+  retries an unavailable InfluxDB for as long as it takes. ``writers``
+  writes are in flight at once (2 by default): while InfluxDB parses one
+  payload the next is on its way, so InfluxDB can use more than one core;
+  the manager's own work happens between them on its loop. Order across
+  writes does not matter: every point carries its timestamp, and a resent
+  batch holds the same values;
 * a batch is *acked* to its agent only after the sink stored it;
 * a batch that is not accepted (unknown node, full buffer) is simply not
   acked: the agent keeps it in its spool and sends it again, so refusing is
   back-pressure, never loss.
 
-Rows inside an accepted batch are checked one by one: a row with the wrong
+Rows inside an accepted batch are checked: a row with the wrong
 shape or an absurd timestamp is dropped and counted, and the good rows beside
 it are kept. Every problem is counted, and logged at most once per interval
 per kind.
@@ -25,13 +31,12 @@ import time
 from collections import Counter, deque
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
 
 from bus import codec
 from bus.errors import ProtocolError
 from bus.messages import MetricBatch
-from manager.lineproto import encode_lines
-from manager.sinks import Backoff, Sink, SinkError, WriteCounters, write_with_policy
+from manager.lineproto import encode_batch
+from manager.sinks import Backoff, Sink, SinkError, WriteCounters, write_payload
 
 log = logging.getLogger(__name__)
 
@@ -39,13 +44,16 @@ log = logging.getLogger(__name__)
 #: would otherwise scatter points across years of retention.
 MAX_AGE_NS = 7 * 24 * 3600 * 10**9
 MAX_AHEAD_NS = 24 * 3600 * 10**9
+#: Longest the PULL loop keeps the event loop to itself while batches keep coming.
+YIELD_EVERY = 0.001
 
 
 @dataclass(slots=True)
 class _Pending:
     node: str
     seq: int
-    lines: list[bytes]
+    payload: bytes  # the batch's lines, newline-separated
+    points: int
 
 
 AckFn = Callable[[str, list[int]], Awaitable[None]]
@@ -65,6 +73,7 @@ class Ingest:
         limits: codec.Limits = codec.DEFAULT_LIMITS,
         max_points: int = 2_000_000,
         write_points: int = 20_000,
+        writers: int = 2,
         backoff: Backoff = Backoff(base=0.2, max=10.0),
         clock_ns: Callable[[], int] = time.time_ns,
     ) -> None:
@@ -75,16 +84,19 @@ class Ingest:
         self.limits = limits
         self.max_points = max_points
         self.write_points = write_points
+        self.writers = writers
         self.backoff = backoff
         self._clock_ns = clock_ns
         self._queue: deque[_Pending] = deque()
         self._queued_keys: set[tuple[str, int]] = set()
-        self._queued_points = 0
+        self._queued_points = 0  # queued or being written
+        self._inflight: set[asyncio.Task[int]] = set()
         self._wake = asyncio.Event()
         self.last_seq: dict[str, int] = {}
         self.counters: Counter[str] = Counter()
         self.write_counters = WriteCounters()
         self._last_log: dict[str, float] = {}
+        self._yielded = 0.0  # monotonic time of accept's last turn of the loop
 
     @property
     def queued_points(self) -> int:
@@ -92,13 +104,17 @@ class Ingest:
 
     async def accept(self, frames: list[bytes]) -> bool:
         """Take one PULL message; True if accepted (and so acked once stored)."""
-        # One turn of the loop per message. A zmq.asyncio socket hands over a
-        # waiting message without suspending, so while batches keep coming the
-        # PULL loop would starve the writer's HTTP exchange with InfluxDB (each
-        # step of it waits for a turn) and the ROUTER loop (acks, heartbeats).
-        # Measured with scripts/bench/ingest.py: +40% stored points/s end to
-        # end, for ~0.05 µs per point.
-        await asyncio.sleep(0)
+        # A turn of the loop every YIELD_EVERY seconds. A zmq.asyncio socket
+        # hands over a waiting message without suspending, so while batches
+        # keep coming the PULL loop would starve the writers' HTTP exchanges
+        # with InfluxDB (each step of them waits for a turn) and the ROUTER
+        # loop (acks, heartbeats). A turn per message costs ~40 µs (an
+        # epoll_wait and the loop's bookkeeping): a fifth of a 200-point
+        # batch's whole cost, for a latency nobody needs below a millisecond.
+        now = time.monotonic()
+        if now - self._yielded >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._yielded = time.monotonic()
         try:
             batch = codec.decode(frames, self.limits)
         except ProtocolError as exc:
@@ -112,55 +128,84 @@ class Ingest:
         if key in self._queued_keys:
             self.counters["duplicate"] += 1  # a resend of a batch still being written
             return True
-        series, dropped = check_series(batch.series, self._clock_ns())
+        now = self._clock_ns()
+        payload, points, dropped = encode_batch(batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS)
         if dropped:
             self.counters["rows-dropped"] += dropped
             self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped {dropped} "
                       "malformed rows or rows with absurd timestamps; kept the rest")
-        lines = encode_lines(series)
-        if self._queued_points + len(lines) > self.max_points and self._queue:
+        if self._queued_points + points > self.max_points and self._queued_points:
             return self._refuse("buffer-full", f"ingest buffer full ({self._queued_points} "
                                 f"points): node {batch.node} batch {batch.seq} left to resend")
-        self._queue.append(_Pending(batch.node, batch.seq, lines))
+        self._queue.append(_Pending(batch.node, batch.seq, payload, points))
         self._queued_keys.add(key)
-        self._queued_points += len(lines)
+        self._queued_points += points
         self.counters["batches"] += 1
         self._wake.set()
         await self._publish(batch.node, list(frames))
         return True
 
     async def run(self) -> None:
-        """The writer loop: runs until cancelled; writes queued batches in order."""
+        """The writer loop: runs until cancelled, with up to ``writers`` writes in flight."""
         await self._prepare_sink()
         while True:
-            if not self._queue:
-                self._wake.clear()
-                await self._wake.wait()
-            await self.write_some()
+            while self._queue and len(self._inflight) < self.writers:
+                self._start_write()
+            self._wake.clear()
+            await self._wake.wait()
 
-    async def write_some(self) -> int:
-        """Write up to ``write_points`` queued points (retrying until stored); ack them."""
+    def _start_write(self) -> None:
+        task = asyncio.get_running_loop().create_task(self._write(self._take()))
+        self._inflight.add(task)
+        task.add_done_callback(self._write_done)
+
+    def _write_done(self, task: asyncio.Task[int]) -> None:
+        self._inflight.discard(task)
+        self._wake.set()
+        if not task.cancelled() and task.exception() is not None:
+            # _write only ends early on a bug; the batches stay unacked and the
+            # agents resend them, so say it loudly and keep ingesting.
+            log.error("ingest write failed", exc_info=task.exception())
+
+    def _take(self) -> list[_Pending]:
+        """Batches from the front of the queue, up to ``write_points`` points (at least one)."""
         taken: list[_Pending] = []
         points = 0
-        for pending in self._queue:
-            if taken and points + len(pending.lines) > self.write_points:
-                break
+        queue = self._queue
+        while queue and (not taken or points + queue[0].points <= self.write_points):
+            pending = queue.popleft()
             taken.append(pending)
-            points += len(pending.lines)
+            points += pending.points
+        return taken
+
+    async def write_some(self) -> int:
+        """Write one write's worth of the queue now (retrying until stored); ack it."""
+        return await self._write(self._take())
+
+    async def _write(self, taken: list[_Pending]) -> int:
+        """Store ``taken`` (retrying until InfluxDB has it), then ack and forget it."""
         if not taken:
             return 0
-        lines = [line for p in taken for line in p.lines]
-        result = await write_with_policy(self.sink, lines, backoff=self.backoff,
-                                         counters=self.write_counters)
+        points = sum(p.points for p in taken)
+        try:
+            result = await write_payload(
+                self.sink, b"\n".join([p.payload for p in taken if p.points]), points,
+                backoff=self.backoff, counters=self.write_counters)
+        except BaseException:
+            # Cancelled (shutdown) or a bug: nothing is acked, the agents resend.
+            self._forget(taken)
+            raise
         if result.dropped:
             self._log("rejected", f"InfluxDB rejected {result.dropped} lines "
                       f"({result.detail}); first: {result.dropped_lines[:1]!r}")
-        for _ in taken:
-            done = self._queue.popleft()
-            self._queued_keys.discard((done.node, done.seq))
-            self._queued_points -= len(done.lines)
+        self._forget(taken)
         await self._ack_all(taken)
         return points
+
+    def _forget(self, taken: list[_Pending]) -> None:
+        for done in taken:
+            self._queued_keys.discard((done.node, done.seq))
+            self._queued_points -= done.points
 
     async def _prepare_sink(self) -> None:
         """Let the sink create its database, retrying while InfluxDB is down."""
@@ -178,11 +223,14 @@ class Ingest:
                 attempt += 1
 
     async def flush(self, timeout: float) -> bool:
-        """Write what is queued, for at most ``timeout`` s (at shutdown)."""
+        """Write what is queued and wait for writes in flight, for at most ``timeout`` s."""
         try:
             async with asyncio.timeout(timeout):
-                while self._queue:
-                    await self.write_some()
+                while self._queue or self._inflight:
+                    if self._queue:
+                        await self.write_some()
+                    else:
+                        await asyncio.wait(set(self._inflight))
         except TimeoutError:
             log.warning("ingest: %d points not stored at shutdown; agents will resend them",
                         self._queued_points)
@@ -207,41 +255,3 @@ class Ingest:
         if now - self._last_log.get(kind, -every) >= every:
             self._last_log[kind] = now
             log.warning("%s (%d so far)", message, self.counters[kind])
-
-
-def check_series(series: list[Any], now_ns: int) -> tuple[list[list[Any]], int]:
-    """Keep the well-formed series and rows of a batch; returns (kept, rows dropped).
-
-    A series is ``[measurement, {tag: str}, [field, ...], [[ts_ns, v...], ...]]``.
-    A malformed header drops its series (its rows count as dropped); a row of
-    the wrong length or with a timestamp outside the plausible window is
-    dropped alone.
-    """
-    kept: list[list[Any]] = []
-    dropped = 0
-    lo, hi = now_ns - MAX_AGE_NS, now_ns + MAX_AHEAD_NS
-    plain = _PLAIN.issuperset  # a C loop: ~0.3 µs a row less than all() over a generator
-    for s in series:
-        if not _good_header(s):
-            dropped += len(s[3]) if type(s) is list and len(s) == 4 and type(s[3]) is list else 1
-            continue
-        width = len(s[2]) + 1
-        rows = s[3]
-        good = [r for r in rows if type(r) is list and len(r) == width
-                and type(r[0]) is int and lo <= r[0] <= hi and plain(map(type, r))]
-        dropped += len(rows) - len(good)
-        if good:
-            kept.append([s[0], s[1], s[2], good] if len(good) != len(rows) else s)
-    return kept, dropped
-
-
-def _good_header(s: Any) -> bool:
-    return (type(s) is list and len(s) == 4 and type(s[0]) is str and s[0] != ""
-            and type(s[1]) is dict and all(type(k) is str and type(v) is str
-                                           for k, v in s[1].items())
-            and type(s[2]) is list and all(type(f) is str for f in s[2])
-            and type(s[3]) is list)
-
-
-#: The value types a row may hold: a nested list or map has no line-protocol form.
-_PLAIN = frozenset({int, float, str, bool, type(None)})

@@ -19,7 +19,7 @@ from .base import (
 )
 from .influx_v1 import InfluxV1Sink
 from .memory import MemorySink
-from .policy import Backoff, WriteCounters, WriteResult, write_with_policy
+from .policy import Backoff, WriteCounters, WriteResult, write_payload, write_with_policy
 
 if TYPE_CHECKING:
     from .influx_v2 import InfluxV2Sink
@@ -37,6 +37,7 @@ __all__ = [
     "SinkUnavailable",
     "WriteCounters",
     "WriteResult",
+    "write_payload",
     "write_with_policy",
 ]
 

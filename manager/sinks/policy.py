@@ -3,7 +3,8 @@
 DESIGN §5: the manager acks a batch only once it is stored; it buffers and
 retries with back-off while InfluxDB is down, honours ``Retry-After``,
 splits a payload on 413 and drops only the rejected lines on 400.
-:func:`write_with_policy` does all of that for one batch:
+:func:`write_with_policy` (a list of lines) and :func:`write_payload` (lines
+already joined, as ingest sends them) do all of that for one write:
 
 * ``SinkUnavailable`` (and ``SinkMisconfigured``): wait ``Backoff.delay``
   (exponential, jittered, at least the server's Retry-After) and send the
@@ -32,7 +33,7 @@ from .base import Sink, SinkMisconfigured, SinkRejected, SinkTooLarge, SinkUnava
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Backoff", "WriteCounters", "WriteResult", "write_with_policy"]
+__all__ = ["Backoff", "WriteCounters", "WriteResult", "write_payload", "write_with_policy"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,18 +125,7 @@ class _Writer:
 
     async def write(self, lines: list[bytes]) -> None:
         """Store ``lines``, splitting or dropping as the sink's answers require."""
-        if not lines:
-            return
-        try:
-            await self.send(lines)
-        except SinkTooLarge:
-            if len(lines) == 1:
-                self.drop(lines[0], "dropped_too_large")
-                return
-            await self.halves(lines)
-        except SinkRejected as exc:
-            self.detail = exc.detail
-            await self.rejected(lines, exc)
+        await self.write_joined(b"\n".join(lines), len(lines))
 
     async def halves(self, lines: list[bytes]) -> None:
         self.bump("splits")
@@ -156,14 +146,34 @@ class _Writer:
             self.drop(lines[i], "dropped_bad")
         await self.write([line for i, line in enumerate(lines) if i not in named])
 
-    async def send(self, lines: list[bytes]) -> None:
+    async def write_joined(self, payload: bytes, points: int) -> None:
+        """Store ``points`` lines joined by newlines; split them only if the sink refuses.
+
+        The common case costs no per-line work at all: ingest hands over one
+        ``bytes`` for many batches, and lines are only needed to bisect a 413
+        or to find the lines a 400 named.
+        """
+        if not points:
+            return
+        try:
+            await self.send(payload, points)
+        except SinkTooLarge:
+            lines = payload.split(b"\n")
+            if len(lines) == 1:
+                self.drop(lines[0], "dropped_too_large")
+                return
+            await self.halves(lines)
+        except SinkRejected as exc:
+            self.detail = exc.detail
+            await self.rejected(payload.split(b"\n"), exc)
+
+    async def send(self, payload: bytes, points: int) -> None:
         """One payload, retried while the sink is unavailable and the deadline allows."""
-        payload = b"\n".join(lines)
         attempt = 0
         while True:
             self.bump("requests")
             try:
-                await self.sink.write(payload, len(lines))
+                await self.sink.write(payload, points)
             except SinkUnavailable as exc:
                 delay = self.backoff.delay(attempt, exc.retry_after, self.rand)
                 if self.deadline is not None:
@@ -176,7 +186,7 @@ class _Writer:
                 attempt += 1
                 await self.sleep(delay)
             else:
-                self.bump("written", len(lines))
+                self.bump("written", points)
                 return
 
     @staticmethod
@@ -224,15 +234,42 @@ async def write_with_policy(
     batch up front when the server's body limit is known, saving a 413
     round trip. ``counters`` (shared totals) are updated as the write goes.
     """
+    return await write_payload(sink, b"\n".join(lines), len(lines), backoff=backoff,
+                               deadline=deadline, counters=counters, max_bytes=max_bytes,
+                               clock=clock, sleep=sleep, rand=rand)
+
+
+async def write_payload(
+    sink: Sink,
+    payload: bytes,
+    points: int,
+    *,
+    backoff: Backoff | None = None,
+    deadline: float | None = None,
+    counters: WriteCounters | None = None,
+    max_bytes: int | None = None,
+    clock: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[object]] = asyncio.sleep,
+    rand: Callable[[], float] = random.random,
+) -> WriteResult:
+    """:func:`write_with_policy` for ``points`` lines already joined by newlines.
+
+    This is what ingest calls: the payload goes out as it is, and is split
+    into lines only when it is over ``max_bytes`` or the sink answers 413 or
+    400.
+    """
     writer = _Writer(sink, backoff or Backoff(), deadline, counters, clock, sleep, rand)
-    for chunk in _chunks(lines, max_bytes):
-        await writer.write(chunk)
+    if max_bytes is None or len(payload) <= max_bytes:
+        await writer.write_joined(payload, points)
+    else:
+        for chunk in _chunks(payload.split(b"\n"), max_bytes):
+            await writer.write(chunk)
     result = WriteResult(writer.mine, writer.dropped_lines, writer.detail)
     if result.dropped:
         log.warning(
             "dropped %d of %d lines the sink rejected (first: %.200r; %.300s)",
             result.dropped,
-            len(lines),
+            points,
             result.dropped_lines[0],
             result.detail or "too large",
         )

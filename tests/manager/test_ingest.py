@@ -12,7 +12,8 @@ import zmq
 from bus import codec
 from bus.messages import MetricAck, MetricBatch
 from bus.sockets import SocketTuning, make_socket
-from manager.ingest import MAX_AGE_NS, check_series
+from manager.ingest import MAX_AGE_NS, Ingest
+from manager.lineproto import encode_batch
 from manager.sinks import InfluxV1Sink
 from tests.conftest_influx import InfluxFixture
 from tests.manager.test_control import WAIT, FakeAgent, Harness, harness
@@ -133,9 +134,99 @@ def test_influxdb_outage_loses_nothing(tmp_path: Path, influxdb: InfluxFixture,
     asyncio.run(scenario())
 
 
-def test_check_series_window() -> None:
+def test_rows_outside_the_window_are_dropped_alone() -> None:
     now = 2_000_000_000 * 10**9
     ok = [now - MAX_AGE_NS + 1, 1.0]
     old = [now - MAX_AGE_NS - 1, 1.0]
-    kept, dropped = check_series([["m", {}, ["v"], [ok, old]]], now)
-    assert kept == [["m", {}, ["v"], [ok]]] and dropped == 1
+    for rows in ([ok, old], [ok, old] * 4):  # the row path and the column path
+        payload, points, dropped = encode_batch([["m", {}, ["v"], rows]], now - MAX_AGE_NS, now)
+        assert (points, dropped) == (len(rows) // 2, len(rows) // 2)
+        assert payload.split(b"\n") == [f"m v=1.0 {ok[0]}".encode()] * (len(rows) // 2)
+
+
+class GateSink:
+    """A stand-in sink whose writes finish only when the test opens them: it makes
+    "two writes in flight" observable, which InfluxDB's timing never guarantees."""
+
+    def __init__(self) -> None:
+        self.started: asyncio.Queue[tuple[int, asyncio.Event]] = asyncio.Queue()
+        self.stored = 0
+
+    async def write(self, lines: bytes, points: int) -> None:
+        gate = asyncio.Event()
+        await self.started.put((points, gate))
+        await gate.wait()
+        self.stored += points
+
+    async def close(self) -> None:
+        pass
+
+
+def test_two_writes_in_flight_and_acks_only_after_each_is_stored() -> None:
+    async def scenario() -> None:
+        sink = GateSink()
+        acks: list[tuple[str, list[int]]] = []
+
+        async def ack(node: str, seqs: list[int]) -> None:
+            acks.append((node, seqs))
+
+        async def publish(node: str, frames: list[bytes]) -> None:
+            pass
+
+        ingest = Ingest(sink, ack=ack, publish=publish, is_known_node=lambda n: True,
+                        write_points=100, writers=2)
+        writer = asyncio.create_task(ingest.run())
+        try:
+            for seq in (1, 2, 3):
+                assert await ingest.accept(batch("n1", seq, rows(100)))
+            async with asyncio.timeout(WAIT):
+                first_points, first = await sink.started.get()
+                second_points, second = await sink.started.get()
+            assert (first_points, second_points) == (100, 100)
+            assert sink.started.empty() and acks == []  # the third waits for a free writer
+            assert ingest.queued_points == 300
+            second.set()
+            async with asyncio.timeout(WAIT):
+                third_points, third = await sink.started.get()
+            assert acks == [("n1", [2])] and third_points == 100
+            first.set()
+            third.set()
+            async with asyncio.timeout(WAIT):
+                assert await ingest.flush(WAIT)
+            assert sorted(seq for _, seqs in acks for seq in seqs) == [1, 2, 3]
+            assert sink.stored == 300 and ingest.queued_points == 0
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_a_resend_while_its_batch_is_being_written_is_not_queued_twice() -> None:
+    async def scenario() -> None:
+        sink = GateSink()
+        ingest = Ingest(sink, ack=_noop_ack, publish=_noop_publish, is_known_node=lambda n: True)
+        writer = asyncio.create_task(ingest.run())
+        try:
+            frames = batch("n1", 7, rows(10))
+            assert await ingest.accept(frames)
+            async with asyncio.timeout(WAIT):
+                _, gate = await sink.started.get()
+            assert await ingest.accept(frames)  # resent: accepted, not written again
+            assert ingest.counters["duplicate"] == 1 and ingest.queued_points == 10
+            gate.set()
+            assert await ingest.flush(WAIT)
+            assert sink.stored == 10 and sink.started.empty()
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+async def _noop_ack(node: str, seqs: list[int]) -> None:
+    pass
+
+
+async def _noop_publish(node: str, frames: list[bytes]) -> None:
+    pass
