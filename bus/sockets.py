@@ -8,7 +8,9 @@ the codec even sees it.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import Any
 
 import zmq
 import zmq.asyncio
@@ -85,3 +87,32 @@ def _apply_curve(sock: zmq.Socket, keys: CurveKeys) -> None:
         sock.zap_domain = keys.domain.encode()
     else:
         sock.curve_serverkey = keys.server_public
+
+
+async def receive_forever(
+    sock: zmq.asyncio.Socket,
+    handle: Callable[[list[Any]], Awaitable[None]],
+    *,
+    copy: bool = True,
+    drain: int = 64,
+) -> None:
+    """Hand every message of ``sock`` to ``handle``, in order, until cancelled.
+
+    One message is awaited; what else is already waiting (up to ``drain``) is
+    taken with non-blocking reads on a synchronous view of the same socket.
+    An awaited receive costs ~20 µs of futures and callbacks, a plain one
+    ~3 µs, and under load messages arrive faster than the loop turns. The
+    handler must give the loop a turn now and then if it matters (the
+    manager's ingest does, every millisecond).
+    """
+    now = zmq.Socket.shadow(sock.underlying)
+    while True:
+        frames = await sock.recv_multipart(copy=copy)
+        for _ in range(drain):
+            await handle(frames)
+            try:
+                frames = now.recv_multipart(zmq.NOBLOCK, copy=copy)
+            except zmq.Again:
+                break
+        else:
+            await handle(frames)

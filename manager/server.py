@@ -46,7 +46,7 @@ from bus.messages import (
     RunState,
 )
 from bus.security import AuthenticatorStopped, Gatekeeper, peer_key
-from bus.sockets import CurveKeys, SocketTuning, make_socket
+from bus.sockets import CurveKeys, SocketTuning, make_socket, receive_forever
 from config.schema import ServerConfig
 from manager import control, scheduler
 from manager.analysis.query import QueryClient
@@ -62,8 +62,6 @@ log = logging.getLogger(__name__)
 
 BIND_ATTEMPTS = 50
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-#: Metric batches the PULL loop takes without awaiting once one has arrived.
-PULL_DRAIN = 64
 #: ZAP domains of the ROUTER, PUB and PULL sockets (see KeyStore.allowed).
 DOMAINS = {"router": "ptap.router", "pub": "ptap.pub", "pull": "ptap.pull"}
 
@@ -403,23 +401,8 @@ class Manager:
                 )
 
     async def _pull_loop(self) -> None:
-        # Await one message, then take what else is waiting with non-blocking
-        # reads on a synchronous view of the same socket: an awaited receive
-        # costs ~20 µs of futures and callbacks, a plain one ~3 µs, and under
-        # load batches arrive faster than the loop turns. Ingest still gives
-        # the loop a turn every millisecond (manager/ingest.py YIELD_EVERY).
-        drain = zmq.Socket.shadow(self._pull.underlying)
-        copy = self.keys is None  # zmq.Frame objects only where CURVE metadata is read
-        while True:
-            parts = await self._pull.recv_multipart(copy=copy)
-            for _ in range(PULL_DRAIN):
-                await self._take_batch(parts)
-                try:
-                    parts = drain.recv_multipart(zmq.NOBLOCK, copy=copy)
-                except zmq.Again:
-                    break
-            else:
-                await self._take_batch(parts)
+        # zmq.Frame objects only where their CURVE metadata is read.
+        await receive_forever(self._pull, self._take_batch, copy=self.keys is None)
 
     async def _take_batch(self, parts: list[Any]) -> None:
         """One PULL message: checked against its CURVE key (if any), then ingested."""

@@ -49,6 +49,7 @@ import asyncio
 import contextlib
 import http.client
 import json
+import multiprocessing
 import os
 import platform
 import random
@@ -82,7 +83,7 @@ from bus.messages import (  # noqa: E402
     Register,
     Welcome,
 )
-from bus.sockets import SocketTuning, make_socket  # noqa: E402
+from bus.sockets import SocketTuning, make_socket, receive_forever  # noqa: E402
 from manager.ingest import Ingest  # noqa: E402
 from manager.lineproto import encode_lines  # noqa: E402
 from scripts.influxdb_local import InfluxServer, request  # noqa: E402
@@ -540,7 +541,7 @@ async def feed_direct(frames_list: list[list[bytes]], points: int) -> float:
 
 
 def _push_all(port: int, frames_list: list[list[bytes]]) -> None:
-    """Sender thread: a plain PUSH socket sending every frame (blocking at the HWM)."""
+    """Sender process: a plain PUSH socket sending every frame (blocking at the HWM)."""
     ctx = zmq.Context()
     push = ctx.socket(zmq.PUSH)
     try:
@@ -553,26 +554,43 @@ def _push_all(port: int, frames_list: list[list[bytes]]) -> None:
 
 
 async def feed_pull(frames_list: list[list[bytes]], points: int, deadline: Deadline) -> float:
-    """The manager's shape: a PULL loop calling ``accept`` and the writer as its own task."""
+    """The manager's shape: its PULL loop (bus.sockets.receive_forever) calling
+    ``accept``, the writer as its own task, and the frames pushed by another
+    process, as agents are."""
     ctx = zmq.asyncio.Context()
     pull = make_socket(ctx, zmq.PULL, SocketTuning())
     port = pull.bind_to_random_port("tcp://127.0.0.1")
     ingest, sink = null_ingest(points)
+
+    started: list[float] = []  # the clock starts at the first batch, not at process start
+
+    async def take(frames: list[bytes]) -> None:
+        if not started:
+            started.append(time.perf_counter())
+        if not await ingest.accept(frames):
+            raise BenchError(f"null sink: refused a batch ({dict(ingest.counters)})")
+
+    # Spawned, not forked: this process has ZeroMQ's threads running.
+    sender = multiprocessing.get_context("spawn").Process(
+        target=_push_all, args=(port, frames_list), daemon=True)
     writer = asyncio.create_task(ingest.run())
-    sender = threading.Thread(target=_push_all, args=(port, frames_list), daemon=True)
+    receiver = asyncio.create_task(receive_forever(pull, take))
     try:
-        start = time.perf_counter()
         sender.start()
+        done = asyncio.create_task(sink.done.wait())
         async with asyncio.timeout(deadline.left(60.0)):
-            for _ in frames_list:
-                if not await ingest.accept(await pull.recv_multipart()):
-                    raise BenchError(f"null sink: refused a batch ({dict(ingest.counters)})")
-            await sink.done.wait()
-        elapsed = time.perf_counter() - start
+            await asyncio.wait({done, receiver}, return_when=asyncio.FIRST_COMPLETED)
+        if not done.done():
+            done.cancel()
+            receiver.result()  # raises what stopped it (or the timeout's cancellation)
+        elapsed = time.perf_counter() - started[0]
     finally:
-        writer.cancel()
-        await asyncio.gather(writer, return_exceptions=True)
+        for task in (writer, receiver):
+            task.cancel()
+        await asyncio.gather(writer, receiver, return_exceptions=True)
         sender.join(deadline.left(30.0))
+        if sender.is_alive():
+            sender.kill()
         pull.close(linger=0)
         ctx.destroy(linger=0)
     return elapsed
