@@ -44,6 +44,8 @@ log = logging.getLogger(__name__)
 #: would otherwise scatter points across years of retention.
 MAX_AGE_NS = 7 * 24 * 3600 * 10**9
 MAX_AHEAD_NS = 24 * 3600 * 10**9
+#: Sequence numbers are non-negative int64 (agents start from the wall clock in µs).
+MAX_SEQ = 2**63 - 1
 #: Longest the PULL loop keeps the event loop to itself while batches keep coming.
 YIELD_EVERY = 0.001
 
@@ -124,6 +126,14 @@ class Ingest:
         if not self._is_known_node(batch.node):
             return self._refuse("unknown-node", f"batch from unknown node {batch.node!r}: "
                                 "it is resent once the agent has registered")
+        if batch.seq < 0 or batch.seq > MAX_SEQ:
+            # ptap agents number batches from the wall clock in µs, upwards.
+            return self._refuse("bad-seq", f"batch from node {batch.node} with sequence "
+                                f"{batch.seq}: not a ptap agent's numbering, refused")
+        if batch.seq <= self.last_seq.get(batch.node, -1):
+            # A resend whose ack was lost, or a batch overtaken by a later one:
+            # stored again, which overwrites its points with themselves.
+            self.counters["seq-behind"] += 1
         key = (batch.node, batch.seq)
         if key in self._queued_keys:
             self.counters["duplicate"] += 1  # a resend of a batch still being written

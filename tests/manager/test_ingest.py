@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import msgpack
 import zmq
 
 from bus import codec
@@ -230,3 +231,31 @@ async def _noop_ack(node: str, seqs: list[int]) -> None:
 
 async def _noop_publish(node: str, frames: list[bytes]) -> None:
     pass
+
+
+def test_wrong_sequence_numbers(tmp_path: Path, influxdb: InfluxFixture, influx_db: str) -> None:
+    """A sequence that is no number or is negative is refused and counted; one
+    already stored (a resend) or behind the highest is stored again and acked;
+    the loop goes on and the good batches beside them are all stored."""
+    async def scenario() -> None:
+        sink = InfluxV1Sink(influxdb.url, influx_db)
+        async with harness(tmp_path / "m.db", sink=sink) as h:
+            agent = h.agent()
+            await agent.register()
+            push = pusher(h)
+            t0 = time.time_ns() - 10**10
+            not_a_number = msgpack.packb({"node": "n1", "seq": "7", "series": []})
+            await push.send_multipart([b"metrics.batch", not_a_number])
+            await push.send_multipart(batch("n1", -3, rows(5, t0)))
+            for seq in (5, 6):
+                await push.send_multipart(batch("n1", seq, rows(10, t0 + seq * 10**8)))
+            await acked(agent, {5, 6})
+            await push.send_multipart(batch("n1", 6, rows(10, t0 + 6 * 10**8)))  # a resend
+            await push.send_multipart(batch("n1", 4, rows(10, t0 + 4 * 10**8)))  # behind
+            await acked(agent, {6, 4})
+            counters = h.mgr.ingest.counters
+            assert counters["bad-schema"] == 1 and counters["bad-seq"] == 1
+            assert counters["seq-behind"] == 2
+            assert count(influxdb, influx_db) == 30
+
+    asyncio.run(scenario())
