@@ -4,23 +4,36 @@ InfluxDB 1.x serves these natively; 2.x and 3.x serve them as
 v1-compatible endpoints, for which pass ``token`` (sent as
 ``Authorization: Token ...``) and use the bucket's mapped database name.
 
-HTTP goes through Tornado's ``SimpleAsyncHTTPClient`` on the one asyncio
-loop. It opens a connection per request (no keep-alive without pycurl); on
-loopback that costs ~0.1 ms per request, small next to a batch of points.
+HTTP goes through a ``urllib3`` connection pool (the HTTP library
+``influxdb-client`` itself uses) kept alive across requests, in a small
+thread pool of its own: ``max_clients`` threads and as many connections, so
+that ingest's writes in flight each have a connection and a request never
+waits for a connect. A request runs off the event loop (urllib3 is
+blocking), which costs a thread hand-off per request — nothing next to a
+write of thousands of points — and lets sending a megabyte body and waiting
+for InfluxDB's answer happen without the GIL.
+
+A body over influxd's ``max-body-size`` is answered 413 as soon as the
+headers arrive, and influxd closes the connection while the body is still
+being sent. urllib3 swallows that broken pipe and reads the answer, so the
+write policy sees "too large" (split it) and not an outage (retry it
+forever). ``tests/manager/test_sinks.py`` checks that against a real influxd.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip as gzip_module
 import json
 import logging
 import urllib.parse
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgpack
-from tornado.httpclient import HTTPClientError, HTTPRequest, HTTPResponse
-from tornado.simple_httpclient import SimpleAsyncHTTPClient
+import urllib3
+from urllib3.exceptions import HTTPError as Urllib3Error
 
 from .base import SinkRejected, SinkUnavailable, error_detail, error_for_status
 
@@ -31,8 +44,17 @@ __all__ = ["InfluxV1Sink"]
 MSGPACK = "application/x-msgpack"
 
 
-def _is_msgpack(response: HTTPResponse) -> bool:
-    return str(response.headers.get("Content-Type", "")).startswith(MSGPACK)
+class _Answer:
+    """What a request got back: status, headers and the whole body."""
+
+    __slots__ = ("status", "headers", "body")
+
+    def __init__(self, status: int, headers: Any, body: bytes) -> None:
+        self.status, self.headers, self.body = status, headers, body
+
+    @property
+    def is_msgpack(self) -> bool:
+        return str(self.headers.get("Content-Type", "")).startswith(MSGPACK)
 
 
 class InfluxV1Sink:
@@ -41,16 +63,10 @@ class InfluxV1Sink:
     ``username``/``password`` go as the ``u``/``p`` parameters (1.x auth),
     ``token`` as an ``Authorization: Token`` header (2.x/3.x v1-compat).
     ``gzip=True`` compresses bodies and asks for compressed query answers
-    (worth it across a network, not on loopback: influxd gzips a 26 MB answer
-    at about 10 MB/s, three times slower than sending it plain). ``timeout`` bounds each request; ``max_clients`` bounds
-    concurrent requests.
-
-    Bodies above ``expect_continue_above`` bytes are sent with ``Expect:
-    100-continue``: influxd answers 413 as soon as it sees a Content-Length
-    over its ``max-body-size`` and closes, and a client still pushing a large
-    body then gets a broken pipe instead of the 413 (seen with 2 MB bodies
-    against 1.6.7), which would look like an outage and be retried forever.
-    Waiting for "100 Continue" costs one round trip, only on large bodies.
+    (worth it across a network, not on loopback: influxd gzips a 26 MB
+    answer at about 10 MB/s, three times slower than sending it plain).
+    ``timeout`` bounds connecting and each wait for data; ``max_clients``
+    bounds concurrent requests (and so kept-alive connections).
     """
 
     def __init__(
@@ -65,65 +81,70 @@ class InfluxV1Sink:
         gzip: bool = False,
         timeout: float = 10.0,
         max_clients: int = 4,
-        expect_continue_above: int | None = 64 * 1024,
     ) -> None:
         self.url = url.rstrip("/")
         self.db = db
         self._gzip = gzip
         self._timeout = timeout
         self._max_clients = max_clients
-        self._expect_above = expect_continue_above
         self._auth: dict[str, str] = {}
         if username is not None:
             self._auth = {"u": username, "p": password or ""}
         params = {"db": db, "precision": "ns", **self._auth}
         if rp:
             params["rp"] = rp
-        self._write_url = f"{self.url}/write?{urllib.parse.urlencode(params)}"
+        base = urllib.parse.urlsplit(self.url).path.rstrip("/")
+        self._write_path = f"{base}/write?{urllib.parse.urlencode(params)}"
+        self._query_path = f"{base}/query"
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
         if token:
             self._headers["Authorization"] = f"Token {token}"
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
-        self._client: SimpleAsyncHTTPClient | None = None
+        self._pool: urllib3.HTTPConnectionPool | None = None
+        self._threads: ThreadPoolExecutor | None = None
         self._closed = False
 
-    def _http(self) -> SimpleAsyncHTTPClient:
-        # Created on first use: Tornado binds a client to the running loop,
-        # and a sink may be built before the loop starts.
+    def _connections(self) -> tuple[urllib3.HTTPConnectionPool, ThreadPoolExecutor]:
+        # Made on first use, so that building a sink (at manager start-up,
+        # before InfluxDB may be up) opens nothing.
         if self._closed:
             raise RuntimeError("InfluxV1Sink is closed")
-        if self._client is None:
-            self._client = SimpleAsyncHTTPClient(force_instance=True, max_clients=self._max_clients)
-        return self._client
+        if self._pool is None or self._threads is None:
+            self._pool = urllib3.connection_from_url(
+                self.url,
+                maxsize=self._max_clients,
+                block=True,  # never more connections than threads; no waiting in practice
+                retries=False,  # the write policy decides what is retried, and when
+                timeout=urllib3.Timeout(connect=self._timeout, read=self._timeout),
+            )
+            self._threads = ThreadPoolExecutor(self._max_clients, thread_name_prefix="influx-http")
+        return self._pool, self._threads
 
-    async def _fetch(self, request: HTTPRequest) -> HTTPResponse:
-        """Send one request; transport failures become SinkUnavailable."""
+    async def _request(self, path: str, body: bytes, headers: dict[str, str],
+                       decode: bool = False) -> _Answer:
+        """POST one request off the loop; transport failures become SinkUnavailable."""
+        pool, threads = self._connections()
+
+        def post() -> _Answer:
+            response = pool.urlopen("POST", path, body=body, headers=headers, redirect=False,
+                                    preload_content=True, decode_content=decode)
+            return _Answer(response.status, response.headers, response.data or b"")
+
         try:
-            return await self._http().fetch(request, raise_error=False)
-        except HTTPClientError as exc:  # 599: timeout or connection closed early
-            raise SinkUnavailable(f"InfluxDB at {self.url}: {exc}") from exc
-        except OSError as exc:  # refused, reset, unreachable (StreamClosedError too)
+            return await asyncio.get_running_loop().run_in_executor(threads, post)
+        except (Urllib3Error, OSError) as exc:  # refused, reset, timed out, unreachable
             raise SinkUnavailable(f"InfluxDB at {self.url}: {exc}") from exc
 
     async def write(self, lines: bytes, points: int) -> None:
         """Store ``lines`` (``points`` points); returns once InfluxDB answered 2xx."""
         body = gzip_module.compress(lines, compresslevel=1) if self._gzip else lines
-        request = HTTPRequest(
-            self._write_url,
-            method="POST",
-            body=body,
-            headers=self._headers,
-            connect_timeout=self._timeout,
-            request_timeout=self._timeout,
-            expect_100_continue=self._expect_above is not None and len(body) > self._expect_above,
-        )
-        response = await self._fetch(request)
-        if 200 <= response.code < 300:
+        answer = await self._request(self._write_path, body, self._headers)
+        if 200 <= answer.status < 300:
             return
-        detail = error_detail(response.body, response.headers)
+        detail = error_detail(answer.body, answer.headers)
         raise error_for_status(
-            response.code, detail, response.headers.get("Retry-After"), where=self.url
+            answer.status, detail, answer.headers.get("Retry-After"), where=self.url
         )
 
     async def query(
@@ -148,35 +169,30 @@ class InfluxV1Sink:
         headers = {k: v for k, v in self._headers.items() if k == "Authorization"}
         headers["Content-Type"] = "application/x-www-form-urlencoded"
         headers["Accept"] = MSGPACK
-        request = HTTPRequest(
-            f"{self.url}/query",
-            method="POST",  # POST: CREATE/DROP need it, and it keeps queries out of URLs
-            body=urllib.parse.urlencode(form),
-            headers=headers,
-            connect_timeout=self._timeout,
-            request_timeout=self._timeout,
-            decompress_response=self._gzip,  # Tornado asks for gzip unless told not to
-        )
-        response = await self._fetch(request)
-        if response.code != 200:
-            body: bytes | str = response.body
-            if _is_msgpack(response):  # error_detail reads JSON
+        if self._gzip:
+            headers["Accept-Encoding"] = "gzip"
+        # POST: CREATE/DROP need it, and it keeps queries out of URLs and logs.
+        answer = await self._request(self._query_path, urllib.parse.urlencode(form).encode(),
+                                     headers, decode=self._gzip)
+        if answer.status != 200:
+            body: bytes | str = answer.body
+            if answer.is_msgpack:  # error_detail reads JSON
                 with contextlib.suppress(ValueError, msgpack.UnpackException):
                     body = json.dumps(msgpack.unpackb(body, raw=False, strict_map_key=False))
-            detail = error_detail(body, response.headers)
+            detail = error_detail(body, answer.headers)
             raise error_for_status(
-                response.code, detail, response.headers.get("Retry-After"), where=self.url
+                answer.status, detail, answer.headers.get("Retry-After"), where=self.url
             )
         try:
             doc: dict[str, Any] = (
-                msgpack.unpackb(response.body, raw=False, strict_map_key=False)
-                if _is_msgpack(response) else json.loads(response.body or b"{}"))
+                msgpack.unpackb(answer.body, raw=False, strict_map_key=False)
+                if answer.is_msgpack else json.loads(answer.body or b"{}"))
         except (ValueError, msgpack.UnpackException) as exc:
             raise SinkUnavailable(f"InfluxDB at {self.url}: unreadable query answer: {exc}"
                                   ) from exc
         errors = [r["error"] for r in doc.get("results", []) if "error" in r]
         if errors:
-            raise SinkRejected("; ".join(str(e) for e in errors), status=response.code)
+            raise SinkRejected("; ".join(str(e) for e in errors), status=answer.status)
         return doc
 
     async def prepare(self) -> None:
@@ -185,8 +201,16 @@ class InfluxV1Sink:
         await self.query(f'CREATE DATABASE "{name}"', db="")
 
     async def close(self) -> None:
-        """Close the HTTP client; the sink cannot be used afterwards."""
+        """Close the connections; the sink cannot be used afterwards.
+
+        A request still running in a thread finishes on its own (bounded by
+        ``timeout``); its caller was cancelled, and a write sent twice is
+        harmless.
+        """
         self._closed = True
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+        if self._threads is not None:
+            self._threads.shutdown(wait=False, cancel_futures=True)
+            self._threads = None
+        if self._pool is not None:
+            self._pool.close()
+            self._pool = None
