@@ -139,7 +139,12 @@ class Ingest:
             self.counters["duplicate"] += 1  # a resend of a batch still being written
             return True
         now = self._clock_ns()
-        payload, points, dropped = encode_batch(batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS)
+        payload, points, dropped, foreign = encode_batch(
+            batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS, node=batch.node)
+        if foreign:
+            self.counters["foreign-node"] += foreign
+            self._log("foreign-node", f"node {batch.node} batch {batch.seq}: dropped {foreign} "
+                      f"rows of series not tagged node={batch.node}; kept the rest")
         if dropped:
             self.counters["rows-dropped"] += dropped
             self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped {dropped} "

@@ -197,10 +197,12 @@ class _SeriesCode:
     empty name (InfluxDB rejects ``=value``), else None.
     """
 
-    __slots__ = ("prefix", "keys", "width", "types", "formatter", "has_float", "keep", "uses")
+    __slots__ = ("prefix", "keys", "width", "types", "formatter", "has_float", "keep", "uses",
+                 "node")
 
     def __init__(self, measurement: str, tags: dict[str, Any] | None, fields: list[str]) -> None:
         self.keep = None if all(fields) else [i + 1 for i, name in enumerate(fields) if name]
+        self.node = tags.get("node") if tags else None
         self.prefix = _series_prefix(measurement, tags)
         self.keys = [escape_key(f) + "=" for f in fields if f]
         self.width = len(fields) + 1
@@ -366,24 +368,30 @@ def _rows_into(code: _SeriesCode, rows: list[Any], lo: int, hi: int, out: list[s
     return dropped
 
 
-def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS
-                 ) -> tuple[bytes, int, int]:
-    """Check and encode the series of one batch: ``(payload, points, rows dropped)``.
+def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
+                 node: str | None = None) -> tuple[bytes, int, int, int]:
+    """Check and encode the series of one batch: ``(payload, points, dropped, foreign)``.
 
     ``payload`` holds one line per point, newline-separated, as UTF-8. A
     series with a malformed header is dropped whole; a row that is not a list
     of ``len(fields) + 1`` plain values led by an int timestamp inside
-    ``[lo, hi]`` is dropped alone. A row with no writable field (all None,
-    NaN or ±inf) is neither written nor counted as dropped.
+    ``[lo, hi]`` is dropped alone (both counted in ``dropped``, in rows). A
+    row with no writable field (all None, NaN or ±inf) is neither written nor
+    counted. With ``node`` given, a series whose ``node`` tag is anything
+    else is dropped too and its rows counted in ``foreign``: a node writes
+    only its own series.
     """
     out: list[str] = []
-    dropped = 0
+    dropped = foreign = 0
     for s in series_list:
         code = _series_code(s)
         if code is None:
             dropped += len(s[3]) if type(s) is list and len(s) == 4 and type(s[3]) is list else 1
             continue
         rows = s[3]
+        if node is not None and code.node != node:
+            foreign += len(rows)
+            continue
         if len(rows) == 1:
             # The common shape (an agent sends each series once per tick): the
             # row checks of _rows_into inline, without its set-up.
@@ -408,18 +416,18 @@ def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS
     text = "\n".join(out)
     # Lines never hold a raw newline (names escape it, string values cannot
     # reach a row unchecked), so counting them counts points.
-    return text.encode(), text.count("\n") + 1 if text else 0, dropped
+    return text.encode(), text.count("\n") + 1 if text else 0, dropped, foreign
 
 
 def encode_str_lines(series_list: Iterable[Any]) -> list[str]:
     """Encode wire series to a list of line-protocol lines (``str``, no newline)."""
-    payload, points, _ = encode_batch(series_list)
+    payload, points, _, _ = encode_batch(series_list)
     return payload.decode().split("\n") if points else []
 
 
 def encode_lines(series_list: Iterable[Any]) -> list[bytes]:
     """Encode wire series to one ``bytes`` line per point (no newline)."""
-    payload, points, _ = encode_batch(series_list)
+    payload, points, _, _ = encode_batch(series_list)
     return payload.split(b"\n") if points else []
 
 
@@ -428,5 +436,5 @@ def encode_series(series_list: Iterable[Any]) -> tuple[bytes, int]:
 
     ``points`` is fewer than the rows given when rows had no writable field.
     """
-    payload, points, _ = encode_batch(series_list)
+    payload, points, _, _ = encode_batch(series_list)
     return payload, points

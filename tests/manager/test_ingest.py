@@ -140,7 +140,7 @@ def test_rows_outside_the_window_are_dropped_alone() -> None:
     ok = [now - MAX_AGE_NS + 1, 1.0]
     old = [now - MAX_AGE_NS - 1, 1.0]
     for rows in ([ok, old], [ok, old] * 4):  # the row path and the column path
-        payload, points, dropped = encode_batch([["m", {}, ["v"], rows]], now - MAX_AGE_NS, now)
+        payload, points, dropped, _ = encode_batch([["m", {}, ["v"], rows]], now - MAX_AGE_NS, now)
         assert (points, dropped) == (len(rows) // 2, len(rows) // 2)
         assert payload.split(b"\n") == [f"m v=1.0 {ok[0]}".encode()] * (len(rows) // 2)
 
@@ -257,5 +257,29 @@ def test_wrong_sequence_numbers(tmp_path: Path, influxdb: InfluxFixture, influx_
             assert counters["bad-schema"] == 1 and counters["bad-seq"] == 1
             assert counters["seq-behind"] == 2
             assert count(influxdb, influx_db) == 30
+
+    asyncio.run(scenario())
+
+
+def test_a_node_writes_only_its_own_series(tmp_path: Path, influxdb: InfluxFixture,
+                                           influx_db: str) -> None:
+    """Series tagged with another node, or with none, are dropped and counted; the
+    node's own series in the same batch are stored."""
+    async def scenario() -> None:
+        sink = InfluxV1Sink(influxdb.url, influx_db)
+        async with harness(tmp_path / "m.db", sink=sink) as h:
+            agent = h.agent()
+            await agent.register()
+            fields = ["user", "idle"]
+            series = [["cpu", {"node": "n1", "cpu": "total"}, fields, rows(4)],
+                      ["cpu", {"node": "victim", "cpu": "total"}, fields, rows(3)],
+                      ["cpu", {"cpu": "total"}, fields, rows(2)]]
+            push = pusher(h)
+            await push.send_multipart(codec.encode(MetricBatch(node="n1", seq=1, series=series)))
+            await acked(agent, {1})
+            assert h.mgr.ingest.counters["foreign-node"] == 5
+            assert count(influxdb, influx_db) == 4
+            nodes = influxdb.query(influx_db, 'SHOW TAG VALUES FROM "cpu" WITH KEY = "node"')
+            assert [r["value"] for r in nodes] == ["n1"]
 
     asyncio.run(scenario())

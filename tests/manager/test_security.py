@@ -118,7 +118,7 @@ def test_batches_count_only_for_the_node_of_the_key(tmp_path: Path) -> None:
                 assert isinstance(await register(c.dealer(keys), node), Welcome)
             push = make_socket(c.ctx, zmq.PUSH, SocketTuning(), n1)
             push.connect(c.mgr.pull_address)
-            row = [["cpu", {"cpu": "total"}, ["user"], [[time.time_ns(), 1.0]]]]
+            row = [["cpu", {"node": "n1", "cpu": "total"}, ["user"], [[time.time_ns(), 1.0]]]]
             await push.send_multipart(codec.encode(MetricBatch(node="n1", seq=1, series=row)))
             await c.sink.wait_points(1, WAIT)
             # n1's key claiming n2, outright or as a second "node" key (msgpack keeps the last).
