@@ -278,10 +278,10 @@ def test_encode_batch_matches_reference_on_garbage() -> None:
             if rng.random() < 0.05:
                 batch.append(rng.choice(bad_headers))
         total_rows += sum(len(s[3]) for s in batch if type(s) is list and len(s) == 4)
-        payload, points, dropped = encode_batch(batch, lo, hi)
+        payload, points, dropped, _ = encode_batch(batch, lo, hi)
         want, want_dropped = reference_batch(batch, lo, hi)
         got = payload.decode().split("\n") if points else []
-        # The repr cache writes -0.0 as 0.0 (lineproto._ReprCache): the one
+        # The repr cache writes -0.0 as 0.0 (lineproto._REPRS): the one
         # documented difference, so the sign of zero is not compared.
         want = [line.replace("=-0.0", "=0.0") for line in want]
         got = [line.replace("=-0.0", "=0.0") for line in got]
@@ -290,7 +290,7 @@ def test_encode_batch_matches_reference_on_garbage() -> None:
 
 
 def test_string_values_keep_newlines_inside_their_point() -> None:
-    payload, points, _ = encode_batch([["m", {}, ["s", "n"], [[TS, "two\nlines\r", 1]]]])
+    payload, points, _, _ = encode_batch([["m", {}, ["s", "n"], [[TS, "two\nlines\r", 1]]]])
     assert points == 1 and payload == b'm s="two\\nlines\\r",n=1i ' + str(TS).encode()
 
 
