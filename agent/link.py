@@ -26,11 +26,12 @@ import logging
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import zmq
 import zmq.asyncio
 
+from agent.grid import next_beat
 from agent.runner import Runner, RunnerOptions
 from bus import codec
 from bus.errors import ProtocolError
@@ -56,6 +57,17 @@ log = logging.getLogger(__name__)
 
 #: What a handler returns: ``None`` to go on, or seconds to wait before a new session.
 Outcome = float | None
+
+#: A beat due this close is sent now (timers fire a little early or late).
+_SLACK = 0.002
+# Plain ints: zmq.POLLIN is an enum.Flag, and `int & Flag` goes through Python code.
+_EVENTS = int(zmq.EVENTS)
+_POLLIN = int(zmq.POLLIN)
+
+
+def _has_input(sock: zmq.Socket[bytes]) -> bool:
+    """A whole message waits on ``sock`` (reading EVENTS also takes the descriptor's signal)."""
+    return bool(cast(int, sock.getsockopt(_EVENTS)) & _POLLIN)
 
 
 @dataclass
@@ -140,7 +152,12 @@ class Link:
         self._interval = timing.interval
         self._liveness = timing.liveness
         self._backoff = timing.backoff_min
-        self._sock: zmq.asyncio.Socket | None = None
+        self._sock: zmq.Socket[bytes] | None = None  # the session's DEALER, used synchronously
+        self._waiter: asyncio.Future[None] | None = None  # while the session task sleeps
+        self._ended: float | BaseException | None = None  # how a handler ended the session
+        self._last_heard = 0.0  # loop time of the manager's last frame
+        self._reading = False  # inside _on_readable
+        self._beats: dict[int, list[bytes]] = {}  # heartbeat frames by running count
         self._tasks: set[asyncio.Task[None]] = set()
         self._version_logged = False
         # While the key waits for acceptance, the retries are not logged one by one.
@@ -182,45 +199,111 @@ class Link:
         """One DEALER from connect to the moment it is given up; returns the back-off."""
         sock = make_socket(self._ctx, zmq.DEALER, self._tuning, self._curve)
         sock.connect(self.address)
-        self._sock = sock
+        self._sock = zmq.Socket.shadow(sock.underlying)
         self.sessions += 1
         try:
-            return await self._converse(sock)
+            return await self._converse(self._sock)
         finally:
             self._sock = None
             self.registered.clear()
             sock.close(linger=0)
 
-    async def _converse(self, sock: zmq.asyncio.Socket) -> float:
-        self._send_register()
-        last_heard = time.monotonic()
-        next_beat = last_heard + self._interval
-        while True:
-            timeout_ms = max(0, int((next_beat - time.monotonic()) * 1000))
-            if await sock.poll(timeout_ms):  # POLLIN
-                frames = await sock.recv_multipart()
-                last_heard = time.monotonic()  # any frame proves the manager is there
+    async def _converse(self, sock: zmq.Socket[bytes]) -> float:
+        """Beat, and watch the manager's silence, until the session is given up.
+
+        Messages are handled by :meth:`_on_readable`, the loop's callback for the
+        socket's file descriptor, not by this task: at a few messages a second,
+        waking a task (or awaiting ``zmq.asyncio`` futures) for each was most of
+        what the link cost. This task wakes once per beat, and when a handler
+        ends the session or a welcome changes the interval.
+        """
+        loop = asyncio.get_running_loop()
+        self._ended = None
+        self._last_heard = loop.time()
+        fd = sock.FD
+        loop.add_reader(fd, self._on_readable)
+        try:
+            self._send_register()
+            self._on_readable()  # our own sends may take the descriptor's signal (also below)
+            # Beats go on the agent's grid, where the sampler's ticks are: one wake-up for both.
+            beat_at = next_beat(self._interval, self._last_heard)
+            while True:
+                ended = self._ended
+                if isinstance(ended, BaseException):
+                    raise ended
+                if ended is not None:
+                    return ended
+                now = loop.time()
+                # A welcome may shorten the interval: beat on the new one at once, or the
+                # manager (liveness × its interval) would call this node lost meanwhile.
+                beat_at = min(beat_at, now + self._interval)
+                if now - self._last_heard > self._interval * self._liveness:
+                    log.warning("node %s: manager %s silent for %.1f s; reconnecting",
+                                self.node, self.address, now - self._last_heard)
+                    return self._next_backoff()
+                if now >= beat_at - _SLACK:
+                    beat_at = next_beat(self._interval, now)
+                    self._tick()
+                    self._on_readable()
+                    continue
+                await self._wait(loop, beat_at)
+        finally:
+            loop.remove_reader(fd)
+
+    def _on_readable(self) -> None:
+        """Handle every message waiting on the session's socket.
+
+        The descriptor only says "look at ``EVENTS``", and any send or ``EVENTS``
+        read may take its signal, so the socket is read until ``EVENTS`` shows no
+        input. A handler's outcome ends the session; the rest stays unread.
+        """
+        sock = self._sock
+        if sock is None or self._reading or self._ended is not None:
+            return  # inside a handler the loop below looks again anyway
+        self._reading = True
+        try:
+            while _has_input(sock):
+                frames = sock.recv_multipart(zmq.NOBLOCK)
+                self._last_heard = asyncio.get_running_loop().time()  # any frame will do
                 outcome = self._handle(frames)
                 if outcome is not None:
-                    return outcome
-            now = time.monotonic()
-            # A welcome may shorten the interval: beat on the new one at once, or the
-            # manager (liveness × its interval) would call this node lost meanwhile.
-            next_beat = min(next_beat, now + self._interval)
-            if now - last_heard > self._interval * self._liveness:
-                log.warning("node %s: manager %s silent for %.1f s; reconnecting", self.node,
-                            self.address, now - last_heard)
-                return self._next_backoff()
-            if now >= next_beat:
-                next_beat = now + self._interval
-                self._tick()
+                    self._end(outcome)
+                    return
+        except zmq.Again:
+            pass
+        except zmq.ZMQError as exc:  # the socket itself failed: the session task raises it
+            self._end(exc)
+        finally:
+            self._reading = False
+
+    def _end(self, how: float | BaseException) -> None:
+        self._ended = how
+        self._wake()
+
+    async def _wait(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Until ``when`` (loop time), or until :meth:`_wake`."""
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(when, self._wake)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def _tick(self) -> None:
         """Every heartbeat interval: heartbeat, and resend final updates not yet acked."""
         if not self.registered.is_set():
             return  # a heartbeat before the welcome would only earn not-registered
         running = sum(1 for r in self.runs.values() if r.state is RunState.RUNNING)
-        self._send(Heartbeat(running=running))
+        beat = self._beats.get(running)
+        if beat is None:  # the same few bytes every second: encoded once
+            beat = self._beats[running] = codec.encode(Heartbeat(running=running))
+        self._send_frames(beat, MsgType.HEARTBEAT)
         for runner in self.runs.values():
             if runner.is_final:
                 self._send(RunUpdate(run=runner.report()))
@@ -252,17 +335,21 @@ class Link:
     def _send(self, msg: Message) -> None:
         """Queue ``msg`` without waiting. Nothing sent here needs a blocking send: finals
         are resent until acked and registration reports every run again."""
+        self._send_frames(codec.encode(msg), msg.TYPE)
+
+    def _send_frames(self, frames: list[bytes], what: MsgType) -> None:
         sock = self._sock
         if sock is None:
             return
-        # With NOBLOCK the future is already done; a full queue (no manager) fails it.
-        sent = asyncio.ensure_future(sock.send_multipart(codec.encode(msg), flags=zmq.NOBLOCK))
-        sent.add_done_callback(lambda fut: self._sent(fut, msg))
-
-    def _sent(self, fut: asyncio.Future[Any], msg: Message) -> None:
-        if not fut.cancelled() and fut.exception() is not None:
+        try:
+            sock.send_multipart(frames, flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # a full queue (no manager): the next beat tells
             self._bad.warning("node %s: could not queue %s for the manager: %s", self.node,
-                              msg.TYPE, fut.exception())
+                              what, exc)
+        # A send from elsewhere (a run changing state) may have taken the descriptor's
+        # signal for a message that arrived meanwhile: read it on the loop's next turn.
+        if not self._reading and self._waiter is not None and _has_input(sock):
+            asyncio.get_running_loop().call_soon(self._on_readable)
 
     def _send_register(self) -> None:
         runs = [runner.report() for runner in self.runs.values()]
@@ -283,6 +370,7 @@ class Link:
         self._version_logged = False
         self._key_pending = False
         self.registered.set()
+        self._wake()  # the session task re-plans its beats on the new interval
         log.info("node %s: registered with %s (heartbeat %g s, liveness %d, last_seq %d)",
                  self.node, self.address, self._interval, self._liveness, msg.last_seq)
         self._call_hooks(self.hooks.welcome, msg)

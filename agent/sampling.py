@@ -19,8 +19,9 @@ At 1 Hz most of what a tick costs is fixed: every wake-up of a thread costs
 ~0.3 ms of CPU on a busy 2-vCPU VM, about what reading the system and a
 20-process tree costs. So ticks are shared and hand-offs avoided:
 
-* The system samples on a grid of ``collectors.interval`` from the sampler's
-  start; a run whose interval is a multiple or a whole fraction of it samples
+* The system samples on the agent's grid (:mod:`agent.grid`): multiples of
+  ``collectors.interval`` on the loop's clock, where the link's heartbeats fall
+  too. A run whose interval is a multiple or a whole fraction of it samples
   on the same grid. What is due together is read together and shipped as one
   batch (so one ack). A run on an unrelated interval keeps its own grid.
 * The ``/proc`` readers (system, process trees) do not wait on I/O; they only
@@ -33,7 +34,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -46,6 +46,7 @@ from agent.collectors.perf import PerfCollector
 from agent.collectors.proctree import ProcessTreeCollector
 from agent.collectors.selfcost import SelfCostCollector
 from agent.collectors.system import SystemCollector
+from agent.grid import next_beat, next_tick
 from agent.link import Link
 from agent.runner import Runner
 from agent.shipper import Shipper, Spool
@@ -64,11 +65,6 @@ SLACK = 0.002
 #: a tree of several hundred processes. A 10 ms stall once a tick delays nothing the
 #: loop serves (heartbeats are seconds apart; pipes and sockets buffer).
 INLINE_BUDGET = 0.010
-
-
-def next_tick(origin: float, period: float, after: float) -> float:
-    """The first point ``origin + k * period`` (k an integer) later than ``after``."""
-    return origin + (math.floor((after - origin) / period) + 1) * period
 
 
 def commensurate(a: float, b: float) -> bool:
@@ -116,7 +112,6 @@ class Sampler:
         self.inline_budget = inline_budget
         self.inline = True  # where the next tick's /proc reads run
         self._pending: list[Series] = []
-        self._origin = 0.0  # of the system grid, loop time
         self._waiter: asyncio.Future[None] | None = None
 
     def attach(self, link: Link) -> None:
@@ -132,12 +127,12 @@ class Sampler:
     async def run(self) -> None:
         """Collect and ship until cancelled."""
         loop = asyncio.get_running_loop()
-        self._origin = next_system = loop.time()
+        next_system = loop.time()  # the first sample at once, then on the grid
         while True:
             now = loop.time()
             system_due = now >= next_system - SLACK
             if system_due:
-                next_system = next_tick(self._origin, self.interval, now + self.interval / 2)
+                next_system = next_beat(self.interval, now)
             due = [(run_id, rc) for run_id, rc in self.runs.items()
                    if rc.ended or now >= rc.next_due - SLACK]
             for _, rc in due:
@@ -151,15 +146,14 @@ class Sampler:
             await self._sleep_until(loop, wake_at)
 
     def _next_run_tick(self, rc: _RunCollectors, now: float) -> float:
-        """On the system grid when the intervals fit together, else on the run's own."""
+        """On the agent's grid when the intervals fit together, else on the run's own."""
         if commensurate(rc.interval, self.interval):
-            origin = self._origin
-        else:
-            origin = now if rc.origin is None else rc.origin
-            rc.origin = origin
+            return next_beat(rc.interval, now)
+        if rc.origin is None:
+            rc.origin = now
         # Half an interval ahead: a timer that fired early must not sample twice, and
         # a run's first sample (taken at once) is not followed by a tiny interval.
-        return next_tick(origin, rc.interval, now + rc.interval / 2)
+        return next_tick(rc.origin, rc.interval, now + rc.interval / 2)
 
     async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
         """Until ``when`` (loop time), or until a hook has a run to sample at once."""
@@ -179,13 +173,16 @@ class Sampler:
             _resolve(self._waiter)
 
     async def close(self) -> None:
-        """Stop every job collector, ship what is left, close the socket."""
+        """Stop every job collector, ship what is left, close the socket and files."""
         for run_id in list(self.runs):
             rc = self.runs.pop(run_id)
             await self._stop_run(rc)
             self._pending += rc.app.collect(time.time_ns())
         self._flush()
         self.push.close(linger=0)
+        if self.system is not None:
+            self.system.close()
+        self.selfcost.close()
 
     # --- hooks ---------------------------------------------------------------------
 

@@ -105,7 +105,7 @@ async def receive_forever(
     handler must give the loop a turn now and then if it matters (the
     manager's ingest does, every millisecond).
     """
-    now = zmq.Socket.shadow(sock.underlying)
+    now: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
     while True:
         frames = await sock.recv_multipart(copy=copy)
         for _ in range(drain):

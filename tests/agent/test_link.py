@@ -336,3 +336,35 @@ def test_a_shorter_heartbeat_from_the_welcome_applies_at_once(tmp_path: Path) ->
             ctx.destroy(linger=0)
 
     asyncio.run(scenario())
+
+
+def test_input_behind_a_send_from_elsewhere_is_read_at_once(tmp_path: Path) -> None:
+    """The socket's descriptor signals once for input that an EVENTS read or a send (here:
+    a run's update, sent while the session sleeps) may consume; the message must not
+    wait for the next beat."""
+    acked = asyncio.Event()
+    seqs: list[list[int]] = []
+    hooks = LinkHooks(metric_ack=[lambda m: (seqs.append(m.seqs), acked.set())])
+    slow = Welcome(node="n1", heartbeat_interval=30.0, liveness=5, last_seq=0)
+
+    async def scenario() -> None:
+        async with session(tmp_path, hooks) as (link, manager):
+            ident, _ = await manager.expect(Register)
+            await manager.send(ident, slow)
+            await manager.until(link.registered.is_set)
+            async with asyncio.timeout(DEADLINE):
+                while link._waiter is None:  # until the session task sleeps (for 30 s)
+                    await asyncio.sleep(0)  # one turn of the loop, no time
+            await manager.send(ident, MetricAck(seqs=[42]))
+            sock = link._sock
+            assert sock is not None
+            poller = zmq.Poller()
+            poller.register(sock, zmq.POLLIN)
+            # Blocks the loop until the ack is queued, and takes the descriptor's signal.
+            assert poller.poll(int(DEADLINE * 1000)), "the ack never arrived"
+            link._send(Heartbeat(running=0))
+            async with asyncio.timeout(5):  # the next beat is 15 s or more away
+                await acked.wait()
+            assert seqs == [[42]]
+
+    asyncio.run(scenario())

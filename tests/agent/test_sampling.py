@@ -14,16 +14,10 @@ import pytest
 import zmq
 import zmq.asyncio
 
-from agent.sampling import Sampler, commensurate, next_tick
+from agent.sampling import Sampler, commensurate
 from bus import codec, messages
 from bus.sockets import make_socket
 from config import load_agent
-
-
-def test_next_tick_is_the_next_grid_point() -> None:
-    assert next_tick(10.0, 1.0, 10.0) == 11.0
-    assert next_tick(10.0, 1.0, 12.5) == 13.0
-    assert next_tick(10.0, 0.25, 9.9) == 10.0
 
 
 @pytest.mark.parametrize(("a", "b", "expected"), [

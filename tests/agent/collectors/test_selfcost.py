@@ -25,3 +25,23 @@ def test_failing_provider_leaves_fields_unset() -> None:
 
     (s,) = SelfCostCollector("n1", broken).collect(time.time_ns())
     assert s.rows[0][3:] == [None, None]
+
+
+def test_rss_and_cpu_match_psutil() -> None:
+    import psutil
+
+    c = SelfCostCollector("n1", dict)
+    me = psutil.Process()
+    t0, cpu0 = time.monotonic(), me.cpu_times()
+    c.collect(time.time_ns())
+    busy_until = time.monotonic() + 0.3
+    while time.monotonic() < busy_until:  # a known load: one busy thread for 0.3 s
+        pass
+    (s,) = c.collect(time.time_ns())
+    t1, cpu1 = time.monotonic(), me.cpu_times()
+    rss = me.memory_info().rss
+    _, cpu_pct, ours, _, _ = s.rows[0]
+    assert abs(ours - rss) < 4 * 2**20  # both from /proc/self/statm, moments apart
+    expected = 100 * (cpu1.user + cpu1.system - cpu0.user - cpu0.system) / (t1 - t0)
+    assert cpu_pct is not None and abs(cpu_pct - expected) < 15  # psutil counts 10 ms ticks
+    c.close()
