@@ -129,6 +129,9 @@ class Manager:
         self._background: set[asyncio.Task[None]] = set()
         self._restart_deadline: float | None = None
         self._next_heartbeat = 0.0
+        #: Monotonic time of the last message sent to each ROUTER peer (heartbeats skip
+        #: nodes that just got something else); reset at every heartbeat pass.
+        self._last_sent: dict[bytes, float] = {}
         self._closed = False
         self.ingest = Ingest(
             sink or make_sink(cfg),
@@ -349,6 +352,7 @@ class Manager:
                 time.monotonic(),
             )
             return False
+        self._last_sent[peer] = time.monotonic()
         return True
 
     def spawn(self, coro: Any, name: str) -> None:
@@ -481,9 +485,23 @@ class Manager:
         """One housekeeping pass: liveness, heartbeats, restart deadline, dispatch."""
         await self.node_changed(self.registry.sweep(now))
         if now >= self._next_heartbeat:
-            self._next_heartbeat = now + self.cfg.basic.interval
-            for node in self.registry.live():
-                await self.send(node.routing_id, Heartbeat(running=len(node.running)))
+            interval = self.cfg.basic.interval
+            self._next_heartbeat = now + interval
+            # Any message is proof of life to an agent, and one shipping metrics
+            # gets an ack every interval: a heartbeat beside it would only wake it
+            # once more a second (at 1 Hz the agent's cost is mostly wake-ups).
+            # Skipping keeps its silence under 2 intervals, so only with a
+            # liveness of 3 or more, where that leaves a whole interval spare.
+            recent = interval if self.cfg.basic.liveness >= 3 else 0.0
+            live = self.registry.live()
+            last_sent = self._last_sent
+            self._last_sent = {}  # clients' and gone peers' entries go with this pass
+            for node in live:
+                sent = last_sent.get(node.routing_id)
+                if sent is not None and now - sent < recent:
+                    self._last_sent[node.routing_id] = sent
+                else:
+                    await self.send(node.routing_id, Heartbeat(running=len(node.running)))
         if self._restart_deadline is not None and now >= self._restart_deadline:
             self._restart_deadline = None
             await self._expire_unclaimed_runs()

@@ -37,6 +37,7 @@ from bus.messages import (
     Heartbeat,
     JobSpec,
     Message,
+    MetricAck,
     MetricBatch,
     MsgType,
     NodeFacts,
@@ -387,6 +388,45 @@ def test_node_lost_after_missed_heartbeats_and_ready_again(tmp_path: Path) -> No
             await agent.send(Heartbeat())
             back = await events.wait_for(lambda t, m: m.state == "ready")
             assert back.node == "n1"
+
+    asyncio.run(scenario())
+
+
+@pytest.mark.parametrize("liveness", [3, 2])
+def test_heartbeat_skipped_for_a_node_just_sent_something(tmp_path: Path, liveness: int) -> None:
+    """Any message is proof of life, so with liveness ≥ 3 the manager does not
+    heartbeat a node it sent something else within the interval (an agent gets
+    a metric ack every second); with liveness 2 it always does. The passes are
+    driven by hand with chosen clocks; the 100 s interval keeps the manager's
+    own passes out of the way."""
+    async def next_message(agent: FakeAgent) -> Message:
+        async with asyncio.timeout(WAIT):
+            return codec.decode(await agent.sock.recv_multipart())
+
+    async def scenario() -> None:
+        async with harness(tmp_path / "m.db", **{"basic.interval": "100",
+                                                 "basic.liveness": str(liveness)}) as h:
+            agent = h.agent()
+            await agent.register()  # the welcome is the last message sent to n1
+            h.mgr._next_heartbeat = 0.0
+            await h.mgr.tick(time.monotonic() + 1.0)  # 1 s after the welcome
+            h.mgr._next_heartbeat = 0.0
+            await h.mgr.tick(time.monotonic() + 101.0)  # more than an interval after it
+            first = await next_message(agent)
+            assert isinstance(first, Heartbeat)
+            # Then a metric ack, to see what the two passes sent and nothing more.
+            push = make_socket(h.ctx, zmq.PUSH, SocketTuning())
+            push.connect(h.mgr.pull_address)
+            row = [time.time_ns(), 1.0]
+            series = [["cpu", {"node": "n1"}, ["v"], [row]]]
+            await push.send_multipart(codec.encode(MetricBatch(node="n1", seq=1, series=series)))
+            second = await next_message(agent)
+            if liveness >= 3:
+                assert isinstance(second, MetricAck)
+            else:  # the first pass sent one as well
+                assert isinstance(second, Heartbeat)
+                assert isinstance(await next_message(agent), MetricAck)
+            push.close(linger=0)
 
     asyncio.run(scenario())
 
