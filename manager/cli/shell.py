@@ -25,6 +25,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import TextIO
 
 from bus.client import ManagerClient
 from bus.errors import PtapError
@@ -45,15 +46,15 @@ class Shell:
 
     def __init__(self, parser: argparse.ArgumentParser,
                  run_command: Callable[[list[str]], int], manager: str, timeout: float,
-                 stdin: object = None, stdout: object = None,
+                 stdin: TextIO | None = None, stdout: TextIO | None = None,
                  curve: CurveKeys | None = None) -> None:
         self.parser = parser
         self.run_command = run_command
         self.manager = manager
         self.timeout = timeout
         self.curve = curve  # for the completion's own requests (ptap --keys)
-        self.stdin = stdin or sys.stdin
-        self.stdout = stdout or sys.stdout
+        self.stdin: TextIO = stdin or sys.stdin
+        self.stdout: TextIO = stdout or sys.stdout
         self.status = 0
         self._names: list[str] = []
         self._names_at = 0.0
@@ -98,7 +99,7 @@ class Shell:
                 if self.interactive:
                     line = input("ptap> ")
                 else:
-                    line = self.stdin.readline()  # type: ignore[attr-defined]
+                    line = self.stdin.readline()
                     if not line:
                         return
             except EOFError:
