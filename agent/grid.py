@@ -13,6 +13,7 @@ whole multiples of one another share points as well.
 
 from __future__ import annotations
 
+import asyncio
 import math
 
 
@@ -26,3 +27,38 @@ def next_beat(period: float, now: float) -> float:
     a period away (a timer that fires a little early must not count twice), so
     one period later once the work is on the grid."""
     return next_tick(0.0, period, now + period / 2)
+
+
+class Alarm:
+    """Sleep until a loop time, or until :meth:`poke` — whichever comes first.
+
+    A timer, not synchronisation: whoever pokes has only set a flag the
+    sleeper reads when it wakes. A bare future and ``call_at`` are the
+    cheapest timer asyncio has (no exception on expiry as with
+    ``asyncio.timeout``), which counts when a process wakes every second.
+    """
+
+    __slots__ = ("_waiter",)
+
+    def __init__(self) -> None:
+        self._waiter: asyncio.Future[None] | None = None
+
+    @property
+    def sleeping(self) -> bool:
+        return self._waiter is not None
+
+    async def sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
+        """Until ``when`` (``loop.time()``), or until poked."""
+        waiter = self._waiter = loop.create_future()
+        timer = loop.call_at(when, self.poke)
+        try:
+            await waiter
+        finally:
+            timer.cancel()
+            self._waiter = None
+
+    def poke(self) -> None:
+        """Wake the sleeper now (nothing if none sleeps)."""
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)

@@ -31,7 +31,7 @@ from typing import Any, cast
 import zmq
 import zmq.asyncio
 
-from agent.grid import next_beat
+from agent.grid import Alarm, next_beat
 from agent.runner import Runner, RunnerOptions
 from bus import codec
 from bus.errors import ProtocolError
@@ -153,7 +153,7 @@ class Link:
         self._liveness = timing.liveness
         self._backoff = timing.backoff_min
         self._sock: zmq.Socket[bytes] | None = None  # the session's DEALER, used synchronously
-        self._waiter: asyncio.Future[None] | None = None  # while the session task sleeps
+        self._alarm = Alarm()  # the session task's sleep between beats
         self._ended: float | BaseException | None = None  # how a handler ended the session
         self._last_heard = 0.0  # loop time of the manager's last frame
         self._reading = False  # inside _on_readable
@@ -246,7 +246,7 @@ class Link:
                     self._tick()
                     self._on_readable()
                     continue
-                await self._wait(loop, beat_at)
+                await self._alarm.sleep_until(loop, beat_at)
         finally:
             loop.remove_reader(fd)
 
@@ -278,22 +278,7 @@ class Link:
 
     def _end(self, how: float | BaseException) -> None:
         self._ended = how
-        self._wake()
-
-    async def _wait(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        """Until ``when`` (loop time), or until :meth:`_wake`."""
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_at(when, self._wake)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def _wake(self) -> None:
-        waiter = self._waiter
-        if waiter is not None and not waiter.done():
-            waiter.set_result(None)
+        self._alarm.poke()
 
     def _tick(self) -> None:
         """Every heartbeat interval: heartbeat, and resend final updates not yet acked."""
@@ -348,7 +333,7 @@ class Link:
                               what, exc)
         # A send from elsewhere (a run changing state) may have taken the descriptor's
         # signal for a message that arrived meanwhile: read it on the loop's next turn.
-        if not self._reading and self._waiter is not None and _has_input(sock):
+        if not self._reading and self._alarm.sleeping and _has_input(sock):
             asyncio.get_running_loop().call_soon(self._on_readable)
 
     def _send_register(self) -> None:
@@ -370,7 +355,7 @@ class Link:
         self._version_logged = False
         self._key_pending = False
         self.registered.set()
-        self._wake()  # the session task re-plans its beats on the new interval
+        self._alarm.poke()  # the session task re-plans its beats on the new interval
         log.info("node %s: registered with %s (heartbeat %g s, liveness %d, last_seq %d)",
                  self.node, self.address, self._interval, self._liveness, msg.last_seq)
         self._call_hooks(self.hooks.welcome, msg)

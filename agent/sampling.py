@@ -46,7 +46,7 @@ from agent.collectors.perf import PerfCollector
 from agent.collectors.proctree import ProcessTreeCollector
 from agent.collectors.selfcost import SelfCostCollector
 from agent.collectors.system import SystemCollector
-from agent.grid import next_beat, next_tick
+from agent.grid import Alarm, next_beat, next_tick
 from agent.link import Link
 from agent.runner import Runner
 from agent.shipper import Shipper, Spool
@@ -112,7 +112,7 @@ class Sampler:
         self.inline_budget = inline_budget
         self.inline = True  # where the next tick's /proc reads run
         self._pending: list[Series] = []
-        self._waiter: asyncio.Future[None] | None = None
+        self._alarm = Alarm()  # the loop's sleep; hooks poke it to sample a run at once
 
     def attach(self, link: Link) -> None:
         """Subscribe to the link's hooks (acks, welcomes, runs, output lines)."""
@@ -143,7 +143,7 @@ class Sampler:
                 self._flush()
             self.shipper.resend_due()
             wake_at = min([next_system, *(rc.next_due for rc in self.runs.values())])
-            await self._sleep_until(loop, wake_at)
+            await self._alarm.sleep_until(loop, wake_at)
 
     def _next_run_tick(self, rc: _RunCollectors, now: float) -> float:
         """On the agent's grid when the intervals fit together, else on the run's own."""
@@ -154,23 +154,6 @@ class Sampler:
         # Half an interval ahead: a timer that fired early must not sample twice, and
         # a run's first sample (taken at once) is not followed by a tiny interval.
         return next_tick(rc.origin, rc.interval, now + rc.interval / 2)
-
-    async def _sleep_until(self, loop: asyncio.AbstractEventLoop, when: float) -> None:
-        """Until ``when`` (loop time), or until a hook has a run to sample at once."""
-        # A timer, not synchronisation: the hooks only set flags and call _poke(),
-        # and the loop reads the flags. A bare future and call_at are the cheapest
-        # timer asyncio has (no exception on expiry as with asyncio.timeout).
-        waiter = self._waiter = loop.create_future()
-        timer = loop.call_at(when, _resolve, waiter)
-        try:
-            await waiter
-        finally:
-            timer.cancel()
-            self._waiter = None
-
-    def _poke(self) -> None:
-        if self._waiter is not None:
-            _resolve(self._waiter)
 
     async def close(self) -> None:
         """Stop every job collector, ship what is left, close the socket and files."""
@@ -223,13 +206,13 @@ class Sampler:
             # This hook is synchronous; the task is awaited before perf stops.
             rc.perf_started = asyncio.gather(*(perf.start() for perf in rc.perf))
         rc.next_due = 0.0
-        self._poke()
+        self._alarm.poke()
 
     def _on_run_ended(self, runner: Runner) -> None:
         rc = self.runs.get(runner.run_id)
         if rc is not None:
             rc.ended = True
-            self._poke()
+            self._alarm.poke()
 
     def _on_output_line(self, runner: Runner, stream: str, line: str) -> None:
         rc = self.runs.get(runner.run_id)
@@ -298,8 +281,3 @@ def _read_proc(system: SystemCollector | None, trees: list[ProcessTreeCollector 
     sys_rows = system.collect(now_ns) if system is not None else []
     tree_rows = [t.collect(now_ns) if t is not None else [] for t in trees]
     return sys_rows, tree_rows, time.thread_time() - t0
-
-
-def _resolve(fut: asyncio.Future[None]) -> None:
-    if not fut.done():
-        fut.set_result(None)

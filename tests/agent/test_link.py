@@ -353,8 +353,8 @@ def test_input_behind_a_send_from_elsewhere_is_read_at_once(tmp_path: Path) -> N
             await manager.send(ident, slow)
             await manager.until(link.registered.is_set)
             async with asyncio.timeout(DEADLINE):
-                while link._waiter is None:  # until the session task sleeps (for 30 s)
-                    await asyncio.sleep(0)  # one turn of the loop, no time
+                while not link._alarm.sleeping:  # until the session task sleeps (for 30 s)
+                    await asyncio.sleep(0)  # wait-ok: one turn of the loop, no time
             await manager.send(ident, MetricAck(seqs=[42]))
             sock = link._sock
             assert sock is not None
