@@ -252,6 +252,17 @@ class Ingest:
             return False
         return True
 
+    async def cancel_writes(self) -> None:
+        """Cancel the writes still in flight (at shutdown, after :meth:`flush`).
+
+        Their batches stay unacked, so the agents send them again to the next
+        manager; InfluxDB may already hold some of them, which is harmless.
+        """
+        inflight = list(self._inflight)
+        for task in inflight:
+            task.cancel()
+        await asyncio.gather(*inflight, return_exceptions=True)
+
     async def _ack_all(self, taken: list[_Pending]) -> None:
         by_node: dict[str, list[int]] = {}
         for p in taken:

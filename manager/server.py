@@ -212,6 +212,7 @@ class Manager:
             # rest stays in the agents' spools and is resent to the next manager.
             # (Not with a dead authenticator: then the sockets close at once.)
             await self.ingest.flush(timeout=3.0)
+        await self.ingest.cancel_writes()  # before the sink they use goes
         await self.ingest.sink.close()
         await self.query.close()
         for sock in self._sockets:

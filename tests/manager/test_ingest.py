@@ -283,3 +283,27 @@ def test_a_node_writes_only_its_own_series(tmp_path: Path, influxdb: InfluxFixtu
             assert [r["value"] for r in nodes] == ["n1"]
 
     asyncio.run(scenario())
+
+
+def test_shutdown_cancels_writes_still_in_flight_and_acks_nothing() -> None:
+    async def scenario() -> None:
+        sink = GateSink()
+        acks: list[list[int]] = []
+
+        async def ack(node: str, seqs: list[int]) -> None:
+            acks.append(seqs)
+
+        ingest = Ingest(sink, ack=ack, publish=_noop_publish, is_known_node=lambda n: True)
+        writer = asyncio.create_task(ingest.run())
+        try:
+            assert await ingest.accept(batch("n1", 1, rows(10)))
+            async with asyncio.timeout(WAIT):
+                await sink.started.get()  # in flight, and never let through
+            assert not await ingest.flush(0.05)  # gives up: InfluxDB never answers
+            await ingest.cancel_writes()
+            assert acks == [] and ingest.queued_points == 0 and sink.stored == 0
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    asyncio.run(scenario())
