@@ -395,18 +395,18 @@ def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
         if len(rows) == 1:
             # The common shape (an agent sends each series once per tick): the
             # row checks of _rows_into inline, without its set-up.
-            row = rows[0]
-            code.uses += 1
-            if (type(row) is list and len(row) == code.width and type(ts := row[0]) is int
-                    and lo <= ts <= hi and list(map(type, row)) == code.types
-                    and (not code.has_float or (total := sum(row)) - total == 0.0)
-                    and code.uses & 63):
+            # Every 64th batch goes to _rows_into, which re-picks the float columns.
+            row, uses = rows[0], code.uses + 1
+            if (uses & 63 and type(row) is list and len(row) == code.width
+                    and type(ts := row[0]) is int and lo <= ts <= hi
+                    and list(map(type, row)) == code.types
+                    and (not code.has_float or (total := sum(row)) - total == 0.0)):
                 try:
                     out.append(code.formatter(row))
+                    code.uses = uses
                     continue
                 except KeyError:  # a float not in the repr cache yet: learned below
                     pass
-            code.uses -= 1  # _rows_into counts this batch
         elif len(rows) >= VECTOR_MIN and code.keep is None:
             block = code.block(rows, lo, hi)
             if block is not None:

@@ -44,17 +44,8 @@ __all__ = ["InfluxV1Sink"]
 MSGPACK = "application/x-msgpack"
 
 
-class _Answer:
-    """What a request got back: status, headers and the whole body."""
-
-    __slots__ = ("status", "headers", "body")
-
-    def __init__(self, status: int, headers: Any, body: bytes) -> None:
-        self.status, self.headers, self.body = status, headers, body
-
-    @property
-    def is_msgpack(self) -> bool:
-        return str(self.headers.get("Content-Type", "")).startswith(MSGPACK)
+def _is_msgpack(response: urllib3.BaseHTTPResponse) -> bool:
+    return str(response.headers.get("Content-Type", "")).startswith(MSGPACK)
 
 
 class InfluxV1Sink:
@@ -122,14 +113,14 @@ class InfluxV1Sink:
         return self._pool, self._threads
 
     async def _request(self, path: str, body: bytes, headers: dict[str, str],
-                       decode: bool = False) -> _Answer:
-        """POST one request off the loop; transport failures become SinkUnavailable."""
+                       decode: bool = False) -> urllib3.BaseHTTPResponse:
+        """POST one request off the loop (the answer's body read in full there);
+        transport failures become SinkUnavailable."""
         pool, threads = self._connections()
 
-        def post() -> _Answer:
-            response = pool.urlopen("POST", path, body=body, headers=headers, redirect=False,
-                                    preload_content=True, decode_content=decode)
-            return _Answer(response.status, response.headers, response.data or b"")
+        def post() -> urllib3.BaseHTTPResponse:
+            return pool.urlopen("POST", path, body=body, headers=headers, redirect=False,
+                                preload_content=True, decode_content=decode)
 
         try:
             return await asyncio.get_running_loop().run_in_executor(threads, post)
@@ -142,7 +133,7 @@ class InfluxV1Sink:
         answer = await self._request(self._write_path, body, self._headers)
         if 200 <= answer.status < 300:
             return
-        detail = error_detail(answer.body, answer.headers)
+        detail = error_detail(answer.data, answer.headers)
         raise error_for_status(
             answer.status, detail, answer.headers.get("Retry-After"), where=self.url
         )
@@ -175,8 +166,8 @@ class InfluxV1Sink:
         answer = await self._request(self._query_path, urllib.parse.urlencode(form).encode(),
                                      headers, decode=self._gzip)
         if answer.status != 200:
-            body: bytes | str = answer.body
-            if answer.is_msgpack:  # error_detail reads JSON
+            body: bytes | str = answer.data
+            if _is_msgpack(answer):  # error_detail reads JSON
                 with contextlib.suppress(ValueError, msgpack.UnpackException):
                     body = json.dumps(msgpack.unpackb(body, raw=False, strict_map_key=False))
             detail = error_detail(body, answer.headers)
@@ -185,8 +176,8 @@ class InfluxV1Sink:
             )
         try:
             doc: dict[str, Any] = (
-                msgpack.unpackb(answer.body, raw=False, strict_map_key=False)
-                if answer.is_msgpack else json.loads(answer.body or b"{}"))
+                msgpack.unpackb(answer.data, raw=False, strict_map_key=False)
+                if _is_msgpack(answer) else json.loads(answer.data or b"{}"))
         except (ValueError, msgpack.UnpackException) as exc:
             raise SinkUnavailable(f"InfluxDB at {self.url}: unreadable query answer: {exc}"
                                   ) from exc
