@@ -22,7 +22,6 @@ import logging
 import re
 import time
 import uuid
-from collections import Counter
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
@@ -77,31 +76,6 @@ KEY_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(~[0-9a-f]{8})?")
 MAX_PENDING_KEYS = 1000
 NOT_AUTHORIZED = ("this key may not do that; use the manager's admin key "
                   "(keys_dir/admin.key_secret) with ptap --keys DIR")
-
-
-class RateLimitedLog:
-    """At most one warning per ``period`` seconds per kind, carrying the counts."""
-
-    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
-        self._log = logger
-        self.period = period
-        self.totals: Counter[str] = Counter()
-        self._last: dict[str, float] = {}
-        self._quiet: Counter[str] = Counter()
-
-    def warn(self, kind: str, text: str, now: float, exc_info: bool = False) -> bool:
-        """Count one ``kind`` event and log ``text`` unless logged recently; True if logged."""
-        self.totals[kind] += 1
-        last = self._last.get(kind)
-        if last is not None and now - last < self.period:
-            self._quiet[kind] += 1
-            return False
-        quiet = self._quiet.pop(kind, 0)
-        self._last[kind] = now
-        extra = f" ({quiet} more not logged in the last {self.period:g} s)" if quiet else ""
-        self._log.warning("%s [%s: %d in total]%s", text, kind, self.totals[kind], extra,
-                          exc_info=exc_info)
-        return True
 
 
 async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = None) -> None:

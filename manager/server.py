@@ -45,6 +45,7 @@ from bus.messages import (
     RunDispatch,
     RunState,
 )
+from bus.ratelimit import RateLimitedLog
 from bus.security import AuthenticatorStopped, Gatekeeper, peer_key
 from bus.sockets import CurveKeys, SocketTuning, make_socket, receive_forever
 from config.schema import ServerConfig
@@ -113,7 +114,7 @@ class Manager:
         self.registry = Registry(cfg.basic.interval, cfg.basic.liveness)
         self.book = Book()
         self.counters: Counter[str] = Counter()
-        self.bad_frames = control.RateLimitedLog(log)
+        self.bad_frames = RateLimitedLog(log)
         self.ports: Ports | None = None
         self._store: Store | None = None
         #: With CURVE: the key store (who may do what) and the authenticator.

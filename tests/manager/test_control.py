@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import logging
 import os
 import random
 import signal
@@ -53,7 +52,6 @@ from bus.messages import (
 from bus.security import ensure_keypair
 from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
-from manager.control import RateLimitedLog
 from manager.main import main
 from manager.server import Manager
 from manager.sinks import MemorySink, Sink
@@ -590,18 +588,3 @@ def test_python_m_manager_main_serves_and_stops_on_sigterm(tmp_path: Path) -> No
             proc.wait()
         if proc.stderr:
             proc.stderr.close()
-
-
-def test_bad_frame_log_is_rate_limited_with_counts(caplog: pytest.LogCaptureFixture) -> None:
-    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), period=10.0)
-    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
-        assert limited.warn("schema", "first", now=100.0)
-        assert not limited.warn("schema", "second", now=105.0)
-        assert not limited.warn("schema", "third", now=109.9)
-        assert limited.warn("malformed", "other kind", now=109.9)
-        assert limited.warn("schema", "fourth", now=110.0)
-    lines = [r.getMessage() for r in caplog.records]
-    assert lines == ["first [schema: 1 in total]",
-                     "other kind [malformed: 1 in total]",
-                     "fourth [schema: 4 in total] (2 more not logged in the last 10 s)"]
-    assert limited.totals == {"schema": 4, "malformed": 1}

@@ -1,0 +1,47 @@
+"""A warning log that says each kind of trouble at most once per period.
+
+Every loop that survives bad input (DESIGN §9) logs what it refused, and a
+noisy peer must not flood the log: the first event of a kind is logged, the
+next ones within ``period`` seconds are only counted, and the next line
+logged for that kind says how many were held back and how many there were
+in total.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter
+
+__all__ = ["RateLimitedLog"]
+
+
+class RateLimitedLog:
+    """At most one warning per ``period`` seconds per kind, carrying the counts."""
+
+    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
+        self._log = logger
+        self.period = period
+        self.totals: Counter[str] = Counter()
+        self._last: dict[str, float] = {}
+        self._quiet: Counter[str] = Counter()
+
+    def warn(self, kind: str, text: str, now: float | None = None,
+             exc_info: bool = False) -> bool:
+        """Count one ``kind`` event and log ``text`` unless logged recently; True if logged.
+
+        ``now`` is a ``time.monotonic()`` reading (taken here when omitted).
+        """
+        if now is None:
+            now = time.monotonic()
+        self.totals[kind] += 1
+        last = self._last.get(kind)
+        if last is not None and now - last < self.period:
+            self._quiet[kind] += 1
+            return False
+        quiet = self._quiet.pop(kind, 0)
+        self._last[kind] = now
+        extra = f" ({quiet} more not logged in the last {self.period:g} s)" if quiet else ""
+        self._log.warning("%s [%s: %d in total]%s", text, kind, self.totals[kind], extra,
+                          exc_info=exc_info)
+        return True

@@ -1,0 +1,32 @@
+"""The shared rate-limited warning log (bus/ratelimit.py)."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from bus.ratelimit import RateLimitedLog
+
+
+def test_each_kind_is_logged_once_per_period_with_counts(caplog: pytest.LogCaptureFixture) -> None:
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), period=10.0)
+    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
+        assert limited.warn("schema", "first", now=100.0)
+        assert not limited.warn("schema", "second", now=105.0)
+        assert not limited.warn("schema", "third", now=109.9)
+        assert limited.warn("malformed", "other kind", now=109.9)
+        assert limited.warn("schema", "fourth", now=110.0)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["first [schema: 1 in total]",
+                     "other kind [malformed: 1 in total]",
+                     "fourth [schema: 4 in total] (2 more not logged in the last 10 s)"]
+    assert limited.totals == {"schema": 4, "malformed": 1}
+
+
+def test_now_defaults_to_the_monotonic_clock(caplog: pytest.LogCaptureFixture) -> None:
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), period=3600.0)
+    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
+        assert limited.warn("x", "once")
+        assert not limited.warn("x", "held back")
+    assert [r.getMessage() for r in caplog.records] == ["once [x: 1 in total]"]
