@@ -1,12 +1,20 @@
-"""manager/lineproto.py: escaping, value types, the fast path, and a round trip
-through a real influxd (values must come back exactly as sent)."""
+"""manager/lineproto.py: escaping, value types, the fast paths, and a round trip
+through a real influxd (values must come back exactly as sent).
+
+Every test runs twice: with the compiled fast path (manager/_lineproto_c.c)
+and with the pure-Python one, which a manager without a C compiler runs.
+"""
 
 from __future__ import annotations
 
 import math
 import random
+import struct
 from typing import TYPE_CHECKING, Any
 
+import pytest
+
+from manager import lineproto
 from manager.lineproto import (
     encode_batch,
     encode_lines,
@@ -19,6 +27,17 @@ if TYPE_CHECKING:
     from tests.conftest_influx import InfluxFixture
 
 TS = 1_700_000_000_123_456_789
+
+
+@pytest.fixture(autouse=True, params=["compiled", "python"])
+def encoder(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """Which fast path encode_batch takes in this test."""
+    if request.param == "python":
+        monkeypatch.setattr(lineproto, "_compiled_rows", None)
+    elif lineproto._compiled_rows is None:
+        pytest.skip("manager/_lineproto_c.c is not built here (no C compiler or Python "
+                    "headers when the package was installed); see setup.py")
+    return str(request.param)
 
 
 def one(measurement: str, tags: dict[str, Any], fields: list[str], *rows: list[Any]) -> list[str]:
@@ -281,8 +300,9 @@ def test_encode_batch_matches_reference_on_garbage() -> None:
         payload, points, dropped, _ = encode_batch(batch, lo, hi)
         want, want_dropped = reference_batch(batch, lo, hi)
         got = payload.decode().split("\n") if points else []
-        # The repr cache writes -0.0 as 0.0 (lineproto._REPRS): the one
-        # documented difference, so the sign of zero is not compared.
+        # The Python path's repr cache writes -0.0 as 0.0 (lineproto._REPRS):
+        # the one documented difference, so the sign of zero is not compared
+        # here (test_compiled_path_edges checks it).
         want = [line.replace("=-0.0", "=0.0") for line in want]
         got = [line.replace("=-0.0", "=0.0") for line in got]
         assert (got, points, dropped) == (want, len(want), want_dropped)
@@ -309,3 +329,48 @@ def test_long_floats_in_a_cached_column_of_a_long_series() -> None:
         got = encode_str_lines([["long", {"node": f"n{batch % 3}"}, ["a", "b"], rows]])
         assert got == [reference_line("long", {"node": f"n{batch % 3}"}, ["a", "b"], r)
                        for r in rows]
+
+
+def test_compiled_path_edges(encoder: str) -> None:
+    """Values at the edges of what the compiled path takes, and what it leaves
+    to the general rules: the lines are the reference's either way."""
+    big = [[TS, 2**63 - 1, -(2**63), -0.0, 5e-324], [TS + 1, 2**63, 1, 0.0, -1.7976931348623157e308]]
+    fields = ["max", "min", "zero", "tiny"]
+    # One series per row: 2**63 sends its whole series down the general path.
+    got = encode_str_lines([["edge", {"h": "é ü"}, fields, [row]] for row in big])
+    want = [reference_line("edge", {"h": "é ü"}, fields, row) for row in big]
+    if encoder == "python":  # the Python path's repr cache loses the sign of zero
+        want = [line and line.replace("=-0.0", "=0.0") for line in want]
+    assert got == want
+    # Bools are ints to isinstance but fields of their own to InfluxDB.
+    assert one("b", {}, ["x", "y"], [TS, True, 1]) == [f"b x=true,y=1i {TS}"]
+
+
+def test_the_repr_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, encoder: str) -> None:
+    if encoder == "compiled":
+        pytest.skip("the compiled path writes floats without the cache")
+    cache: dict[float, str] = {}
+    monkeypatch.setattr(lineproto, "_REPRS", cache)
+    monkeypatch.setattr(lineproto, "_MAX_REPRS", 100)
+    for batch in range(30):
+        rows = [[TS + i, round(batch * 10 + i * 0.1, 1), 1234.56789 + batch] for i in range(8)]
+        got = encode_str_lines([["c", {}, ["short", "long"], rows]])
+        assert got == [reference_line("c", {}, ["short", "long"], r) for r in rows]
+        assert len(cache) <= 100 + 16  # cleared before a row is learned, not during
+    assert cache and all(text == repr(value) for value, text in cache.items())
+
+
+def test_floats_are_written_as_their_repr() -> None:
+    """Short decimals of every magnitude (which the compiled path writes from
+    their digits), the edges of that shortcut, and random bit patterns."""
+    rng = random.Random(13)
+    values = [rng.randint(-10**e, 10**e) / 10**k for k in range(7) for e in range(18)
+              for _ in range(60)]
+    values += [struct.unpack("d", struct.pack("Q", rng.getrandbits(64)))[0]
+               for _ in range(3000)]
+    values += [0.1, 0.3, 1e-4, 1e-5, 9999.9999, 1e15, 1e16, 2.0**52, 2.0**52 - 0.5, 2.0**53 + 2,
+               0.30000000000000004, 1 / 3, 5e-324, 1.7976931348623157e308, -7.25]
+    values = [v for v in values if math.isfinite(v) and v != 0.0]
+    rows = [[TS + i, v] for i, v in enumerate(values)]
+    lines = encode_str_lines([["f", {}, ["v"], rows]])
+    assert [line.split(" ")[1].removeprefix("v=") for line in lines] == list(map(repr, values))
