@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from bus import codec
 from bus.errors import ProtocolError
 from bus.messages import MetricBatch
+from manager import lineproto
 from manager.lineproto import encode_batch
 from manager.sinks import Backoff, Sink, SinkError, WriteCounters, write_payload
 
@@ -162,6 +163,12 @@ class Ingest:
 
     async def run(self) -> None:
         """The writer loop: runs until cancelled, with up to ``writers`` writes in flight."""
+        if lineproto.ENCODER == "compiled":
+            log.info("ingest: line protocol encoded by manager/_lineproto_c (compiled)")
+        else:
+            log.warning("ingest: line protocol encoded in Python — manager/_lineproto_c is not "
+                        "built (no C compiler or Python headers at install), which about "
+                        "doubles the CPU per point; run scripts/bootstrap as root to build it")
         await self._prepare_sink()
         while True:
             while self._queue and len(self._inflight) < self.writers:

@@ -8,11 +8,13 @@ from pathlib import Path
 from typing import Any
 
 import msgpack
+import pytest
 import zmq
 
 from bus import codec
 from bus.messages import MetricAck, MetricBatch
 from bus.sockets import SocketTuning, make_socket
+from manager import lineproto
 from manager.ingest import MAX_AGE_NS, Ingest
 from manager.lineproto import encode_batch
 from manager.sinks import InfluxV1Sink
@@ -63,6 +65,31 @@ def test_batches_are_stored_then_acked(tmp_path: Path, influxdb: InfluxFixture,
             assert h.mgr.last_seq("n1") == 3
 
     asyncio.run(scenario())
+
+
+def test_without_the_compiled_encoder_ingest_says_so_and_stores_the_same(
+        tmp_path: Path, influxdb: InfluxFixture, influx_db: str,
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    """A manager installed without a C compiler runs the Python encoder: it
+    warns once, with what to do, and stores every point all the same."""
+    monkeypatch.setattr(lineproto, "_compiled_rows", None)
+    monkeypatch.setattr(lineproto, "ENCODER", "python")
+
+    async def scenario() -> None:
+        sink = InfluxV1Sink(influxdb.url, influx_db)
+        async with harness(tmp_path / "m.db", sink=sink) as h:
+            agent = h.agent()
+            await agent.register()
+            push = pusher(h)
+            for seq in (1, 2):
+                await push.send_multipart(batch("n1", seq, rows(50)))
+            await acked(agent, {1, 2})
+            assert count(influxdb, influx_db) == 100
+
+    with caplog.at_level("WARNING", logger="manager.ingest"):
+        asyncio.run(scenario())
+    warned = [r.getMessage() for r in caplog.records if "encoded in Python" in r.getMessage()]
+    assert len(warned) == 1 and "scripts/bootstrap" in warned[0]
 
 
 def test_unknown_node_is_refused_until_registered(tmp_path: Path, influxdb: InfluxFixture,
