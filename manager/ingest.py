@@ -75,6 +75,7 @@ class Ingest:
         is_known_node: Callable[[str], bool],
         limits: codec.Limits = codec.DEFAULT_LIMITS,
         max_points: int = 2_000_000,
+        max_bytes: int = 512 * 1024 * 1024,
         write_points: int = 20_000,
         writers: int = 2,
         backoff: Backoff = Backoff(base=0.2, max=10.0),
@@ -86,6 +87,7 @@ class Ingest:
         self._is_known_node = is_known_node
         self.limits = limits
         self.max_points = max_points
+        self.max_bytes = max_bytes
         self.write_points = write_points
         self.writers = writers
         self.backoff = backoff
@@ -93,6 +95,7 @@ class Ingest:
         self._queue: deque[_Pending] = deque()
         self._queued_keys: set[tuple[str, int]] = set()
         self._queued_points = 0  # queued or being written
+        self._queued_bytes = 0
         self._inflight: set[asyncio.Task[int]] = set()
         self._wake = asyncio.Event()
         self.last_seq: dict[str, int] = {}
@@ -140,22 +143,33 @@ class Ingest:
             self.counters["duplicate"] += 1  # a resend of a batch still being written
             return True
         now = self._clock_ns()
-        payload, points, dropped, foreign = encode_batch(
-            batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS, node=batch.node)
-        if foreign:
-            self.counters["foreign-node"] += foreign
-            self._log("foreign-node", f"node {batch.node} batch {batch.seq}: dropped {foreign} "
-                      f"rows of series not tagged node={batch.node}; kept the rest")
-        if dropped:
-            self.counters["rows-dropped"] += dropped
-            self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped {dropped} "
-                      "malformed rows or rows with absurd timestamps; kept the rest")
-        if self._queued_points + points > self.max_points and self._queued_points:
+        encoded = encode_batch(batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS,
+                               node=batch.node)
+        payload, points = encoded.payload, encoded.points
+        if encoded.foreign:
+            self.counters["foreign-node"] += encoded.foreign
+            self._log("foreign-node", f"node {batch.node} batch {batch.seq}: dropped "
+                      f"{encoded.foreign} rows of series not tagged node={batch.node}; "
+                      "kept the rest")
+        if encoded.dropped:
+            self.counters["rows-dropped"] += encoded.dropped
+            self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped "
+                      f"{encoded.dropped} malformed rows or rows with absurd timestamps; "
+                      "kept the rest")
+        if encoded.oversized:
+            self.counters["rows-oversized"] += encoded.oversized
+            self._log("rows-oversized", f"node {batch.node} batch {batch.seq}: dropped "
+                      f"{encoded.oversized} rows past the batch's size bound (its series "
+                      "and field names repeat on every line); kept the rest")
+        if self._queued_points and (self._queued_points + points > self.max_points
+                                    or self._queued_bytes + len(payload) > self.max_bytes):
             return self._refuse("buffer-full", f"ingest buffer full ({self._queued_points} "
-                                f"points): node {batch.node} batch {batch.seq} left to resend")
+                                f"points, {self._queued_bytes >> 20} MiB): node {batch.node} "
+                                f"batch {batch.seq} left to resend")
         self._queue.append(_Pending(batch.node, batch.seq, payload, points))
         self._queued_keys.add(key)
         self._queued_points += points
+        self._queued_bytes += len(payload)
         self.counters["batches"] += 1
         self._wake.set()
         await self._publish(batch.node, list(frames))
@@ -228,6 +242,7 @@ class Ingest:
         for done in taken:
             self._queued_keys.discard((done.node, done.seq))
             self._queued_points -= done.points
+            self._queued_bytes -= len(done.payload)
 
     async def _prepare_sink(self) -> None:
         """Let the sink create its database, retrying while InfluxDB is down."""

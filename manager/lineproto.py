@@ -48,10 +48,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from itertools import islice
-from typing import Any
+from typing import Any, NamedTuple
 
 __all__ = ["encode_batch", "encode_series", "encode_lines", "encode_str_lines",
-           "escape_measurement", "escape_key", "MIN_TS", "MAX_TS", "PLAIN", "ENCODER"]
+           "escape_measurement", "escape_key", "Encoded", "MIN_TS", "MAX_TS", "MAX_BATCH_CHARS",
+           "PLAIN", "ENCODER"]
 
 try:  # built by setup.py where a C compiler and Python's headers are installed
     from manager._lineproto_c import encode_rows as _compiled_rows
@@ -190,6 +191,9 @@ def _no_formatter(row: list[Any]) -> str:
 
 #: Timestamps InfluxDB can store (int64 nanoseconds): the window when a caller gives none.
 MIN_TS, MAX_TS = -(2**63), 2**63 - 1
+#: The most text a batch's rows may repeat (series and field keys): four times the
+#: largest message, far above what agents send (a few kB a tick).
+MAX_BATCH_CHARS = 64 * 1024 * 1024
 #: A series this long is encoded column by column (below, row by row: the set-up
 #: of the column path costs about as much as formatting three rows).
 VECTOR_MIN = 4
@@ -207,6 +211,7 @@ class _SeriesCode:
     """
 
     __slots__ = ("prefix", "keys", "width", "types", "formatter", "has_float", "keep", "uses",
+                 "row_chars",
                  "node")
 
     def __init__(self, measurement: str, tags: dict[str, Any] | None, fields: list[str]) -> None:
@@ -215,6 +220,9 @@ class _SeriesCode:
         self.prefix = _series_prefix(measurement, tags)
         self.keys = [escape_key(f) + "=" for f in fields if f]
         self.width = len(fields) + 1
+        # What every row repeats (series key, field keys, separators, timestamp):
+        # the part of a line that does not come from the row's own bytes.
+        self.row_chars = len(self.prefix) + sum(map(len, self.keys)) + len(self.keys) + 21
         self.types: list[type] = []
         self.formatter: Callable[[list[Any]], str] = _no_formatter
         self.has_float = False
@@ -396,21 +404,36 @@ def _rows_into(code: _SeriesCode, rows: list[Any], lo: int, hi: int, out: list[s
     return dropped
 
 
-def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
-                 node: str | None = None) -> tuple[bytes, int, int, int]:
-    """Check and encode the series of one batch: ``(payload, points, dropped, foreign)``.
+class Encoded(NamedTuple):
+    """One batch as line protocol, and what was left out of it (in rows)."""
 
-    ``payload`` holds one line per point, newline-separated, as UTF-8. A
-    series with a malformed header is dropped whole; a row that is not a list
-    of ``len(fields) + 1`` plain values led by an int timestamp inside
-    ``[lo, hi]`` is dropped alone (both counted in ``dropped``, in rows). A
-    row with no writable field (all None, NaN or ±inf) is neither written nor
+    payload: bytes  # one line per point, newline-separated, UTF-8
+    points: int
+    dropped: int  # malformed series or rows, timestamps outside the window
+    foreign: int  # series not tagged with the sending node
+    oversized: int  # rows past the batch's size bound
+
+
+def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
+                 node: str | None = None, max_chars: int = MAX_BATCH_CHARS) -> Encoded:
+    """Check and encode the series of one batch.
+
+    A series with a malformed header is dropped whole; a row that is not a
+    list of ``len(fields) + 1`` plain values led by an int timestamp inside
+    ``[lo, hi]`` is dropped alone (both counted in ``dropped``). A row with
+    no writable field (all None, NaN or ±inf) is neither written nor
     counted. With ``node`` given, a series whose ``node`` tag is anything
-    else is dropped too and its rows counted in ``foreign``: a node writes
-    only its own series.
+    else is dropped and counted in ``foreign``: a node writes only its own
+    series.
+
+    Every line repeats its series' key and field keys, so a small message
+    can ask for a huge payload (a 1 MB tag value on a million one-byte
+    rows). Once the rows' repeated text passes ``max_chars``, the rest of
+    the batch is dropped and counted in ``oversized``: no agent sends that,
+    and the manager must not run out of memory over it.
     """
     out: list[str] = []
-    points = dropped = foreign = 0
+    points = dropped = foreign = oversized = 0
     compiled = _compiled_rows
     for s in series_list:
         code = _series_code(s)
@@ -420,6 +443,10 @@ def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
         rows = s[3]
         if node is not None and code.node != node:
             foreign += len(rows)
+            continue
+        max_chars -= len(rows) * code.row_chars
+        if max_chars < 0:
+            oversized += len(rows)
             continue
         if rows and code.keep is None:
             # The fast paths, which write every row or decline the whole series.
@@ -438,19 +465,19 @@ def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
         before = len(out)
         dropped += _rows_into(code, rows, lo, hi, out)
         points += len(out) - before  # one line per row written
-    return "\n".join(out).encode(), points, dropped, foreign
+    return Encoded("\n".join(out).encode(), points, dropped, foreign, oversized)
 
 
 def encode_str_lines(series_list: Iterable[Any]) -> list[str]:
     """Encode wire series to a list of line-protocol lines (``str``, no newline)."""
-    payload, points, _, _ = encode_batch(series_list)
-    return payload.decode().split("\n") if points else []
+    encoded = encode_batch(series_list)
+    return encoded.payload.decode().split("\n") if encoded.points else []
 
 
 def encode_lines(series_list: Iterable[Any]) -> list[bytes]:
     """Encode wire series to one ``bytes`` line per point (no newline)."""
-    payload, points, _, _ = encode_batch(series_list)
-    return payload.split(b"\n") if points else []
+    encoded = encode_batch(series_list)
+    return encoded.payload.split(b"\n") if encoded.points else []
 
 
 def encode_series(series_list: Iterable[Any]) -> tuple[bytes, int]:
@@ -458,5 +485,5 @@ def encode_series(series_list: Iterable[Any]) -> tuple[bytes, int]:
 
     ``points`` is fewer than the rows given when rows had no writable field.
     """
-    payload, points, _, _ = encode_batch(series_list)
-    return payload, points
+    encoded = encode_batch(series_list)
+    return encoded.payload, encoded.points

@@ -167,9 +167,9 @@ def test_rows_outside_the_window_are_dropped_alone() -> None:
     ok = [now - MAX_AGE_NS + 1, 1.0]
     old = [now - MAX_AGE_NS - 1, 1.0]
     for rows in ([ok, old], [ok, old] * 4):  # the row path and the column path
-        payload, points, dropped, _ = encode_batch([["m", {}, ["v"], rows]], now - MAX_AGE_NS, now)
-        assert (points, dropped) == (len(rows) // 2, len(rows) // 2)
-        assert payload.split(b"\n") == [f"m v=1.0 {ok[0]}".encode()] * (len(rows) // 2)
+        encoded = encode_batch([["m", {}, ["v"], rows]], now - MAX_AGE_NS, now)
+        assert (encoded.points, encoded.dropped) == (len(rows) // 2, len(rows) // 2)
+        assert encoded.payload.split(b"\n") == [f"m v=1.0 {ok[0]}".encode()] * (len(rows) // 2)
 
 
 class GateSink:
@@ -223,6 +223,36 @@ def test_two_writes_in_flight_and_acks_only_after_each_is_stored() -> None:
                 assert await ingest.flush(WAIT)
             assert sorted(seq for _, seqs in acks for seq in seqs) == [1, 2, 3]
             assert sink.stored == 300 and ingest.queued_points == 0
+        finally:
+            writer.cancel()
+            await asyncio.gather(writer, return_exceptions=True)
+
+    asyncio.run(scenario())
+
+
+def test_the_buffer_is_bounded_in_bytes_as_well_as_points() -> None:
+    """Long series keys make a few points weigh megabytes: past ``max_bytes``
+    a batch is refused (left to resend), and taken once the queue drained."""
+    async def scenario() -> None:
+        sink = GateSink()
+        ingest = Ingest(sink, ack=_noop_ack, publish=_noop_publish, is_known_node=lambda n: True,
+                        max_bytes=150_000, writers=1)
+        writer = asyncio.create_task(ingest.run())
+        heavy = [["cpu", {"node": "n1", "k": "v" * 10_000}, ["user"], [[r[0], r[1]] for r in rows(10)]]]
+
+        def frames(seq: int) -> list[bytes]:
+            return codec.encode(MetricBatch(node="n1", seq=seq, series=heavy))
+
+        try:
+            assert await ingest.accept(frames(1))  # ~100 kB: the first batch always fits
+            assert not await ingest.accept(frames(2))
+            assert ingest.counters["buffer-full"] == 1
+            async with asyncio.timeout(WAIT):
+                _, gate = await sink.started.get()
+            gate.set()
+            async with asyncio.timeout(WAIT):
+                assert await ingest.flush(WAIT)
+            assert await ingest.accept(frames(2))  # the agent's resend
         finally:
             writer.cancel()
             await asyncio.gather(writer, return_exceptions=True)

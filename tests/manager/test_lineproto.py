@@ -297,7 +297,7 @@ def test_encode_batch_matches_reference_on_garbage() -> None:
             if rng.random() < 0.05:
                 batch.append(rng.choice(bad_headers))
         total_rows += sum(len(s[3]) for s in batch if type(s) is list and len(s) == 4)
-        payload, points, dropped, _ = encode_batch(batch, lo, hi)
+        payload, points, dropped, _, _ = encode_batch(batch, lo, hi)
         want, want_dropped = reference_batch(batch, lo, hi)
         got = payload.decode().split("\n") if points else []
         # The Python path's repr cache writes -0.0 as 0.0 (lineproto._REPRS):
@@ -310,7 +310,7 @@ def test_encode_batch_matches_reference_on_garbage() -> None:
 
 
 def test_string_values_keep_newlines_inside_their_point() -> None:
-    payload, points, _, _ = encode_batch([["m", {}, ["s", "n"], [[TS, "two\nlines\r", 1]]]])
+    payload, points, _, _, _ = encode_batch([["m", {}, ["s", "n"], [[TS, "two\nlines\r", 1]]]])
     assert points == 1 and payload == b'm s="two\\nlines\\r",n=1i ' + str(TS).encode()
 
 
@@ -374,3 +374,18 @@ def test_floats_are_written_as_their_repr() -> None:
     rows = [[TS + i, v] for i, v in enumerate(values)]
     lines = encode_str_lines([["f", {}, ["v"], rows]])
     assert [line.split(" ")[1].removeprefix("v=") for line in lines] == list(map(repr, values))
+
+
+def test_a_batch_cannot_ask_for_a_huge_payload() -> None:
+    """A 1 MB tag value on 100 000 one-value rows is a ~2 MB message that would
+    be 100 GB of line protocol: the rows past the bound are dropped and
+    counted, the series before them kept."""
+    small = ["m", {"node": "n"}, ["v"], [[TS, 1.0], [TS + 1, 2.0]]]
+    huge = ["m", {"node": "n", "k": "x" * 2**20}, ["v"], [[TS + i, 1] for i in range(100_000)]]
+    encoded = lineproto.encode_batch([small, huge, small])
+    assert (encoded.points, encoded.oversized, encoded.dropped) == (2, 100_002, 0)
+    assert encoded.payload == f"m,node=n v=1.0 {TS}\nm,node=n v=2.0 {TS + 1}".encode()
+    # Up to the bound, long keys are written as they are.
+    fits = lineproto.encode_batch([["m", {"k": "x" * 1000}, ["v"], [[TS + i, 1] for i in range(50)]]],
+                                  max_chars=1050 * 50)
+    assert (fits.points, fits.oversized) == (50, 0)
