@@ -259,7 +259,8 @@ def test_name_taken_and_version_make_it_retry_on_new_connection(tmp_path: Path) 
     asyncio.run(scenario())
 
 
-def test_garbage_from_the_manager_is_survived(tmp_path: Path) -> None:
+def test_garbage_from_the_manager_is_survived(tmp_path: Path,
+                                              caplog: pytest.LogCaptureFixture) -> None:
     garbage = [
         [b"junk"],
         [b"heartbeat", b"\xc1"],
@@ -282,8 +283,14 @@ def test_garbage_from_the_manager_is_survived(tmp_path: Path) -> None:
             await manager.send(ident, dispatch("j1.n1.1", ["true"]))
             await manager.expect(RunUpdate, update_of("j1.n1.1", RunState.SUCCEEDED))
             assert link.sessions == 1 and link.registered.is_set()
+            # Every bad frame is counted, but a burst of them is one log line.
+            assert link._trouble.totals == {"bad-frame": 7, "unexpected-message": 1,
+                                            "manager-error": 1}
 
+    caplog.set_level(logging.WARNING, logger="agent.link")
     asyncio.run(scenario())
+    said = [r.getMessage() for r in caplog.records if r.name == "agent.link"]
+    assert sum("bad frame" in line for line in said) == 1, said
 
 
 def test_pending_key_retries_quietly_until_accepted(tmp_path: Path,
