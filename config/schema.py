@@ -148,7 +148,16 @@ class DashboardWeb:
 
 
 @dataclass(frozen=True)
+class DashboardSecurity:
+    curve: bool = key(False, doc="talk CURVE to the manager (when its [security] curve = yes), "
+                      "as its administrator")
+    keys_dir: str = key("", doc="the manager's keys_dir, or a copy holding its server.key "
+                        "and the admin key pair (admin.key, admin.key_secret, mode 0600)")
+
+
+@dataclass(frozen=True)
 class DashboardConfig:
     remote_server: RemoteServer = section(RemoteServer, ini="remote-server")
     web: DashboardWeb = section(DashboardWeb)
     influxdb: InfluxDB = section(InfluxDB)
+    security: DashboardSecurity = section(DashboardSecurity)

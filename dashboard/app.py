@@ -6,7 +6,9 @@ its ``extra_patterns``, and the Bokeh documents they embed are served under
 ``/bk/...`` by the same server, on the same asyncio loop as the ZeroMQ
 client, the shared PUB subscriber and the InfluxDB reader.
 
-Security settings (see :mod:`dashboard.auth`) are all made here: signed
+The manager is reached with the CURVE keys of ``[security]``
+(:mod:`dashboard.security`), by the client and the feed alike.
+Security settings of the web side (see :mod:`dashboard.auth`) are all made here: signed
 session ids and tokens, the websocket origin allow-list, XSRF on every form,
 secure cookies, and Bokeh's own login check when the bind is not loopback.
 """
@@ -27,7 +29,6 @@ from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
-from bus.client import ManagerClient
 from bus.daemon import StartupError
 from config.schema import DashboardConfig
 from dashboard import live
@@ -37,6 +38,7 @@ from dashboard.feed import Feed
 from dashboard.influx import InfluxReader
 from dashboard.pages import job as job_page
 from dashboard.pages import overview, routes
+from dashboard.security import DashboardClient, dashboard_keys
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +61,13 @@ class Dashboard:
         self.cfg = cfg
         self._listen_fd = listen_fd
         self.router_address, self.pub_address = manager_addresses(cfg)
+        # First: a key problem must stop start-up before anything is opened.
+        self.curve = dashboard_keys(cfg.security)
         self._ctx = zmq.asyncio.Context()
-        self.client = ManagerClient(self.router_address, timeout=cfg.remote_server.timeout,
-                                    ctx=self._ctx)
-        self.feed = Feed(self.pub_address, self._ctx)
+        self.client = DashboardClient(
+            self.router_address, timeout=cfg.remote_server.timeout, ctx=self._ctx,
+            curve=self.curve)
+        self.feed = Feed(self.pub_address, self._ctx, curve=self.curve)
         self.influx = InfluxReader(cfg.influxdb)
         self.overview = overview.OverviewData(self)
         self.port = 0
@@ -136,8 +141,10 @@ class Dashboard:
             template_path=str(TEMPLATES), compress_response=True)
 
     def _log_started(self, auth: Auth) -> None:
-        log.info("ptap-dashboard at %s (manager %s, InfluxDB %s, database %s)", self.url,
-                 self.router_address, self.influx.url, self.influx.db)
+        log.info("ptap-dashboard at %s (manager %s, %s, InfluxDB %s, database %s)", self.url,
+                 self.router_address,
+                 f"CURVE with the admin key in {self.cfg.security.keys_dir}" if self.curve
+                 else "no CURVE", self.influx.url, self.influx.db)
         log.info("viewing: %s; changes: %s; websocket origins: %s",
                  "login required (not loopback)" if auth.view_requires_login else "open (loopback)",
                  "login with [web] password" if auth.login_possible

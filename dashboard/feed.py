@@ -13,6 +13,14 @@ reference to every watcher of its node; a node sending more than
 must not block; the live documents queue what they get and apply it in a
 Bokeh next-tick callback (:mod:`dashboard.live`). An exception in a watcher
 is logged and never stops the loop; nor does a bad frame.
+
+With CURVE (``curve``, the dashboard's ``[security]`` keys) the socket is a
+CURVE client of the manager's PUB. A socket monitor watches its handshakes: a
+refused one (the manager uses CURVE and the dashboard does not, or refuses its
+key) would otherwise look like a quiet cluster forever (libzmq does not retry
+it), so it is logged once per change as one line saying what to fix
+(:func:`dashboard.security.handshake_problem`), kept in :attr:`Feed.problem`
+and counted.
 """
 
 from __future__ import annotations
@@ -26,11 +34,13 @@ from typing import Any
 
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from bus import codec, topics
 from bus.errors import ProtocolError
 from bus.messages import Event, MetricBatch
-from bus.sockets import SocketTuning, make_socket
+from bus.sockets import CurveKeys, SocketTuning, make_socket
+from dashboard.security import handshake_problem
 from dashboard.series import Update, extract, thin
 
 log = logging.getLogger(__name__)
@@ -43,6 +53,10 @@ MAX_ROWS_PER_BATCH = 25
 #: benchmark — is cut down, before decoding; its charts then show part of its
 #: batches (a refresh reads them all from InfluxDB).
 MAX_BATCHES_PER_S = 20.0
+
+#: Handshake outcomes the feed's socket monitor reports.
+HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                    | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
 
 MetricWatcher = Callable[[list[Update]], None]
 EventWatcher = Callable[[Event], None]
@@ -64,12 +78,18 @@ class Feed:
     """The dashboard's single subscriber. ``await start()``, then ``watch_*``."""
 
     def __init__(self, address: str, ctx: zmq.asyncio.Context,
-                 max_batches_per_s: float = MAX_BATCHES_PER_S) -> None:
+                 max_batches_per_s: float = MAX_BATCHES_PER_S,
+                 curve: CurveKeys | None = None) -> None:
         self.address = address
         self.max_batches_per_s = max_batches_per_s
+        self.curve = curve
+        #: The last handshake's failure as one line; empty once a handshake succeeds.
+        self.problem = ""
         self._ctx = ctx
         self._sock: zmq.asyncio.Socket | None = None
         self._task: asyncio.Task[None] | None = None
+        self._monitor: asyncio.Task[None] | None = None
+        self._monitor_sock: zmq.asyncio.Socket | None = None
         self._metrics: dict[str, list[MetricWatcher]] = {}
         self._events: list[EventWatcher] = []
         self.counters: Counter[str] = Counter()
@@ -77,22 +97,31 @@ class Feed:
         self._allowance: dict[str, tuple[float, float]] = {}  # node → (tokens, when)
 
     def start(self) -> None:
-        sock = make_socket(self._ctx, zmq.SUB, SocketTuning())
+        sock = make_socket(self._ctx, zmq.SUB, SocketTuning(), self.curve)
         sock.setsockopt(zmq.SUBSCRIBE, b"evt.")
+        # Monitored before connect, so the first handshake is seen too.
+        self._monitor_sock = monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
         sock.connect(self.address)
         self._sock = sock
         for node in self._metrics:
             sock.setsockopt(zmq.SUBSCRIBE, topics.metrics(node))
-        self._task = asyncio.get_running_loop().create_task(self._run(), name="feed")
+        loop = asyncio.get_running_loop()
+        self._task = loop.create_task(self._run(), name="feed")
+        self._monitor = loop.create_task(self._watch_handshakes(monitor), name="feed-monitor")
 
     async def close(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+        tasks = [t for t in (self._task, self._monitor) if t is not None]
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        self._task = self._monitor = None
         if self._sock is not None:
+            self._sock.disable_monitor()
             self._sock.close(linger=0)
             self._sock = None
+        if self._monitor_sock is not None:
+            self._monitor_sock.close(linger=0)
+            self._monitor_sock = None
 
     # --- registrations ---------------------------------------------------------------
 
@@ -124,6 +153,28 @@ class Feed:
     @property
     def watched_nodes(self) -> list[str]:
         return sorted(self._metrics)
+
+    # --- handshakes ----------------------------------------------------------------------
+
+    async def _watch_handshakes(self, monitor: zmq.asyncio.Socket) -> None:
+        while True:
+            event = parse_monitor_message(await monitor.recv_multipart())
+            self._on_handshake(int(event["event"]), int(event["value"]))
+
+    def _on_handshake(self, event: int, value: int) -> None:
+        """Count each handshake; log a line only when the outcome changes. (libzmq
+        4.3 gives up on a refused handshake, but one that timed out is retried.)"""
+        if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
+            self.counters["handshakes"] += 1
+            if self.problem:
+                log.info("feed: handshake with the manager at %s succeeded", self.address)
+            self.problem = ""
+            return
+        self.counters["handshake_failures"] += 1
+        problem = handshake_problem(event, value, self.address, self.curve is not None)
+        if problem != self.problem:
+            log.warning("feed: %s", problem)
+        self.problem = problem
 
     # --- the receive loop ---------------------------------------------------------------
 

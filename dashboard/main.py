@@ -3,13 +3,15 @@
     ptap-dashboard [--config frontendagentclient.cfg] [--set web.port=5006] [--log-level L]
 
 It listens on ``[web] bind_addr:port`` (127.0.0.1:5006 by default) and talks
-to the manager at ``[remote-server]``. ``--listen-fd N`` serves on an
-already-listening socket inherited as file descriptor N instead (socket
-activation; the tests use it to get a free port without a race), and
+to the manager at ``[remote-server]``, with CURVE and the manager's admin key
+from ``[security] keys_dir`` when ``[security] curve = yes``. ``--listen-fd N``
+serves on an already-listening socket inherited as file descriptor N instead
+(socket activation; the tests use it to get a free port without a race), and
 ``--ready-file F`` writes ``{"url", "port", "pid"}`` as JSON once it serves.
 
-A bad configuration or a busy port ends it with one line on stderr and exit
-status 2. ``python -m dashboard.main`` works as well as the console script.
+A bad configuration, a missing or loosely protected key file, or a busy port
+ends it with one line on stderr and exit status 2. ``python -m dashboard.main``
+works as well as the console script.
 """
 
 from __future__ import annotations

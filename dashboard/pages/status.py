@@ -1,10 +1,11 @@
 """``/api/status``: what the dashboard is serving, as JSON (for people and scripts).
 
 ``{"sessions": {"/bk/live": N, ...}, "connections": {...}, "watched_nodes": [...],
-"feed": {"batches": N, "events": N, "bad_frames": N}}`` — Bokeh sessions (one per
-open page, freed a few seconds after it closed) and their websocket connections per
-document type, the nodes
-whose metrics the shared subscriber receives, and its counters. The benchmark
+"feed": {"batches": N, "events": N, "bad_frames": N, "handshakes": N, ...},
+"feed_problem": "..."}`` — Bokeh sessions (one per open page, freed a few seconds
+after it closed) and their websocket connections per document type, the nodes
+whose metrics the shared subscriber receives, its counters, and why its last
+handshake with the manager failed (empty once one succeeds). The benchmark
 ``scripts/bench/live_latency.py`` waits on it; the same viewing rules as every page apply.
 """
 
@@ -25,4 +26,5 @@ class StatusPage(Page):
         self.set_header("Cache-Control", "no-store")
         self.finish({"sessions": sessions, "connections": connections,
                      "watched_nodes": self.dash.feed.watched_nodes,
-                     "feed": dict(self.dash.feed.counters)})
+                     "feed": dict(self.dash.feed.counters),
+                     "feed_problem": self.dash.feed.problem})

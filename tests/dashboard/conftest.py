@@ -45,7 +45,8 @@ class DashboardProc:
     """``python -m dashboard.main`` on an inherited listening socket; stops by its pid."""
 
     def __init__(self, tmp: Path, manager_port: int, influx_url: str, database: str,
-                 web: str = "bind_addr = 127.0.0.1\n") -> None:
+                 web: str = "bind_addr = 127.0.0.1\n", security: str = "") -> None:
+        """``web``: more ``[web]`` lines; ``security``: the ``[security]`` lines, if any."""
         self.sock = socket.socket()
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(128)
@@ -55,7 +56,8 @@ class DashboardProc:
         self.config.write_text(
             f"[remote-server]\nserver_ip = 127.0.0.1\nserver_port = {manager_port}\n"
             f"[web]\npassword = {PASSWORD}\n{web.format(port=self.port)}"
-            f"[influxdb]\nurl = {influx_url}\ndatabase = {database}\ntimeout = 5\n")
+            f"[influxdb]\nurl = {influx_url}\ndatabase = {database}\ntimeout = 5\n"
+            + (f"[security]\n{security}" if security else ""))
         self.log_path = tmp / "dashboard.log"
         self.ready = tmp / "dashboard.ready"
         self.proc: subprocess.Popen[bytes] | None = None
