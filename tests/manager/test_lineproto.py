@@ -257,15 +257,25 @@ def reference_batch(series_list: list[Any], lo: int, hi: int) -> tuple[list[str]
     return lines, dropped
 
 
+class Subclassed(float):
+    """Not a float to the encoder: only exact types are written."""
+
+
+class SubclassedRow(list):  # type: ignore[type-arg]
+    pass
+
+
 def test_encode_batch_matches_reference_on_garbage() -> None:
     """Both paths (row by row below VECTOR_MIN rows, column by column above) against
     the reference, on batches mixing good rows with every kind of bad one."""
     rng = random.Random(11)
     lo, hi = TS - 10**12, TS + 10**12
-    odd: list[Any] = [None, math.nan, -math.inf, True, "s\n\"t\\", 2**70, [1], {"a": 1}, -0.0]
+    odd: list[Any] = [None, math.nan, -math.inf, True, "s\n\"t\\", 2**70, [1], {"a": 1}, -0.0,
+                      Subclassed(1.5), -(2**63), 2**63 - 1, 1e16, 12.345]
     bad_rows: list[Any] = [
         "row", None, [TS], [TS, 1.0, 2.0, 3.0, 4.0], [float(TS), 1.0, 2.0, 3.0],
         [TS + 10**13, 1.0, 2.0, 3.0], [TS - 10**13, 1.0, 2.0, 3.0], [True, 1.0, 2.0, 3.0],
+        SubclassedRow([TS, 1.0, 2.0, 3.0]), (TS, 1.0, 2.0, 3.0),
     ]
     bad_headers: list[Any] = [
         ["m", {"k": 1}, ["a"], [[TS, 1.0]]], ["", {}, ["a"], [[TS, 1.0]]],
