@@ -1,0 +1,182 @@
+"""ROUTER handlers for what agents send: ``agent.register``, ``heartbeat``, ``run.update``.
+
+Registration also reconciles the runs a node reports holding with the
+manager's record (docs/protocol.md "Runs"), which is how a restarted
+manager or agent picks up where it left off. ``manager/control.py`` routes
+messages here; with CURVE, ``manager/authorization.py`` has already checked
+the sender's key (and :func:`handle_register` asks it to admit new keys).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from bus import codec
+from bus.errors import VersionMismatch
+from bus.messages import (
+    PROTOCOL_VERSION,
+    Heartbeat,
+    Message,
+    Register,
+    RunAck,
+    RunCancel,
+    RunReport,
+    RunState,
+    RunUpdate,
+    Welcome,
+)
+from manager import scheduler
+from manager.authorization import admit_agent
+from manager.registry import valid_node_name
+from manager.scheduler import InvalidTransition, Run
+
+if TYPE_CHECKING:
+    from manager.server import Manager
+
+log = logging.getLogger(__name__)
+
+
+async def handle_register(mgr: Manager, peer: bytes, msg: Register,
+                          key: bytes | None = None) -> None:
+    """``agent.register``: a node joins with its facts and the runs it still holds.
+
+    Answers ``agent.welcome`` (heartbeat interval, liveness, last metric
+    sequence), or ``error`` ``version`` (other PROTOCOL_VERSION),
+    ``name-taken`` (a live peer owns the name) or ``bad-request`` (bad name);
+    with CURVE also ``pending``, ``key-mismatch`` or ``not-authorized`` (see
+    :func:`manager.authorization.admit_agent`). Then reconciles the reported
+    runs with the manager's (docs/protocol.md).
+    """
+    if msg.protocol != PROTOCOL_VERSION:
+        log.warning("refused node %r: protocol %d, manager speaks %d",
+                    msg.node[:64], msg.protocol, PROTOCOL_VERSION)
+        await mgr.reply_error(peer, "", VersionMismatch.code,
+                              f"agent speaks protocol {msg.protocol}, manager speaks "
+                              f"{PROTOCOL_VERSION}: install the same ptap version on both")
+        return
+    if not valid_node_name(msg.node):
+        await mgr.reply_error(peer, "", "bad-request",
+                              f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
+        return
+    if mgr.keys is not None:
+        if not await admit_agent(mgr, peer, msg.node, key):
+            return
+        assert key is not None
+        mgr.node_keys[msg.node] = key
+    reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time())
+    if not reg.accepted:
+        log.warning("refused node %s from peer %s: name taken by a live peer", msg.node, peer.hex())
+        await mgr.reply_error(peer, "", "name-taken",
+                              f"node name {msg.node} is held by another live agent")
+        return
+    log.info("node %s registered from peer %s (address %r, %d runs reported)",
+             msg.node, peer.hex(), msg.facts.address, len(msg.runs))
+    # Kept over time, so reports of old jobs show the environment of their runs.
+    mgr.store.record_facts(msg.node, codec.to_dict(msg.facts), time.time())
+    await mgr.send(peer, Welcome(node=msg.node, heartbeat_interval=mgr.cfg.basic.interval,
+                                 liveness=mgr.cfg.basic.liveness, last_seq=mgr.last_seq(msg.node)))
+    await mgr.bookkeeper.node_changed(reg.changes)
+    await _reconcile(mgr, peer, msg)
+    # A restarted manager learns here what the node holds.
+    await mgr.bookkeeper.sync_node(msg.node)
+    await mgr.bookkeeper.dispatch_queued()
+
+
+async def _reconcile(mgr: Manager, peer: bytes, msg: Register) -> None:
+    plan = scheduler.reconcile(msg.node, msg.runs, mgr.book.runs.values())
+    changed: list[Run] = []
+    replies: list[Message] = []
+    for run, report in plan.reported:
+        try:
+            took, answer = _take_report(run, report)
+        except InvalidTransition as exc:
+            log.warning("run %s on node %s: ignoring reported %s: %s",
+                        run.id, msg.node, report.state.value, exc)
+            continue
+        changed += [run] if took else []
+        replies += answer
+    wall = time.time()
+    for run in plan.requeue:
+        log.info("run %s queued again: node %s did not report it", run.id, msg.node)
+        scheduler.set_state(run, RunState.QUEUED, wall)
+        changed.append(run)
+    for run in plan.lost:
+        log.warning("run %s lost: node %s came back without it", run.id, msg.node)
+        scheduler.set_state(run, RunState.LOST, wall, f"node {msg.node} came back without this run")
+        changed.append(run)
+    for report in plan.unknown:
+        replies += _answer_unknown(mgr, msg.node, report)
+    await mgr.bookkeeper.commit(changed)
+    for reply in replies:  # acks only once the final states are stored
+        await mgr.send(peer, reply)
+
+
+def _take_report(run: Run, report: RunReport) -> tuple[bool, list[Message]]:
+    """Apply an agent's report to a run it holds: (changed, what to answer it).
+
+    A final run is acked. A run the manager already holds as final but the
+    agent still runs (it was declared lost) is cancelled there, so no
+    untracked test keeps the node busy. Other refusals raise InvalidTransition.
+    """
+    if run.state.final and not report.state.final:
+        log.warning("run %s: node %s still runs it, but it ended %s; cancelling it",
+                    run.id, run.node, run.state.value)
+        return False, [RunCancel(run_id=run.id, reason=f"the run ended {run.state.value}")]
+    changed = scheduler.apply_report(run, report)
+    if changed:
+        log.info("run %s on node %s: %s%s", run.id, run.node, run.state.value,
+                 f" (exit {run.exit_code})" if run.state.final else "")
+    if run.state.final:
+        return changed, [RunAck(run_id=run.id)]
+    if run.cancel_requested:
+        return changed, [RunCancel(run_id=run.id, reason="job cancelled")]
+    return changed, []
+
+
+def _answer_unknown(mgr: Manager, node: str, report: RunReport) -> list[Message]:
+    """A run the manager holds no unfinished record of for this node: ack it if
+    final (so the agent forgets it), cancel it if it still runs."""
+    stored = mgr.store.run(report.run_id)
+    if report.state.final:
+        if stored is None or stored.node != node:
+            log.warning("node %s reported unknown run %r (%s); acking it",
+                        node, report.run_id[:80], report.state.value)
+        return [RunAck(run_id=report.run_id)]
+    log.warning("node %s still runs %r, which the manager holds as %s; cancelling it",
+                node, report.run_id[:80], stored.state.value if stored else "unknown")
+    return [RunCancel(run_id=report.run_id, reason="the manager holds no such active run")]
+
+
+async def handle_heartbeat(mgr: Manager, peer: bytes, msg: Heartbeat) -> None:
+    """``heartbeat``: proof of life from a registered agent (already counted); no reply."""
+
+
+async def handle_run_update(mgr: Manager, peer: bytes, msg: RunUpdate) -> None:
+    """``run.update``: the agent's run changed state.
+
+    Attributed by routing id: a run that is not on the sender's node is
+    refused (``bad-request``). A final state is stored, then acked with
+    ``run.ack``; a resend of a stored final state is acked again. A run the
+    manager holds no active record of is cancelled on the agent.
+    """
+    node = mgr.registry.node_for(peer)
+    assert node is not None  # handle_frames checked registration
+    run = mgr.book.runs.get(msg.run.run_id)
+    if run is None:
+        replies = _answer_unknown(mgr, node.name, msg.run)
+    elif run.node != node.name:
+        await mgr.reply_error(peer, "", "bad-request",
+                              f"run {run.id} belongs to node {run.node}, not {node.name}")
+        return
+    else:
+        try:
+            changed, replies = _take_report(run, msg.run)
+        except InvalidTransition as exc:
+            await mgr.reply_error(peer, "", "bad-request", f"run {run.id}: {exc}")
+            return
+        await mgr.bookkeeper.commit([run] if changed else [])
+    for reply in replies:
+        await mgr.send(peer, reply)
+    await mgr.bookkeeper.dispatch_queued()

@@ -1,0 +1,166 @@
+"""With CURVE: who may send what, and which agent keys are admitted (DESIGN §6).
+
+Every check here goes by the key ZAP authenticated for the connection
+(``User-Id``), never by the name a peer claims, and :class:`~manager.keys.KeyStore`
+says whose that key is:
+
+- a ROUTER client request needs an administrator's key (:func:`authorize`);
+- ``heartbeat`` and ``run.update`` need the key accepted for the node that
+  routing id registered as (:func:`authorize`, :func:`speaks_for_its_node`);
+- ``agent.register`` is admitted Salt-style by :func:`admit_agent`;
+- runs go only to a node whose key is still accepted (:func:`may_dispatch`);
+- a metric batch counts only from an agent's key, for its own node
+  (:func:`batch_allowed`).
+
+A key rejected or revoked while connected keeps its ZeroMQ connection, so
+these checks, not the handshake alone, are what take its node away. With
+CURVE off (``mgr.keys`` is None) none of this is consulted.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import TYPE_CHECKING
+
+from bus import codec
+from bus.messages import Message, MsgType
+from manager.keys import KeyState, Principal, Role
+
+if TYPE_CHECKING:
+    from manager.server import Manager
+
+log = logging.getLogger(__name__)
+
+#: Messages only a registered agent may send (anything else is a client request).
+AGENT_ONLY = frozenset({MsgType.HEARTBEAT, MsgType.RUN_UPDATE})
+#: With CURVE, only an administrator's key may send these.
+CLIENT_REQUESTS = frozenset({MsgType.NODES_LIST, MsgType.JOB_SUBMIT, MsgType.JOBS_LIST,
+                             MsgType.JOB_GET, MsgType.JOB_CANCEL, MsgType.KEYS,
+                             MsgType.REPORT_GET, MsgType.COMPARE_GET})
+#: Unknown keys filed as pending at most: anyone may ask, so asking must not fill the disk.
+MAX_PENDING_KEYS = 1000
+NOT_AUTHORIZED = ("this key may not do that; use the manager's admin key "
+                  "(keys_dir/admin.key_secret) with ptap --keys DIR")
+
+
+def principal(mgr: Manager, key: bytes | None) -> Principal:
+    """Whose ``key`` is (unknown without one)."""
+    assert mgr.keys is not None
+    return mgr.keys.who(key) if key is not None else Principal(Role.UNKNOWN)
+
+
+def speaks_for_its_node(mgr: Manager, peer: bytes, key: bytes | None) -> bool:
+    """Without CURVE, yes. With it, a routing id registered as a node proves that
+    node alive only with the key accepted for it (a key rejected or revoked
+    while connected keeps its connection, but not its node)."""
+    if mgr.keys is None:
+        return True
+    node = mgr.registry.node_for(peer)
+    return node is None or principal(mgr, key) == Principal(Role.AGENT, node.name)
+
+
+async def authorize(mgr: Manager, peer: bytes, msg: Message, key: bytes | None) -> bool:
+    """With CURVE: may this connection's key send ``msg``? Answers ``not-authorized`` if not.
+
+    Client requests need an administrator's key; ``heartbeat`` and ``run.update``
+    the key accepted for the node this routing id registered as.
+    ``agent.register`` is decided by :func:`admit_agent`.
+    """
+    who = principal(mgr, key)
+    if msg.TYPE in CLIENT_REQUESTS:
+        allowed, why = who.role is Role.ADMIN, NOT_AUTHORIZED
+    elif msg.TYPE in AGENT_ONLY:
+        node = mgr.registry.node_for(peer)
+        name = node.name if node is not None else "?"
+        allowed = who == Principal(Role.AGENT, name)
+        why = (f"this key is no longer accepted for node {name}; see ptap keys list "
+               "on the manager")
+    else:
+        return True
+    if not allowed:
+        mgr.bad_frames.warn("not-authorized", f"refused {msg.TYPE.value} from peer {peer.hex()}: "
+                            f"key {_short(key)} is {who.role.value}"
+                            f"{' of node ' + who.node if who.node else ''}",
+                            time.monotonic())
+        await mgr.reply_error(peer, getattr(msg, "req_id", ""), "not-authorized", why)
+    return allowed
+
+
+def _short(key: bytes | None) -> str:
+    return f"{key[:8].decode(errors='replace')}…" if key else "(none)"
+
+
+async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None) -> bool:
+    """``agent.register`` as ``node`` with ``key``: Salt-style acceptance (DESIGN §6).
+
+    An accepted key must name its own node (else ``key-mismatch``). An unknown
+    key is filed as pending (accepted at once with ``auto_accept``); while it is
+    pending the answer is ``pending``. A rejected key, or an administrator's,
+    gets ``not-authorized``.
+    """
+    assert mgr.keys is not None
+    who = principal(mgr, key)
+    if key is not None and who.role is Role.UNKNOWN:
+        cap = mgr.max_pending_keys
+        if len(mgr.keys.listing()["pending"]) >= cap:
+            mgr.bad_frames.warn("keys-pending-full", f"not filing the key of node {node}: "
+                                f"{cap} keys are pending already", time.monotonic())
+            await mgr.reply_error(peer, "", "not-authorized",
+                                  f"{cap} agent keys are pending already; ask the manager's "
+                                  "administrator to accept, reject or revoke some")
+            return False
+        state = mgr.keys.request(key, node, mgr.cfg.security.auto_accept)
+        who = mgr.keys.who(key)
+        if state is KeyState.REJECTED:
+            await mgr.reply_error(peer, "", "not-authorized",
+                                  f"the key of node {node} was rejected; ptap keys revoke "
+                                  f"{node} on the manager lets it ask again")
+            return False
+    if who.role is Role.AGENT:
+        if who.node == node:
+            return True
+        log.warning("refused registration as node %s from peer %s: its key is accepted "
+                    "for node %s", node, peer.hex(), who.node)
+        await mgr.reply_error(peer, "", "key-mismatch",
+                              f"this key is accepted for node {who.node}, not {node}; "
+                              f"start the agent as {who.node}, or give it its own keys_dir")
+        return False
+    if who.role is Role.PENDING:
+        await mgr.reply_error(peer, "", "pending",
+                              f"key for node {who.node} is pending; run ptap keys accept "
+                              f"{who.node} on the manager")
+        return False
+    await mgr.reply_error(peer, "", "not-authorized",
+                          "this key may not register an agent; an agent uses its own key pair")
+    return False
+
+
+def may_dispatch(mgr: Manager, name: str) -> bool:
+    """With CURVE, only to a node whose key is still accepted for it (a key
+    rejected or revoked while connected keeps its connection)."""
+    if mgr.keys is None:
+        return True
+    key = mgr.node_keys.get(name)
+    return key is not None and mgr.keys.who(key) == Principal(Role.AGENT, name)
+
+
+def batch_allowed(mgr: Manager, key: bytes | None, frames: list[bytes]) -> bool:
+    """With CURVE: a batch counts only from an accepted agent key, for its own node.
+
+    Checked before ingest decodes anything; a refused batch is counted, logged
+    (rate-limited) and not acked.
+    """
+    who = principal(mgr, key)
+    if who.role is not Role.AGENT:
+        why = f"key {key[:8].decode() if key else '?'}… is {who.role.value}"
+    else:
+        node = codec.peek_str(frames, "node", mgr.limits)
+        if node == who.node:
+            return True
+        why = f"key of node {who.node} sent a batch for node {str(node)[:64]!r}"
+    mgr.counters["metrics.refused"] += 1
+    mgr.counters["metrics.unauthorized"] += 1
+    mgr.bad_frames.warn("metrics-unauthorized", f"metric batch refused: {why}",
+                        time.monotonic())
+    return False

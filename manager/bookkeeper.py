@@ -1,0 +1,228 @@
+"""Jobs and runs between the scheduler's decisions and the rest of the manager.
+
+:class:`Bookkeeper` keeps the :class:`~manager.scheduler.Book` of unfinished
+jobs in step with everything that must agree with it: it sends the runs the
+scheduler lets start, stores changed runs and re-derives their jobs, publishes
+run, job and node events on PUB, and tells the registry which runs each node
+holds (READY ⇄ BUSY). After a restart it takes the unfinished jobs back from
+the store and, once their nodes have had time to re-register, declares lost the
+runs whose node never came back.
+
+The decisions are ``manager/scheduler.py``'s and ``manager/registry.py``'s; the
+sockets and the store are the manager's, passed in, so this module holds no
+socket of its own.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Awaitable, Callable, Iterable
+from typing import Any
+
+from bus import codec, topics
+from bus.messages import Event, Message, NodeState, RunDispatch, RunState
+from manager import scheduler
+from manager.registry import Registry, StateChange
+from manager.scheduler import ACTIVE, Book, Job, Run
+from manager.state import Store
+
+log = logging.getLogger(__name__)
+
+#: Send one message to a ROUTER peer; False if it could not be sent.
+Send = Callable[[bytes, Message], Awaitable[bool]]
+#: Publish ``[topic, *frames]`` on PUB.
+Publish = Callable[[bytes, list[bytes]], Awaitable[None]]
+
+
+class Bookkeeper:
+    """The manager's runs and jobs: dispatch, storage, events, node states.
+
+    ``store`` returns the manager's store, which opens only when the manager
+    starts. ``may_dispatch(node)`` says whether a node may be sent runs now
+    (with CURVE, only while its key is still accepted).
+    """
+
+    def __init__(
+        self,
+        book: Book,
+        registry: Registry,
+        store: Callable[[], Store],
+        *,
+        send: Send,
+        publish: Publish,
+        may_dispatch: Callable[[str], bool],
+    ) -> None:
+        self.book = book
+        self.registry = registry
+        self._store = store
+        self._send = send
+        self._publish = publish
+        self._may_dispatch = may_dispatch
+        #: Monotonic time by which nodes holding reloaded runs must be back.
+        self._restart_deadline: float | None = None
+
+    @property
+    def store(self) -> Store:
+        return self._store()
+
+    # --- after a restart ------------------------------------------------------------
+
+    def reload(self) -> None:
+        """Take back the unfinished jobs; their nodes get a deadline to come back."""
+        for job, runs in self.store.unfinished():
+            self.book.add(job, runs)
+        active = [r for r in self.book.runs.values() if r.state in ACTIVE]
+        if active:
+            # liveness × interval, plus one interval of grace for the agent's back-off.
+            self._restart_deadline = (
+                time.monotonic() + self.registry.timeout + self.registry.interval
+            )
+        if self.book.jobs:
+            log.info(
+                "reloaded %d unfinished jobs (%d runs dispatched or running)",
+                len(self.book.jobs),
+                len(active),
+            )
+
+    async def expire_unclaimed_runs(self, now: float) -> None:
+        """Once the restart deadline passes (monotonic ``now``), declare lost the
+        reloaded runs whose node has not registered since."""
+        if self._restart_deadline is None or now < self._restart_deadline:
+            return
+        self._restart_deadline = None
+        wall, lost = time.time(), []
+        for run in self.book.runs.values():
+            if run.state in ACTIVE and self.registry.get(run.node) is None:
+                scheduler.set_state(
+                    run,
+                    RunState.LOST,
+                    wall,
+                    f"node {run.node} did not come back after the manager restarted",
+                )
+                log.warning(
+                    "run %s lost: node %s did not come back after the restart", run.id, run.node
+                )
+                lost.append(run)
+        await self.commit(lost)
+
+    # --- runs ---------------------------------------------------------------------
+
+    async def dispatch_queued(self) -> None:
+        """Send every run that may start now (see :func:`scheduler.next_dispatches`)."""
+        nodes = {n.name: n for n in self.registry.nodes() if self._may_dispatch(n.name)}
+        sent, wall = [], time.time()
+        for run, node in scheduler.next_dispatches(self.book.runs.values(), nodes):
+            spec = self.book.jobs[run.job_id].spec
+            msg = RunDispatch(
+                run_id=run.id,
+                job_id=run.job_id,
+                iteration=run.iteration,
+                command=spec.command,
+                env=spec.env,
+                cwd=spec.cwd,
+                timeout=spec.timeout,
+                collect=spec.collect,
+                interval=spec.interval,
+            )
+            if await self._send(node.routing_id, msg):
+                scheduler.set_state(run, RunState.DISPATCHED, wall)
+                log.info("run %s dispatched to node %s", run.id, node.name)
+                sent.append(run)
+        await self.commit(sent)
+
+    async def commit(self, runs: Iterable[Run]) -> None:
+        """Store changed runs, re-derive their jobs, publish events, update node states."""
+        runs = list(runs)
+        if not runs:
+            return
+        wall = time.time()
+        jobs = {r.job_id: self.book.jobs[r.job_id] for r in runs if r.job_id in self.book.jobs}
+        changed = [
+            j for j in jobs.values() if scheduler.refresh_job(j, self.book.runs_of(j.id), wall)
+        ]
+        self.store.save(runs, changed)
+        for run in runs:
+            await self._publish(
+                topics.job_events(run.job_id),
+                codec.encode(
+                    Event(
+                        kind="run",
+                        ts=wall,
+                        node=run.node,
+                        job_id=run.job_id,
+                        run_id=run.id,
+                        state=run.state.value,
+                        detail=run.to_dict(),
+                    )
+                ),
+            )
+        for job in changed:
+            log.info("job %s %s", job.id, job.state.value)
+            await self.publish_job(job)
+            if job.state.final:
+                self.book.drop(job.id)
+        for name in sorted({r.node for r in runs}):
+            await self.sync_node(name)
+
+    async def publish_job(self, job: Job) -> None:
+        """Publish ``job``'s state (without output tails) on its event topic."""
+        detail = job.to_dict(self.book.runs_of(job.id), tails=False)
+        await self._publish(
+            topics.job_events(job.id),
+            codec.encode(
+                Event(
+                    kind="job", ts=time.time(), job_id=job.id, state=job.state.value, detail=detail
+                )
+            ),
+        )
+
+    # --- nodes --------------------------------------------------------------------
+
+    async def sync_node(self, name: str) -> None:
+        """Tell the registry which runs ``name`` holds (READY ⇄ BUSY follows)."""
+        change = self.registry.set_running(name, self.book.active_on(name))
+        await self.node_changed([change] if change else [])
+
+    async def node_changed(self, changes: Iterable[StateChange]) -> None:
+        """Log and publish node state changes (and re-registrations)."""
+        now, wall = time.monotonic(), time.time()
+        for change in changes:
+            node = self.registry.get(change.name)
+            if node is None:
+                continue
+            if change.new is NodeState.LOST:
+                log.warning("node %s lost: silent for %.1f s", node.name, now - node.last_seen)
+            elif change.old is NodeState.LOST:
+                log.info("node %s is back: %s", node.name, change.new.value)
+            await self._publish(
+                topics.node_events(node.name),
+                codec.encode(
+                    Event(
+                        kind="node",
+                        ts=wall,
+                        node=node.name,
+                        state=node.state.value,
+                        detail=node.to_dict(now, wall),
+                    )
+                ),
+            )
+
+    # --- views for replies and reports ----------------------------------------------
+
+    def job_dict(self, job_id: str) -> dict[str, Any] | None:
+        """The job JSON (with output tails), from memory if unfinished, else the store."""
+        job = self.book.jobs.get(job_id)
+        if job is not None:
+            return job.to_dict(self.book.runs_of(job_id))
+        found = self.store.job(job_id)
+        return found[0].to_dict(found[1]) if found else None
+
+    def node_facts(self, node: str, when: float | None) -> tuple[dict[str, Any], str] | None:
+        """``node``'s facts at wall time ``when``: as recorded in the store, else as the
+        registry holds them now; with where they came from (``recorded``/``registry``)."""
+        found = self.store.facts_at(node, when)
+        if found is not None:
+            return found[0], "recorded"
+        live = self.registry.get(node)
+        return (codec.to_dict(live.facts), "registry") if live is not None else None

@@ -1,0 +1,237 @@
+"""ROUTER handlers for client requests: nodes, jobs, agent keys, reports.
+
+Clients are the ``ptap`` CLI and shell, the dashboard and scripts. Every
+request carries a ``req_id`` that its ``reply`` or ``error`` echoes. With
+CURVE only an administrator's key gets this far (``manager/authorization.py``).
+Reports and comparisons are computed in the background, so a slow InfluxDB
+query never stalls the ROUTER loop that agents depend on.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+from bus.messages import (
+    CompareGet,
+    JobCancel,
+    JobGet,
+    JobsList,
+    JobSubmit,
+    Keys,
+    NodesList,
+    Reply,
+    ReportGet,
+    RunCancel,
+    RunState,
+)
+from manager import scheduler
+from manager.analysis.service import AnalysisError, check_format, check_threshold
+from manager.keys import KeyState
+from manager.scheduler import Job, SpecError
+
+if TYPE_CHECKING:
+    from manager.server import Manager
+
+log = logging.getLogger(__name__)
+
+MAX_JOBS_LIST = 1000
+#: A node name as the key store files it: a pending duplicate gets ``~<hash>``.
+KEY_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(~[0-9a-f]{8})?")
+
+
+# --- nodes and jobs -----------------------------------------------------------------
+
+
+async def handle_nodes_list(mgr: Manager, peer: bytes, msg: NodesList) -> None:
+    """``nodes.list``: every node since start-up. Reply ``{"nodes": [node, ...]}``."""
+    now, wall = time.monotonic(), time.time()
+    nodes = [n.to_dict(now, wall) for n in mgr.registry.nodes()]
+    await mgr.send(peer, Reply(req_id=msg.req_id, result={"nodes": nodes}))
+
+
+async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:
+    """``job.submit``: create a job; targets are resolved now. Reply: the job.
+
+    An unknown node, a selector matching no live node, or an unusable spec
+    is refused with ``bad-request``.
+    """
+    job_id = uuid.uuid4().hex[:12]
+    try:
+        runs = scheduler.expand(job_id, msg.spec, {n.name: n for n in mgr.registry.nodes()})
+    except SpecError as exc:
+        await mgr.reply_error(peer, msg.req_id, "bad-request", f"job refused: {exc}")
+        return
+    job = Job(id=job_id, spec=msg.spec, created_at=time.time())
+    mgr.store.add_job(job, runs)
+    mgr.book.add(job, runs)
+    log.info("job %s submitted: %d runs on %s, command %r", job_id, len(runs),
+             ",".join(sorted({r.node for r in runs})), " ".join(msg.spec.command)[:200])
+    await mgr.bookkeeper.publish_job(job)
+    await mgr.bookkeeper.dispatch_queued()
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=mgr.bookkeeper.job_dict(job_id)))
+
+
+async def handle_jobs_list(mgr: Manager, peer: bytes, msg: JobsList) -> None:
+    """``jobs.list``: newest first, at most ``limit`` (≤ 1000), without output tails.
+    Reply ``{"jobs": [job, ...]}``."""
+    limit = max(1, min(msg.limit, MAX_JOBS_LIST))
+    jobs = [job.to_dict(runs, tails=False) for job, runs in mgr.store.jobs(limit)]
+    await mgr.send(peer, Reply(req_id=msg.req_id, result={"jobs": jobs}))
+
+
+async def handle_job_get(mgr: Manager, peer: bytes, msg: JobGet) -> None:
+    """``job.get``: one job with its runs and output tails; ``not-found`` if unknown."""
+    found = mgr.bookkeeper.job_dict(msg.job_id)
+    if found is None:
+        await mgr.reply_error(peer, msg.req_id, "not-found", f"no job {msg.job_id[:40]!r}")
+        return
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=found))
+
+
+async def handle_job_cancel(mgr: Manager, peer: bytes, msg: JobCancel) -> None:
+    """``job.cancel``: queued runs end ``cancelled`` at once; dispatched and running
+    ones get ``run.cancel`` and end when their agent reports. Reply: the job
+    (a finished job is returned unchanged); ``not-found`` if unknown."""
+    if msg.job_id not in mgr.book.jobs:
+        found = mgr.bookkeeper.job_dict(msg.job_id)
+        if found is None:
+            await mgr.reply_error(peer, msg.req_id, "not-found", f"no job {msg.job_id[:40]!r}")
+        else:
+            await mgr.send(peer, Reply(req_id=msg.req_id, result=found))
+        return
+    log.info("job %s: cancel requested", msg.job_id)
+    await _cancel_runs(mgr, msg.job_id)
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=mgr.bookkeeper.job_dict(msg.job_id)))
+
+
+async def _cancel_runs(mgr: Manager, job_id: str) -> None:
+    changed, wall = [], time.time()
+    for run in mgr.book.runs_of(job_id):
+        if run.state.final:
+            continue
+        run.cancel_requested = True  # kept, so a lost node gets the cancel when it is back
+        if run.state is RunState.QUEUED:
+            scheduler.set_state(run, RunState.CANCELLED, wall, "cancelled before it started")
+        else:
+            node = mgr.registry.get(run.node)
+            if node is not None:
+                await mgr.send(node.routing_id, RunCancel(run_id=run.id, reason="job cancelled"))
+        changed.append(run)
+    await mgr.bookkeeper.commit(changed)
+
+
+# --- agent keys ---------------------------------------------------------------------
+
+
+async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
+    """``keys``: agent key acceptance (``action`` ``list|accept|reject|revoke``, ``node``).
+
+    Reply: for ``list`` ``{"pending": [{"node", "key"}], "accepted": [...],
+    "rejected": [...]}``; otherwise the changed entry ``{"node", "state",
+    "key"}`` (state ``revoked`` once forgotten). ``not-found`` for a node
+    without a key; ``bad-request`` while CURVE is off. An accepted key may open
+    new PUB and PULL connections at once; a rejected or revoked one loses its
+    node (its messages are refused) though ZeroMQ keeps its open connections.
+    """
+    keys = mgr.keys
+    if keys is None:
+        await mgr.reply_error(peer, msg.req_id, "bad-request",
+                              "CURVE is off: keys are not used; set [security] curve = yes")
+        return
+    if msg.action == "list":
+        await mgr.send(peer, Reply(req_id=msg.req_id, result=keys.listing()))
+        return
+    if msg.action not in ("accept", "reject", "revoke"):
+        await mgr.reply_error(peer, msg.req_id, "bad-request",
+                              f"keys action {msg.action[:20]!r} is not list, accept, "
+                              "reject or revoke")
+        return
+    entry = _key_entry(keys.listing(), msg.node) if KEY_NODE_NAME.fullmatch(msg.node) else None
+    if entry is None:
+        await mgr.reply_error(peer, msg.req_id, "not-found",
+                              f"no agent key for node {msg.node[:80]!r}; see ptap keys list")
+        return
+    if msg.action == "revoke":
+        keys.revoke(msg.node)
+        entry["state"] = "revoked"
+    else:
+        keys.set_state(msg.node, KeyState.ACCEPTED if msg.action == "accept"
+                       else KeyState.REJECTED)
+        entry = _key_entry(keys.listing(), msg.node) or entry
+    log.info("key of node %s: %s", msg.node, entry["state"])
+    await mgr.send(peer, Reply(req_id=msg.req_id, result=entry))
+
+
+def _key_entry(listing: dict[str, list[dict[str, str]]], node: str) -> dict[str, str] | None:
+    for state, entries in listing.items():
+        for entry in entries:
+            if entry["node"] == node:
+                return {"node": node, "state": state, "key": entry["key"]}
+    return None
+
+
+# --- reports ------------------------------------------------------------------------
+
+
+async def handle_report_get(mgr: Manager, peer: bytes, msg: ReportGet) -> None:
+    """``report.get``: a job's analysis report (DESIGN §9, docs/analysis.md).
+
+    Reply: the report object (docs/report-schema.json) for ``format`` ``json``,
+    else ``{"format": F, "content": str}`` for ``text``, ``csv``, ``html``.
+    Errors: ``not-found`` (no such job), ``bad-request`` (unknown format),
+    ``unavailable`` (InfluxDB cannot be queried). Computed in the background:
+    the queries are awaited and the numpy work runs in an executor, so the
+    ROUTER loop goes on serving agents meanwhile.
+    """
+    if await _refused(mgr, peer, msg.req_id, lambda: check_format(msg.format)):
+        return
+    mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, mgr.analyst.report(msg.job_id, msg.format)),
+              f"report {msg.job_id[:40]}")
+
+
+async def handle_compare_get(mgr: Manager, peer: bytes, msg: CompareGet) -> None:
+    """``compare.get``: job ``cand`` against baseline job ``base`` with ``threshold``
+    (0.05 = 5 %). Reply and errors as for ``report.get`` (the comparison object
+    for ``json``); ``bad-request`` also for a threshold outside 0–10."""
+    def checks() -> None:
+        check_format(msg.format)
+        check_threshold(msg.threshold)
+
+    if await _refused(mgr, peer, msg.req_id, checks):
+        return
+    work = mgr.analyst.compare(msg.base, msg.cand, msg.format, msg.threshold)
+    mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, work),
+              f"compare {msg.base[:40]} {msg.cand[:40]}")
+
+
+async def _refused(mgr: Manager, peer: bytes, req_id: str, check: Callable[[], object]) -> bool:
+    """Run the cheap argument checks now, so a bad request is answered at once."""
+    try:
+        check()
+    except AnalysisError as exc:
+        await mgr.reply_error(peer, req_id, exc.code, str(exc))
+        return True
+    return False
+
+
+async def _analysis_reply(mgr: Manager, peer: bytes, req_id: str, work: Awaitable[Any]) -> None:
+    """Await a report or comparison and answer ``reply``, or ``error`` with its code."""
+    started = time.monotonic()
+    try:
+        result = await work
+    except AnalysisError as exc:
+        await mgr.reply_error(peer, req_id, exc.code, str(exc))
+        return
+    except Exception as exc:  # a bug in the analysis must not go unanswered
+        log.exception("analysis for request %s failed", req_id)
+        await mgr.reply_error(peer, req_id, "internal",
+                              f"the manager failed on this report ({type(exc).__name__}); "
+                              "see its log")
+        return
+    log.info("analysis for request %s done in %.2f s", req_id, time.monotonic() - started)
+    await mgr.send(peer, Reply(req_id=req_id, result=result))

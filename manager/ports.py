@@ -1,0 +1,129 @@
+"""Where the manager listens: three consecutive ports, their addresses, and the ready file.
+
+ROUTER binds ``bind_port``, PUB ``bind_port + 1`` and PULL ``bind_port + 2``
+(docs/protocol.md "Ports"), so a peer that knows one port knows all three.
+With ``bind_port = 0`` the ROUTER takes a random free port and the other two
+follow it; if either is taken, the three start again elsewhere. The ready
+file tells a launcher which ports were taken, once all three are bound.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.asyncio
+
+from bus.daemon import StartupError
+
+#: Random bases tried before giving up on ``bind_port = 0``.
+BIND_ATTEMPTS = 50
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    """The bound ports: ROUTER, PUB (= router + 1) and PULL (= router + 2)."""
+
+    router: int
+    pub: int
+    pull: int
+
+
+def endpoint(host: str, port: int | None) -> str:
+    """``tcp://host:port``, with an IPv6 host in brackets; without port for a random bind."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
+
+
+def connect_host(bind_addr: str) -> str:
+    """The host a local peer connects to for ``bind_addr``: a wildcard bind is
+    reached over loopback, as a wildcard is no address to connect to."""
+    return {"*": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}.get(bind_addr, bind_addr)
+
+
+def bind_consecutive(
+    router: zmq.asyncio.Socket,
+    pub: zmq.asyncio.Socket,
+    pull: zmq.asyncio.Socket,
+    addr: str,
+    port: int,
+) -> Ports:
+    """Bind the three sockets at ``port``, +1, +2, or at a random free base if ``port`` is 0.
+
+    Raises :class:`StartupError` (one line saying what to change) when that fails.
+    """
+    sockets = (router, pub, pull)
+    for sock in sockets:
+        sock.setsockopt(zmq.IPV6, int(":" in addr))
+    if port:
+        return _bind_at(sockets, addr, port)
+    for _ in range(BIND_ATTEMPTS):
+        base = router.bind_to_random_port(endpoint(addr, None))
+        try:
+            return _bind_at(sockets, addr, base, router_bound=True)
+        except StartupError:
+            continue  # PUB or PULL port taken: another random base
+    raise StartupError(
+        f"no free three consecutive ports on {addr} after "
+        f"{BIND_ATTEMPTS} tries — set [basic] bind_port"
+    )
+
+
+def _bind_at(
+    sockets: tuple[zmq.asyncio.Socket, zmq.asyncio.Socket, zmq.asyncio.Socket],
+    addr: str,
+    base: int,
+    router_bound: bool = False,
+) -> Ports:
+    """Bind ROUTER (unless already), PUB and PULL at base, +1, +2; all or none."""
+    router, pub, pull = sockets
+    bound: list[tuple[zmq.asyncio.Socket, str]] = []
+    plan = [(router, base), (pub, base + 1), (pull, base + 2)]
+    if router_bound:
+        bound.append((router, endpoint(addr, base)))
+        plan = plan[1:]
+    for sock, port in plan:
+        where = endpoint(addr, port)
+        try:
+            if port > 65535:
+                raise zmq.ZMQError(zmq.EINVAL, "port out of range")
+            sock.bind(where)
+        except zmq.ZMQError as exc:
+            for done, at in bound:
+                done.unbind(at)
+            raise StartupError(
+                f"cannot bind {where}: {exc.strerror} — is another "
+                "ptap-manager running? see server.cfg [basic] bind_addr "
+                "and bind_port"
+            ) from None
+        bound.append((sock, where))
+    return Ports(base, base + 1, base + 2)
+
+
+def write_ready_file(path: Path, ports: Ports) -> None:
+    """Write the ports atomically (temp file + rename): readers never see half a file."""
+    data = {
+        "router": ports.router,
+        "pub": ports.pub,
+        "pull": ports.pull,
+        "pid": os.getpid(),
+    }
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data) + "\n", encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def remove_ready_file(path: Path) -> None:
+    """Remove our ready file on shutdown, so nobody connects to a stopped manager.
+
+    Only if it is still ours: a manager started since may have replaced it.
+    """
+    try:
+        if json.loads(path.read_text(encoding="utf-8")).get("pid") == os.getpid():
+            path.unlink()
+    except (OSError, ValueError, AttributeError):
+        pass
