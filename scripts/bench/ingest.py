@@ -54,6 +54,7 @@ import multiprocessing
 import os
 import platform
 import random
+import resource
 import signal
 import subprocess
 import sys
@@ -257,6 +258,13 @@ def cpu_seconds(proc: psutil.Process) -> float:
     return times.user + times.system
 
 
+def reaped_children_seconds() -> float:
+    """CPU time of this process's children that have ended and been waited for
+    (the null phase's sender processes, from their start-up imports on)."""
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
 def _busy_seconds() -> float:
     """CPU seconds processes have used on the whole machine, all cores together.
 
@@ -277,12 +285,15 @@ class CpuWatch:
     def __init__(self, *procs: psutil.Process) -> None:
         self.procs = [psutil.Process(), *procs]
         self.own = [cpu_seconds(p) for p in self.procs]
+        self.children = reaped_children_seconds()
         self.busy = _busy_seconds()
         self.wall = time.perf_counter()
 
     def stop(self) -> tuple[list[float], float]:
-        """(CPU seconds of this process then each of ``procs``, cores used by the rest)."""
+        """(CPU seconds of this process (with its children that ended meanwhile) then
+        each of ``procs``, cores used by the rest)."""
         own = [cpu_seconds(p) - o for p, o in zip(self.procs, self.own, strict=True)]
+        own[0] += reaped_children_seconds() - self.children
         wall = time.perf_counter() - self.wall
         others = (_busy_seconds() - self.busy - sum(own)) / wall
         return own, max(0.0, others)
