@@ -12,14 +12,12 @@ This is the manager's hot path (DESIGN §5), so it works on the wire form —
   declines the whole series: rows of finite floats and int64 ints led by a
   timestamp inside the window. That path is compiled
   (``manager/_lineproto_c.c``, built by ``setup.py`` where a C compiler is
-  installed; about 0.15 µs a point). Without it, the same path runs in
-  Python (about 0.8 µs): rows are formatted by an f-string compiled once per
-  column layout, and a series of :data:`VECTOR_MIN` rows or more is checked
-  column by column in C builtins (``_SeriesCode.block``);
+  installed; about 0.15 µs a point, short decimals written straight from
+  their digits). Without it, the same path runs in Python, at about 0.8 µs
+  (``manager/lineproto_rows.py``: an f-string compiled per column layout,
+  column-wise checks in C builtins, a cache of float texts);
 * series the fast path declines (a None, a NaN, a string, a bad row) go
-  row by row with the general rules below (:func:`_rows_into`);
-* float text is ``repr``, taken from a cache for short values, as metric
-  values repeat.
+  row by row with the general rules below (``RowWriter.into``).
 
 ``scripts/bench/lineproto.py`` compares it with ``influxdb_client.Point`` in
 the same run, and ``scripts/bench/ingest.py`` times it inside the ingest.
@@ -46,9 +44,10 @@ Rules (as InfluxDB 1.x parses them, and as Telegraf writes them):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
-from itertools import islice
+from collections.abc import Iterable
 from typing import Any, NamedTuple
+
+from manager.lineproto_rows import PLAIN, VECTOR_MIN, RowWriter
 
 __all__ = ["encode_batch", "encode_series", "encode_lines", "encode_str_lines",
            "escape_measurement", "escape_key", "Encoded", "MIN_TS", "MAX_TS", "MAX_BATCH_CHARS",
@@ -66,9 +65,6 @@ ENCODER = "python" if _compiled_rows is None else "compiled"
 _CONTROL = {"\t": "\\t", "\n": "\\n", "\r": "\\r", "\f": "\\f"}
 _MEAS_TABLE = str.maketrans({",": "\\,", " ": "\\ ", **_CONTROL})
 _KEY_TABLE = str.maketrans({",": "\\,", "=": "\\=", " ": "\\ ", **_CONTROL})
-# String values: InfluxDB unescapes only \\ and \"; a raw newline would still
-# parse, but the payload is split on newlines when a write must be bisected.
-_STR_TABLE = str.maketrans({"\\": "\\\\", '"': '\\"', "\n": "\\n", "\r": "\\r"})
 _KEY_SPECIALS = frozenset(",= \t\n\r\f\\")
 
 
@@ -106,193 +102,28 @@ def _series_prefix(measurement: str, tags: dict[str, Any] | None) -> str:
     return ",".join(parts) + " "
 
 
-# ``repr`` of floats, remembered: metric values such as psutil's percentages
-# (one decimal) repeat a lot, and a lookup in an exact dict costs ~40 ns where
-# ``repr`` costs ~110. Formatters index it directly (an exact dict is what the
-# interpreter's fast subscript handles; a __missing__ hook would cost ~100 ns a
-# row), so a miss raises KeyError and the caller learns the row's floats and
-# formats it again (_learn). Cleared when full. ``-0.0`` equals ``0.0`` as a
-# key and is written ``0.0`` by cached columns: the one value this loses is
-# the sign of zero.
-_SHORT_REPR = 7
-_MAX_REPRS = 65_536
-_REPRS: dict[float, str] = {0.0: "0.0"}
-
-
-def _learn(rows: Iterable[list[Any]]) -> None:
-    """Put the reprs of the finite floats of ``rows`` into the cache (after a miss)."""
-    if len(_REPRS) >= _MAX_REPRS:
-        _REPRS.clear()
-    for row in rows:
-        for value in row:
-            if type(value) is float and value - value == 0.0 and value not in _REPRS:
-                _REPRS[value] = repr(value)
-
-
-# Compiled row formatters, one per column layout: a string of one code per
-# value, "i" int, "f" float, "c" float through _REPRS. The generated source
-# holds only names and indices, never data from the wire: the prefix, keys
-# and cache are passed in as closure arguments.
-_FORMATTERS: dict[str, Callable[..., Callable[[list[Any]], str]]] = {}
-_MAX_FORMATTERS = 512
-
-
-def _formatter_factory(codes: str) -> Callable[..., Callable[[list[Any]], str]]:
-    """Compile ``make(prefix, cache, k0, k1, ...) -> (row -> line)`` for a layout.
-
-    An f-string formats the whole row with one bytecode per value, about
-    twice as fast as ``str.format`` or a loop over the values.
-    """
-    factory = _FORMATTERS.get(codes)
-    if factory is not None:
-        return factory
-    templates = {
-        "i": "{{k{0}}}{{r[{1}]}}i",
-        "f": "{{k{0}}}{{r[{1}]!r}}",
-        "c": "{{k{0}}}{{m[r[{1}]]}}",
-    }
-    values = ",".join(templates[code].format(i, i + 1) for i, code in enumerate(codes))
-    names = ", ".join(f"k{i}" for i in range(len(codes)))
-    source = f"def make(p, m, {names}):\n    return lambda r: f'{{p}}{values} {{r[0]}}'\n"
-    namespace: dict[str, Any] = {}
-    exec(compile(source, "<lineproto row formatter>", "exec"), namespace)
-    if len(_FORMATTERS) >= _MAX_FORMATTERS:
-        _FORMATTERS.clear()
-    factory = _FORMATTERS[codes] = namespace["make"]
-    return factory
-
-
-def _row_formatter(
-    prefix: str, keys: list[str], first_row: list[Any], types: list[type]
-) -> Callable[[list[Any]], str] | None:
-    """A compiled formatter for rows laid out as ``types`` (those of ``first_row``).
-
-    ``None`` when the layout holds a value the fast path does not write
-    (None, str, bool, subclasses): such rows take the general path. A float
-    column whose first value has a short repr goes through the repr cache.
-    """
-    if len(types) != len(keys) + 1 or types[0] is not int or not keys:
-        return None
-    codes = []
-    for t, value in zip(types[1:], first_row[1:], strict=True):
-        if t is int:
-            codes.append("i")
-        elif t is float:
-            codes.append("c" if len(repr(value)) <= _SHORT_REPR else "f")
-        else:
-            return None
-    return _formatter_factory("".join(codes))(prefix, _REPRS, *keys)
-
-
-
-def _no_formatter(row: list[Any]) -> str:
-    raise AssertionError("unreachable: no row matches an empty layout")
-
-
 #: Timestamps InfluxDB can store (int64 nanoseconds): the window when a caller gives none.
 MIN_TS, MAX_TS = -(2**63), 2**63 - 1
 #: The most text a batch's rows may repeat (series and field keys): four times the
 #: largest message, far above what agents send (a few kB a tick).
 MAX_BATCH_CHARS = 64 * 1024 * 1024
-#: A series this long is encoded column by column (below, row by row: the set-up
-#: of the column path costs about as much as formatting three rows).
-VECTOR_MIN = 4
-#: The value types a row may hold: a nested list or map has no line-protocol form.
-PLAIN = frozenset({int, float, str, bool, type(None)})
-_JUST_LIST, _JUST_INT, _JUST_FLOAT = {list}, {int}, {float}
 
 
-class _SeriesCode:
-    """What encoding one series needs that does not depend on its rows.
+class _SeriesCode(RowWriter):
+    """A series' header as line protocol, and its rows' writer (:class:`RowWriter`).
 
-    ``types`` is the row layout ``formatter`` was compiled for (empty: none
-    yet); ``keep`` lists the value columns to keep when some field has an
-    empty name (InfluxDB rejects ``=value``), else None.
+    ``node`` is its ``node`` tag (None without one); ``row_chars`` what each
+    of its lines repeats (series key, field keys, separators, timestamp).
     """
 
-    __slots__ = ("prefix", "keys", "width", "types", "formatter", "has_float", "keep", "uses",
-                 "row_chars",
-                 "node")
+    __slots__ = ("node", "row_chars")
 
     def __init__(self, measurement: str, tags: dict[str, Any] | None, fields: list[str]) -> None:
-        self.keep = None if all(fields) else [i + 1 for i, name in enumerate(fields) if name]
+        keys = [escape_key(f) + "=" for f in fields if f]
+        keep = None if all(fields) else [i + 1 for i, name in enumerate(fields) if name]
+        super().__init__(_series_prefix(measurement, tags), keys, len(fields) + 1, keep)
         self.node = tags.get("node") if tags else None
-        self.prefix = _series_prefix(measurement, tags)
-        self.keys = [escape_key(f) + "=" for f in fields if f]
-        self.width = len(fields) + 1
-        # What every row repeats (series key, field keys, separators, timestamp):
-        # the part of a line that does not come from the row's own bytes.
-        self.row_chars = len(self.prefix) + sum(map(len, self.keys)) + len(self.keys) + 21
-        self.types: list[type] = []
-        self.formatter: Callable[[list[Any]], str] = _no_formatter
-        self.has_float = False
-        self.uses = 0
-
-    def refit(self, row: list[Any], types: list[type]) -> bool:
-        """Compile the fast formatter for the layout of ``row``; False if it has none."""
-        formatter = _row_formatter(self.prefix, self.keys, row, types)
-        if formatter is None:
-            return False
-        self.types, self.formatter, self.has_float = types, formatter, float in types
-        return True
-
-    def one(self, row: Any, lo: int, hi: int) -> str | None:
-        """One row as a line through the compiled formatter, or None if it needs a closer look.
-
-        The row checks of :func:`_rows_into`, without its set-up. Every 64th
-        call declines, so that _rows_into re-picks the cached float columns.
-        """
-        uses = self.uses + 1
-        if (uses & 63 and type(row) is list and len(row) == self.width
-                and type(ts := row[0]) is int and lo <= ts <= hi
-                and list(map(type, row)) == self.types
-                and (not self.has_float or (total := sum(row)) - total == 0.0)):
-            try:
-                line = self.formatter(row)
-            except KeyError:  # a float not in the repr cache yet: _rows_into learns it
-                return None
-            self.uses = uses
-            return line
-        return None
-
-    def block(self, rows: list[Any], lo: int, hi: int) -> str | None:
-        """All ``rows`` as newline-separated lines, or None if any row needs a closer look.
-
-        The checks run column by column in C — ``set(map(type, column))`` per
-        column of the transposed rows, ``sum`` for NaN/±inf, ``min``/``max``
-        for the window — and the compiled row formatter is mapped over the
-        rows. None when a row is not a list of the right width, a timestamp
-        is not an int inside ``[lo, hi]``, or a column is not all-float
-        (finite) or all-int: those rows take the row-by-row path with its
-        exact rules.
-        """
-        if set(map(type, rows)) != _JUST_LIST or set(map(len, rows)) != {self.width}:
-            return None
-        columns = list(zip(*rows, strict=False))  # the widths are checked above
-        stamps = columns[0]
-        if set(map(type, stamps)) != _JUST_INT or min(stamps) < lo or max(stamps) > hi:
-            return None
-        layout: list[type] = [int]
-        for column in islice(columns, 1, None):
-            kinds = set(map(type, column))
-            if kinds == _JUST_FLOAT:
-                total = sum(column)
-                if total - total != 0.0:  # NaN or ±inf somewhere (or an overflowing sum)
-                    return None
-                layout.append(float)
-            elif kinds == _JUST_INT:
-                layout.append(int)
-            else:
-                return None
-        self.uses += 1
-        # As in _rows_into: every 64th batch re-picks cached or plain float columns.
-        if (layout != self.types or not self.uses & 63) and not self.refit(rows[0], layout):
-            return None
-        try:
-            return "\n".join(map(self.formatter, rows))
-        except KeyError:  # a float not in the repr cache yet
-            _learn(rows)
-            return "\n".join(map(self.formatter, rows))
+        self.row_chars = len(self.prefix) + sum(map(len, keys)) + len(keys) + 21
 
 
 # Series seen recently, keyed by (measurement, tag items, fields): agents send
@@ -338,70 +169,6 @@ def _series_code(s: Any) -> _SeriesCode | None:
             _SERIES_CACHE.clear()
         _SERIES_CACHE[key] = code
     return code
-
-
-def _row_line(prefix: str, keys: list[str], row: list[Any]) -> str | None:
-    """The general path: one checked row, value by value; ``None`` if no field is left."""
-    parts: list[str] = []
-    add = parts.append
-    for key, v in zip(keys, islice(row, 1, None), strict=True):
-        t = type(v)
-        # Exact type checks, not isinstance: bool is an int subclass.
-        if t is float:
-            if v - v == 0.0:  # false for NaN and ±inf, which InfluxDB rejects
-                add(key + repr(v))
-        elif t is int:
-            add(f"{key}{v}i")
-        elif t is str:
-            add(f'{key}"{v.translate(_STR_TABLE)}"')
-        elif t is bool:
-            add(key + ("true" if v else "false"))
-        # None: left out
-    return f"{prefix}{','.join(parts)} {row[0]}" if parts else None
-
-
-def _rows_into(code: _SeriesCode, rows: list[Any], lo: int, hi: int, out: list[str]) -> int:
-    """Check and append one line per writable row; returns the rows dropped."""
-    prefix, keys, width, keep = code.prefix, code.keys, code.width, code.keep
-    formatter, types, check_finite = code.formatter, code.types, code.has_float
-    may_refit = keep is None  # compile at most one new layout per series and batch
-    code.uses += 1
-    if not code.uses & 63:
-        # Every 64th batch, pick cached or plain float columns again from this
-        # batch's first row: values drift (a rate's first sample is 0.0).
-        types = []
-    append = out.append
-    dropped = 0
-    for row in rows:
-        if (type(row) is not list or len(row) != width or type(ts := row[0]) is not int
-                or not lo <= ts <= hi):
-            dropped += 1
-            continue
-        row_types = list(map(type, row))
-        if row_types != types:
-            if not PLAIN.issuperset(row_types):
-                dropped += 1
-                continue
-            if may_refit:
-                may_refit = False
-                if code.refit(row, row_types):
-                    formatter, types, check_finite = code.formatter, code.types, code.has_float
-        # Fast path: the compiled layout, and every float finite (the sum is
-        # NaN or ±inf otherwise; a sum that merely overflows sends the row
-        # down the general path, which is also right).
-        if row_types == types and (not check_finite or (total := sum(row)) - total == 0):
-            try:
-                append(formatter(row))
-            except KeyError:  # a float not in the repr cache yet
-                _learn((row,))
-                append(formatter(row))
-            continue
-        if keep is not None:
-            row = [ts, *[row[i] for i in keep]]
-        line = _row_line(prefix, keys, row)
-        if line is not None:
-            append(line)
-    return dropped
 
 
 class Encoded(NamedTuple):
@@ -463,7 +230,7 @@ def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
                 points += len(rows)
                 continue
         before = len(out)
-        dropped += _rows_into(code, rows, lo, hi, out)
+        dropped += code.into(rows, lo, hi, out)
         points += len(out) - before  # one line per row written
     return Encoded("\n".join(out).encode(), points, dropped, foreign, oversized)
 

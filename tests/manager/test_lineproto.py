@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from manager import lineproto
+from manager import lineproto, lineproto_rows
 from manager.lineproto import (
     encode_batch,
     encode_lines,
@@ -310,7 +310,7 @@ def test_encode_batch_matches_reference_on_garbage() -> None:
         payload, points, dropped, _, _ = encode_batch(batch, lo, hi)
         want, want_dropped = reference_batch(batch, lo, hi)
         got = payload.decode().split("\n") if points else []
-        # The Python path's repr cache writes -0.0 as 0.0 (lineproto._REPRS):
+        # The Python path's repr cache writes -0.0 as 0.0 (lineproto_rows._REPRS):
         # the one documented difference, so the sign of zero is not compared
         # here (test_compiled_path_edges checks it).
         want = [line.replace("=-0.0", "=0.0") for line in want]
@@ -360,8 +360,8 @@ def test_the_repr_cache_is_bounded(monkeypatch: pytest.MonkeyPatch, encoder: str
     if encoder == "compiled":
         pytest.skip("the compiled path writes floats without the cache")
     cache: dict[float, str] = {}
-    monkeypatch.setattr(lineproto, "_REPRS", cache)
-    monkeypatch.setattr(lineproto, "_MAX_REPRS", 100)
+    monkeypatch.setattr(lineproto_rows, "_REPRS", cache)
+    monkeypatch.setattr(lineproto_rows, "_MAX_REPRS", 100)
     for batch in range(30):
         rows = [[TS + i, round(batch * 10 + i * 0.1, 1), 1234.56789 + batch] for i in range(8)]
         got = encode_str_lines([["c", {}, ["short", "long"], rows]])
