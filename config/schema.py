@@ -65,6 +65,8 @@ class ServerState:
 @dataclass(frozen=True)
 class ServerSpool:
     max_points: int = key(2_000_000, lo=1000, doc="points held in memory while InfluxDB is down")
+    max_bytes: int = key(512 * 1024 * 1024, lo=1024 * 1024,
+                         doc="bytes of line protocol held in memory while InfluxDB is down")
     max_message_bytes: int = key(16 * 1024 * 1024, lo=4096, doc="largest frame accepted")
 
 

@@ -123,6 +123,7 @@ class Manager:
             is_known_node=lambda name: self.registry.get(name) is not None,
             limits=self.limits,
             max_points=cfg.spool.max_points,
+            max_bytes=cfg.spool.max_bytes,
         )
         self.query = query or make_query_client(cfg)
         self.analyst = Analyst(self.bookkeeper.job_dict, self.bookkeeper.node_facts,

@@ -260,6 +260,14 @@ def test_the_buffer_is_bounded_in_bytes_as_well_as_points() -> None:
     asyncio.run(scenario())
 
 
+def test_the_byte_bound_comes_from_spool_max_bytes(tmp_path: Path) -> None:
+    async def scenario() -> None:
+        async with harness(tmp_path / "m.db", **{"spool.max_bytes": "3145728"}) as h:
+            assert h.mgr.ingest.max_bytes == 3 * 1024 * 1024
+
+    asyncio.run(scenario())
+
+
 def test_a_resend_while_its_batch_is_being_written_is_not_queued_twice() -> None:
     async def scenario() -> None:
         sink = GateSink()
