@@ -8,21 +8,17 @@ A :class:`Runner` owns one run from ``run.dispatch`` to its final state::
         │                     └──cancel()───────────► cancelled  (same)
         └──cannot start (not found, no permission)► failed      (exit_code None, one-line error)
 
-The command starts with ``start_new_session=True``, so its pid is also its
-process-group id and one ``killpg`` reaches the whole tree. When the main
-process exits, whatever it left in that group is ended too (TERM, then KILL
-after ``kill_grace``), so a test cannot leak processes onto the node.
+The command is the leader of a process group of its own, so one ``killpg``
+reaches the whole tree. When the main process exits, whatever it left in that
+group is ended too (TERM, then KILL after ``kill_grace``), so a test cannot leak
+processes onto the node.
 
-It is started with ``loop.subprocess_exec`` and a small protocol rather than
-``create_subprocess_exec``'s ``Process``: on Python 3.11 ``Process.wait()``
-only returns once every pipe is closed, so a leftover child holding stdout
-would hang it. The protocol hears the exit on its own, and the transport can
-be closed publicly when a process that left the group still holds a pipe.
-
-Output: the last ``output_tail`` bytes of stdout and stderr are kept (bytes,
-decoded with ``errors="replace"`` only when reported) and complete lines are
-handed to an ``on_line(stream, line)`` hook as they arrive, for ``PTAP mark``
-lines and the live view.
+This module holds the decisions and the report; the means live beside it:
+:mod:`agent.process_group` starts the command in its group, hears it exit, and
+looks who is left (and says why ``loop.subprocess_exec`` rather than
+``create_subprocess_exec``); :mod:`agent.output_tail` keeps the bounded
+stdout/stderr tails and hands complete lines to an ``on_line(stream, line)``
+hook, for ``PTAP mark`` lines and the live view.
 """
 
 from __future__ import annotations
@@ -38,18 +34,23 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.output_tail import LineCallback, OutputTail
+from agent.process_group import (
+    CannotStart,
+    ProcessPipes,
+    live_members,
+    signal_group,
+    spawn_in_new_group,
+    wait_group_empty,
+)
 from bus.messages import RunDispatch, RunReport, RunState
+
+__all__ = ["ChangeCallback", "LineCallback", "Runner", "RunnerOptions"]
 
 log = logging.getLogger(__name__)
 
-#: ``on_line(stream, line)``: ``stream`` is ``"stdout"`` or ``"stderr"``, ``line`` has no newline.
-LineCallback = Callable[[str, str], None]
 #: ``on_change(runner)``: called on the loop after every state change.
 ChangeCallback = Callable[["Runner"], None]
-
-#: How often the end-of-run sweep looks whether the process group is empty. There is
-#: no event for "group empty", so this is a bounded poll that runs only at run end.
-_GROUP_POLL = 0.02
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,73 +69,6 @@ class RunnerOptions:
     drain_timeout: float = 1.0
     max_line: int = 65536
     base_env: Mapping[str, str] | None = None
-
-
-class OutputTail:
-    """The last ``limit`` bytes of one stream, plus line splitting for a hook."""
-
-    def __init__(self, stream: str, limit: int, max_line: int,
-                 on_line: Callable[[str, str], None] | None) -> None:
-        self.stream = stream
-        self._limit = limit
-        self._max_line = max_line
-        self._on_line = on_line
-        self._tail = bytearray()
-        self._partial = bytearray()
-
-    def feed(self, data: bytes) -> None:
-        """Keep ``data`` in the bounded tail and emit every line it completes."""
-        self._tail += data
-        if len(self._tail) > self._limit:
-            del self._tail[: len(self._tail) - self._limit]
-        if self._on_line is None:
-            return
-        self._partial += data
-        *lines, rest = self._partial.split(b"\n")
-        for line in lines:
-            self._emit(line)
-        # An endless line is handed on in max_line pieces rather than held whole.
-        whole = len(rest) - len(rest) % self._max_line
-        if whole:
-            self._emit(rest[:whole])
-        self._partial = bytearray(rest[whole:])
-
-    def flush(self) -> None:
-        """Emit a last line that had no newline."""
-        if self._partial and self._on_line is not None:
-            self._emit(self._partial)
-        self._partial = bytearray()
-
-    def text(self) -> str:
-        return self._tail.decode("utf-8", errors="replace")
-
-    def _emit(self, line: bytes | bytearray) -> None:
-        assert self._on_line is not None
-        line = bytes(line).rstrip(b"\r")
-        for at in range(0, max(len(line), 1), self._max_line):
-            piece = line[at:at + self._max_line]
-            self._on_line(self.stream, piece.decode("utf-8", errors="replace"))
-
-
-class _Pipes(asyncio.SubprocessProtocol):
-    """Feeds the tails; tells when the process exited and when every pipe closed."""
-
-    def __init__(self, out: OutputTail, err: OutputTail) -> None:
-        loop = asyncio.get_running_loop()
-        self.exited: asyncio.Future[None] = loop.create_future()
-        self.closed: asyncio.Future[None] = loop.create_future()
-        self._tails = {1: out, 2: err}
-
-    def pipe_data_received(self, fd: int, data: bytes) -> None:
-        self._tails[fd].feed(data)
-
-    def process_exited(self) -> None:
-        if not self.exited.done():
-            self.exited.set_result(None)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
 
 
 class Runner:
@@ -196,8 +130,9 @@ class Runner:
         argv = list(self.dispatch.command)
         try:
             cwd = self._prepare_cwd()
-            transport, pipes = await self._spawn(argv, cwd)
-        except _CannotStart as exc:
+            transport, pipes = await spawn_in_new_group(
+                argv, cwd, self._environment(), self._out.feed, self._err.feed)
+        except CannotStart as exc:
             log.warning("run %s on %s: cannot start: %s", self.run_id, self.node, exc)
             self._finish(RunState.FAILED, error=str(exc))
             return
@@ -232,10 +167,10 @@ class Runner:
         try:
             workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
-            raise _CannotStart(f"cannot create workdir {workdir}: {exc.strerror}") from None
+            raise CannotStart(f"cannot create workdir {workdir}: {exc.strerror}") from None
         cwd = workdir / self.dispatch.cwd if self.dispatch.cwd else workdir
         if not cwd.is_dir():
-            raise _CannotStart(f"working directory {cwd} does not exist")
+            raise CannotStart(f"working directory {cwd} does not exist")
         return str(cwd)
 
     def _environment(self) -> dict[str, str]:
@@ -248,28 +183,9 @@ class Runner:
                    PTAP_ITERATION=str(self.dispatch.iteration), PTAP_NODE=self.node)
         return env
 
-    async def _spawn(self, argv: list[str], cwd: str,
-                     ) -> tuple[asyncio.SubprocessTransport, _Pipes]:
-        if not argv:
-            raise _CannotStart("empty command")
-        loop = asyncio.get_running_loop()
-        try:
-            return await loop.subprocess_exec(
-                lambda: _Pipes(self._out, self._err), *argv,
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                cwd=cwd, env=self._environment(), start_new_session=True)
-        except FileNotFoundError:
-            raise _CannotStart(f"command not found: {argv[0]}") from None
-        except PermissionError:
-            raise _CannotStart(f"permission denied: {argv[0]}") from None
-        except OSError as exc:
-            raise _CannotStart(f"cannot start {argv[0]}: {exc.strerror or exc}") from None
-        except ValueError as exc:  # e.g. a NUL byte in an argument
-            raise _CannotStart(f"cannot start {argv[0]}: {exc}") from None
-
     # --- supervising ------------------------------------------------------------
 
-    async def _supervise(self, transport: asyncio.SubprocessTransport, pipes: _Pipes) -> None:
+    async def _supervise(self, transport: asyncio.SubprocessTransport, pipes: ProcessPipes) -> None:
         ending: RunState | None = None
         failure = ""
         try:
@@ -278,7 +194,7 @@ class Runner:
             await self._drain(pipes)
         except Exception as exc:  # an agent bug must still end the run, and end it visibly
             log.exception("run %s on %s: supervising failed", self.run_id, self.node)
-            self._signal_group(signal.SIGKILL)
+            signal_group(self._pgid, signal.SIGKILL)
             failure = f"agent error while supervising: {exc}"
         finally:
             transport.close()
@@ -289,7 +205,7 @@ class Runner:
         else:
             self._finish_exit(transport.get_returncode(), ending)
 
-    async def _until_exit(self, pipes: _Pipes) -> RunState | None:
+    async def _until_exit(self, pipes: ProcessPipes) -> RunState | None:
         """Wait for the main process; on timeout or cancel end the group and say which."""
         cancel = asyncio.ensure_future(self._cancel.wait())
         waiters: set[asyncio.Future[Any]] = {pipes.exited, cancel}
@@ -305,41 +221,33 @@ class Runner:
         log.info("run %s on %s: %s; sending SIGTERM to process group %s", self.run_id,
                  self.node, "cancelled" if ending is RunState.CANCELLED else
                  f"timed out after {self.dispatch.timeout:g} s", self.pid)
-        self._signal_group(signal.SIGTERM)
+        signal_group(self._pgid, signal.SIGTERM)
         try:
             await asyncio.wait_for(asyncio.shield(pipes.exited), self.options.kill_grace)
         except TimeoutError:
             log.warning("run %s on %s: pid %s still running %g s after SIGTERM; SIGKILL",
                         self.run_id, self.node, self.pid, self.options.kill_grace)
-            self._signal_group(signal.SIGKILL)
+            signal_group(self._pgid, signal.SIGKILL)
             await pipes.exited
         return ending
 
     async def _end_leftovers(self) -> None:
         """End what the main process left in its group: TERM, then KILL after kill_grace."""
-        left = _live_members(self._pgid)
+        left = live_members(self._pgid)
         if not left:
             return
         log.info("run %s on %s: main process exited, ending %d leftover process(es) %s",
                  self.run_id, self.node, len(left), left[:10])
-        self._signal_group(signal.SIGTERM)
-        if await self._group_gone(self.options.kill_grace):
+        signal_group(self._pgid, signal.SIGTERM)
+        if await wait_group_empty(self._pgid, self.options.kill_grace):
             return
-        left = _live_members(self._pgid)
+        left = live_members(self._pgid)
         log.warning("run %s on %s: %d leftover process(es) survived SIGTERM; SIGKILL %s",
                     self.run_id, self.node, len(left), left[:10])
-        self._signal_group(signal.SIGKILL)
-        await self._group_gone(self.options.kill_grace)
+        signal_group(self._pgid, signal.SIGKILL)
+        await wait_group_empty(self._pgid, self.options.kill_grace)
 
-    async def _group_gone(self, timeout: float) -> bool:
-        deadline = time.monotonic() + timeout
-        while _live_members(self._pgid):
-            if time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(_GROUP_POLL)
-        return True
-
-    async def _drain(self, pipes: _Pipes) -> None:
+    async def _drain(self, pipes: ProcessPipes) -> None:
         """Read output until EOF, but not for ever: a process outside the group may hold it."""
         try:
             await asyncio.wait_for(asyncio.shield(pipes.closed), self.options.drain_timeout)
@@ -351,12 +259,6 @@ class Runner:
     def _pgid(self) -> int:
         assert self.pid is not None
         return self.pid  # start_new_session: the leader's pid is the group id
-
-    def _signal_group(self, sig: signal.Signals) -> None:
-        try:
-            os.killpg(self._pgid, sig)
-        except ProcessLookupError:
-            pass  # the group is already empty
 
     # --- finishing --------------------------------------------------------------
 
@@ -399,38 +301,6 @@ class Runner:
             if not self._line_hook_failed:  # once per run, not once per line
                 self._line_hook_failed = True
                 log.exception("run %s on %s: output line hook failed", self.run_id, self.node)
-
-
-class _CannotStart(Exception):
-    """The command could not be spawned; ``str()`` is the one-line reason."""
-
-
-def _live_members(pgid: int) -> list[int]:
-    """Pids in process group ``pgid`` that are not zombies (Linux ``/proc``).
-
-    Zombies are skipped: an orphan waits for init to reap it, and a poor container
-    init may never do so; it runs nothing and holds no pipe.
-    """
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return []
-    except PermissionError:
-        pass  # the group exists; look at who is in it
-    members = []
-    for entry in os.scandir("/proc"):
-        if not entry.name.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry.name}/stat", "rb") as fh:
-                stat = fh.read()
-        except OSError:
-            continue  # ended while we looked
-        # Fields after "(comm)": state ppid pgrp ...; comm may contain spaces and ')'.
-        fields = stat[stat.rfind(b")") + 2:].split()
-        if len(fields) > 2 and fields[2] == str(pgid).encode() and fields[0] != b"Z":
-            members.append(int(entry.name))
-    return members
 
 
 def _signal_name(num: int) -> str:
