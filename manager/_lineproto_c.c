@@ -22,6 +22,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <limits.h>
 #include <math.h>
 #include <string.h>
 
@@ -37,9 +38,16 @@ typedef struct {
 static int
 reserve(Buffer *b, Py_ssize_t more)
 {
+    /* Sizes come from the message (a long prefix times many rows): a sum
+     * past PY_SSIZE_T_MAX would wrap and pass the test below (within reach of
+     * a 32-bit build), so it is refused as the failed allocation it is. */
+    if (more > PY_SSIZE_T_MAX - b->len) {
+        PyErr_NoMemory();
+        return -1;
+    }
     if (b->len + more <= b->cap)
         return 0;
-    Py_ssize_t cap = b->cap * 2;
+    Py_ssize_t cap = b->cap <= PY_SSIZE_T_MAX / 2 ? b->cap * 2 : PY_SSIZE_T_MAX;
     if (cap < b->len + more)
         cap = b->len + more;
     char *data = PyMem_Realloc(b->data, (size_t)cap);
@@ -98,6 +106,12 @@ static const double POW10[] = {1.0, 10.0, 100.0, 1000.0, 10000.0};
  * parses to v, and no string with fewer decimals does; repr picks the
  * shortest string that parses back to v, which is therefore this one. repr
  * switches to exponents below 1e-4 and from 1e16, outside what this takes.
+ *
+ * Why the loop finds that n: while |n| < 2**51, v * 10**k is n within 1/4
+ * and its rounding adds at most 1/8, so nearbyint gives n. In the top
+ * binade [2**51, 2**52) it can miss by one; the check below then fails and
+ * the next k is past EXACT_LIMIT, so such a value goes to dtoa, never to a
+ * longer string (checked by brute force over every magnitude and k).
  */
 static Py_ssize_t
 write_short_decimal(char *out, double v)
@@ -175,9 +189,26 @@ encode_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         PyErr_SetString(PyExc_TypeError, "encode_rows: prefix str, keys list, rows list expected");
         return NULL;
     }
-    long long lo = PyLong_AsLongLong(args[3]), hi = PyLong_AsLongLong(args[4]);
-    if (PyErr_Occurred())
+    /* One at a time: converting hi may run Python code (__index__), which
+     * must not start with lo's error pending (it would be lost, and lo read
+     * as -1). A bound beyond int64 is clamped, as a timestamp must fit int64
+     * anyway; a window wholly outside int64 holds no timestamp, so it
+     * becomes an empty one: the Python path, comparing ints, does the same. */
+    int lo_over, hi_over;
+    long long lo = PyLong_AsLongLongAndOverflow(args[3], &lo_over);
+    if (lo == -1 && PyErr_Occurred())
         return NULL;
+    long long hi = PyLong_AsLongLongAndOverflow(args[4], &hi_over);
+    if (hi == -1 && PyErr_Occurred())
+        return NULL;
+    if (lo_over < 0)
+        lo = LLONG_MIN;
+    if (hi_over > 0)
+        hi = LLONG_MAX;
+    if (lo_over > 0 || hi_over < 0) {
+        lo = LLONG_MAX;
+        hi = LLONG_MIN;
+    }
 
     Py_ssize_t prefix_len, nkeys = PyList_GET_SIZE(keys), nrows = PyList_GET_SIZE(rows);
     const char *prefix_utf8 = PyUnicode_AsUTF8AndSize(prefix, &prefix_len);
@@ -206,9 +237,17 @@ encode_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
         if (key_utf8[k] == NULL)
             goto done;
         ascii &= PyUnicode_IS_ASCII(key);
-        row_max += key_len[k] + 1 + (FLOAT_MAX > INT_MAX_CHARS + 1 ? FLOAT_MAX : INT_MAX_CHARS + 1);
+        /* Each term fits (it is the size of a str in memory); the sum is checked. */
+        Py_ssize_t more = key_len[k] + 1 + (FLOAT_MAX > INT_MAX_CHARS + 1 ? FLOAT_MAX : INT_MAX_CHARS + 1);
+        if (more > PY_SSIZE_T_MAX / 2 - row_max) {
+            PyErr_NoMemory();
+            goto done;
+        }
+        row_max += more;
     }
-    if (reserve(&b, row_max * (nrows < 64 ? nrows : 64)) < 0)
+    /* A first guess for up to 64 rows; reserve() below grows it row by row. */
+    Py_ssize_t first = nrows < 64 ? nrows : 64;
+    if (reserve(&b, row_max <= PY_SSIZE_T_MAX / 64 ? row_max * first : row_max) < 0)
         goto done;
 
     for (Py_ssize_t r = 0; r < nrows; r++) {
@@ -255,7 +294,8 @@ encode_rows(PyObject *module, PyObject *const *args, Py_ssize_t nargs)
     }
     if (ascii) {
         result = PyUnicode_New(b.len, 127);
-        if (result != NULL)
+        /* No rows (b.data may be NULL): "" is the shared empty str, not ours to write. */
+        if (result != NULL && b.len)
             memcpy(PyUnicode_DATA(result), b.data, (size_t)b.len);
     } else {
         result = PyUnicode_DecodeUTF8(b.data, b.len, "strict");
