@@ -1,7 +1,9 @@
 """The manager's report (``ptap.report``) and comparison (``ptap.compare``) objects as HTML.
 
-Laid out for reading: a comparison leads with its verdict and a table of
-every metric's change; a report with the job, its notes and environment, a
+Laid out for reading: a comparison leads with its verdict, the nodes that
+regressed or improved where the pooled verdict says otherwise
+(``nodes.flags`` with ``hidden``), and a table of every
+metric's change, then a table per node; a report with the job, its notes and environment, a
 table of every metric over all runs, then each run. Parts this module does
 not know (a newer schema) are shown by the generic :func:`render.render`,
 so nothing the manager says is hidden. Every string is escaped.
@@ -20,7 +22,10 @@ REPORT_KEYS = {"kind", "schema_version", "generated_at", "job", "notes", "enviro
                "metrics", "overall", "nodes", "observer", "runs"}
 COMPARE_KEYS = {"kind", "schema_version", "generated_at", "threshold", "alpha", "confidence",
                 "bootstrap", "base", "cand", "environment_differences", "verdict", "counts",
-                "notes", "metrics", "overlay"}
+                "notes", "metrics", "nodes", "overlay"}
+#: Per-node flags the pooled verdict does not show (``hidden``), under a comparison's
+#: verdict; every node's changes are in the per-node part.
+MAX_FLAGS = 10
 
 
 def analysis_html(obj: Any) -> str:
@@ -127,7 +132,11 @@ def compare_html(c: dict[str, Any]) -> str:
     parts = [f"<p class='verdict-line'>Verdict: {scalar(verdict)} <span class='muted'>"
              f"({counted}; threshold {_pct(c.get('threshold'))}, alpha {scalar(c.get('alpha'))}, "
              f"confidence {scalar(c.get('confidence'))})</span></p>", _notes(c.get("notes"))]
+    nodes = c["nodes"] if isinstance(c.get("nodes"), dict) else {}
+    parts.append(_flags(nodes.get("flags") or []))
     parts += [_h(3, "Metrics"), _compare_table(c.get("metrics") or [])]
+    if nodes:
+        parts.append(_nodes(nodes))
     diffs = c.get("environment_differences")
     parts += [_h(3, "Environment differences"),
               render(diffs) if diffs else "<p class='muted'>none</p>"]
@@ -137,9 +146,13 @@ def compare_html(c: dict[str, Any]) -> str:
     return "".join(parts)
 
 
-def _compare_table(entries: list[dict[str, Any]]) -> str:
-    cols = ("metric", "label", "unit", "samples", "n_base", "n_cand", "base_median",
-            "cand_median", "change", "ci", "p_value", "verdict", "reason")
+COMPARE_COLS = ("metric", "label", "unit", "samples", "n_base", "n_cand", "base_median",
+                "cand_median", "change", "ci", "p_value", "verdict", "reason")
+#: A node's entries carry no label or unit: those are the pooled entry's.
+NODE_COLS = tuple(c for c in COMPARE_COLS if c not in ("label", "unit"))
+
+
+def _compare_table(entries: list[dict[str, Any]], cols: tuple[str, ...] = COMPARE_COLS) -> str:
     head = "".join(f"<th>{c}</th>" for c in cols)
     rows = []
     for e in entries:
@@ -155,3 +168,62 @@ def _compare_table(entries: list[dict[str, Any]]) -> str:
         css = html.escape(str(e.get("verdict", "")))
         rows.append(f"<tr class='{css}'>" + "".join(f"<td>{x}</td>" for x in cells) + "</tr>")
     return f"<table class='grid compare'><tr>{head}</tr>{''.join(rows)}</table>"
+
+
+def _flag(f: dict[str, Any]) -> str:
+    """``node n3: app.latency +30.00 % — regression on this node; pooled: unchanged``."""
+    p = f.get("p_value")
+    p_text = f"{p:.2g}" if isinstance(p, int | float) else "—"
+    return (f"<li class='node-flag'>&#9888; node <b>{html.escape(str(f.get('node')))}</b>: "
+            f"<code>{html.escape(str(f.get('metric')))}</code> {_pct(f.get('change'))} "
+            f"(p={html.escape(p_text)}, {html.escape(str(f.get('samples')))}) — "
+            f"{scalar(f.get('verdict'))} on this node; pooled: {scalar(f.get('pooled_verdict'))}"
+            "</li>")
+
+
+def _flags(flags: list[Any]) -> str:
+    hidden = [f for f in flags if isinstance(f, dict) and f.get("hidden")]
+    shown = hidden[:MAX_FLAGS]
+    if not shown:
+        return ""
+    more = len(hidden) - len(shown)
+    tail = f"<li class='muted'>{more} more under Per node</li>" if more > 0 else ""
+    return f"<ul class='notice node-flags'>{''.join(_flag(f) for f in shown)}{tail}</ul>"
+
+
+def _node_changes(metrics: list[dict[str, Any]], verdict: str) -> str:
+    return ", ".join(f"<code>{html.escape(str(e.get('metric')))}</code> {_pct(e.get('change'))}"
+                     for e in metrics if e.get("verdict") == verdict) or "—"
+
+
+def _nodes(n: dict[str, Any]) -> str:
+    """The per-node part: who is in one job only, a row per node, every node's metrics."""
+    detailed = [d for d in n.get("detailed") or [] if isinstance(d, dict)]
+    parts = [_h(3, f"Per node ({scalar(n.get('shared'))} in both jobs, "
+                   f"{len(detailed)} detailed)")]
+    for side, label in (("only_base", "only in the baseline"), ("only_cand", "only in the candidate")):
+        if n.get(side):
+            parts.append(f"<p>{label} (not compared): {render(n[side])}</p>")
+    rows = []
+    for d in detailed:
+        metrics = [e for e in d.get("metrics") or [] if isinstance(e, dict)]
+        rows.append(f"<tr class='{html.escape(str(d.get('verdict', '')))}'>"
+                    f"<td>{html.escape(str(d.get('node')))}</td>"
+                    f"<td>{scalar(d.get('runs_base'))}/{scalar(d.get('runs_cand'))}</td>"
+                    f"<td>{scalar(d.get('verdict'))}</td>"
+                    f"<td>{_node_changes(metrics, 'regression')}</td>"
+                    f"<td>{_node_changes(metrics, 'improvement')}</td>"
+                    f"<td>{render(d.get('environment_differences') or None)}</td></tr>")
+    parts.append("<table class='grid nodes'><tr><th>node</th><th>runs</th><th>verdict</th>"
+                 "<th>regressed</th><th>improved</th><th>environment</th></tr>"
+                 + "".join(rows) + "</table>")
+    for d in detailed:
+        title = html.escape(f"Node {d.get('node')}: {d.get('verdict')}")
+        parts.append(f"<details class='node'><summary>{title}</summary>"
+                     f"{_compare_table(d.get('metrics') or [], NODE_COLS)}</details>")
+    rest = n.get("summarised") or {}
+    if rest.get("count"):
+        parts += [f"<p>{scalar(rest.get('count'))} more node(s) not detailed, "
+                  f"{scalar(rest.get('quiet'))} of them quiet; possible changes:</p>",
+                  render(rest.get("suspects") or [])]
+    return "".join(parts)

@@ -8,7 +8,9 @@ chart style they share (the dashboard's report pages can use it too).
 * report: header (job, notes, environment, runs, observer), then one chart
   per main metric with a line per run over seconds since the run's start
   and the marks of the first run as dashed lines, then the metric table;
-* compare: verdict, environment differences first, the metric table, then
+* compare: verdict (with the nodes that regressed or improved on their own
+  right below it), environment differences first, the metric table, the
+  per-node table (and every node's metrics, folded), then
   per main metric the two charted runs overlaid (aligned on run start, and
   the candidate also aligned on marks when both have the same marks) and
   the difference candidate − baseline over the baseline's time.
@@ -29,7 +31,19 @@ from bokeh.plotting import figure
 from bokeh.resources import INLINE
 
 from manager.analysis.compare import mark_anchors, warp
-from manager.analysis.render import SUMMARY_COLS, job_line, number, percent, when
+from manager.analysis.render import (
+    SUMMARY_COLS,
+    flag_line,
+    hidden_flags,
+    job_line,
+    node_changes,
+    node_inconclusive,
+    node_samples,
+    nodes_summary,
+    number,
+    percent,
+    when,
+)
 
 MAX_LINES = 20
 #: The dashboard's chart style (dashboard/charts.py), so a report looks like the live
@@ -169,6 +183,7 @@ def _compare_header(c: dict[str, Any]) -> str:
              f"<p>threshold {c['threshold']:.0%}, alpha {c['alpha']:g}, "
              f"{c['confidence']:.0%} percentile-bootstrap CI; "
              + html.escape(", ".join(f"{n} {v}" for v, n in c["counts"].items())) + "</p>",
+             *_flags_html(c),
              f"<p>baseline: {html.escape(job_line(c['base']))}<br>"
              f"candidate: {html.escape(job_line(c['cand']))}</p>"]
     parts += [f"<p><b>note:</b> {html.escape(n)}</p>" for n in c["notes"]]
@@ -187,6 +202,46 @@ def _compare_header(c: dict[str, Any]) -> str:
     parts.append("<h2>Metrics</h2>" + _html_table(
         ["metric", "better", "samples", "n", "base median", "cand median", "change", "95% CI",
          "p", "verdict"], rows, colours))
+    if c.get("nodes"):
+        parts.append(_nodes_html(c))
+    return "".join(parts)
+
+
+def _flags_html(c: dict[str, Any]) -> list[str]:
+    return [f"<p class=\"node-flag\" style=\"color:{VERDICT_COLOURS[f['verdict']]}\">"
+            f"<b>⚠ {html.escape(flag_line(f))}</b></p>" for f in hidden_flags(c)]
+
+
+def _nodes_html(c: dict[str, Any]) -> str:
+    """The per-node part: sentences, a row per node, every node's metrics folded."""
+    n, units = c["nodes"], {e["metric"]: e["unit"] for e in c["metrics"]}
+    parts = ["<h2 id=\"nodes\">Per node</h2><p>Decisive metrics; each node's own runs as "
+             "samples (iterations when it has 2 or more, else its points: p-values "
+             "optimistic).</p>"]
+    parts += [f"<p>{html.escape(line)}</p>" for line in nodes_summary(n, c["threshold"])]
+    detailed = n["detailed"]
+    parts.append(_html_table(
+        ["node", "runs", "samples", "verdict", "regressed", "improved", "inconclusive",
+         "environment"],
+        [[d["node"], f"{d['runs_base']}/{d['runs_cand']}", node_samples(d), d["verdict"],
+          node_changes(d, "regression"), node_changes(d, "improvement"), node_inconclusive(d),
+          "; ".join(f"{x['key']} {x['base']} → {x['cand']}"
+                    for x in d["environment_differences"]) or "-"] for d in detailed],
+        [VERDICT_COLOURS.get(d["verdict"], "") for d in detailed]))
+    rows, colours = [], []
+    for d in detailed:
+        for e in d["metrics"]:
+            ci = None if e["ci"] is None else f"[{percent(e['ci'][0])}, {percent(e['ci'][1])}]"
+            rows.append([d["node"], e["metric"], e["samples"], f"{e['n_base']}/{e['n_cand']}",
+                         number(e["base_median"], units.get(e["metric"], "")),
+                         number(e["cand_median"], units.get(e["metric"], "")),
+                         percent(e["change"]), ci,
+                         None if e["p_value"] is None else f"{e['p_value']:.2g}", e["verdict"]])
+            colours.append(VERDICT_COLOURS.get(e["verdict"], ""))
+    if rows:
+        parts.append("<details><summary>every detailed node's metrics</summary>" + _html_table(
+            ["node", "metric", "samples", "n", "base median", "cand median", "change", "95% CI",
+             "p", "verdict"], rows, colours) + "</details>")
     return "".join(parts)
 
 

@@ -1,19 +1,13 @@
 """Baseline job against candidate job: per metric, the change of the median and a verdict.
 
-Samples (``samples`` in each metric entry):
-
-* ``iterations`` — one figure per run (the mean of the run's points, or a
-  ``run.*`` figure), over every run of the job (all nodes, all
-  iterations). Used when both jobs have at least two runs with the metric:
-  what ``ptap run --repeat N`` is for;
-* ``points`` — every raw point of every run, when a side has a single run.
-  Consecutive points of a time series are correlated, so p-values over
-  points are optimistic; the label says so in every output.
-
-The statistics and the verdict rule are :mod:`manager.analysis.stats`'s.
-Environment and job differences come first in the object, because a
-kernel, governor or command that differs explains a change better than
-any statistic.
+Each metric is tested over every run of each job (all nodes, all
+iterations), with the samples, statistics and verdict rule of
+:mod:`manager.analysis.change` and :mod:`manager.analysis.stats`. The same
+test per node, for the decisive metrics, is :mod:`manager.analysis.nodes`
+(``nodes`` in the object): a change on one node of ten barely moves the
+pooled median. Environment and job differences come first in the object,
+because a kernel, governor or command that differs explains a change better
+than any statistic.
 """
 
 from __future__ import annotations
@@ -23,7 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from manager.analysis import metrics
+from manager.analysis import metrics, nodes
+from manager.analysis.change import OWN_PREFIXES, decisive, overall_verdict, test
 from manager.analysis.report import (
     ENV_KEYS,
     SCHEMA_VERSION,
@@ -37,24 +32,23 @@ from manager.analysis.report import (
 from manager.analysis.stats import (
     ALPHA,
     CONFIDENCE,
-    MIN_SAMPLES,
     RESAMPLES,
     SEED,
     THRESHOLD,
-    ChangeTest,
     Verdict,
-    compare_samples,
 )
 
-#: Metrics of the test program itself; the overall verdict is drawn from these only.
-#: Node-wide figures and the observer's cost are context: listed, not decisive.
-OWN_PREFIXES = ("run.", "proc.", "app.")
+__all__ = ["OWN_PREFIXES", "compare", "decisive", "environment_differences", "mark_anchors",
+           "overall_verdict", "overlay", "warp"]
 JOB_KEYS = ("command", "interval", "collect", "repeat", "nodes", "tags")
 
 
 def compare(base: JobAnalysis, cand: JobAnalysis, *, threshold: float = THRESHOLD,
-            alpha: float = ALPHA, now: float) -> dict[str, Any]:
-    """The comparison object of docs/report-schema.json (``kind`` ``ptap.compare``)."""
+            alpha: float = ALPHA, now: float, max_nodes: int = nodes.MAX_NODES,
+            map_nodes: nodes.NodeMap = map) -> dict[str, Any]:
+    """The comparison object of docs/report-schema.json (``kind`` ``ptap.compare``);
+    ``max_nodes`` bounds the nodes detailed in its per-node breakdown, which runs
+    its nodes through ``map_nodes`` (:func:`manager.analysis.nodes.breakdown`)."""
     catalogue = {**base.catalogue, **cand.catalogue}
     shared = [m for m in catalogue if m in base.catalogue and m in cand.catalogue]
     shared.sort(key=metrics.sort_key)
@@ -75,66 +69,16 @@ def compare(base: JobAnalysis, cand: JobAnalysis, *, threshold: float = THRESHOL
         "counts": counts,
         "notes": [f"baseline: {n}" for n in base.notes] + [f"candidate: {n}" for n in cand.notes],
         "metrics": entries,
+        "nodes": nodes.breakdown(base, cand, entries, threshold=threshold, alpha=alpha,
+                                 max_nodes=max_nodes, map_nodes=map_nodes),
         "overlay": {"base": overlay(base), "cand": overlay(cand)},
     }
 
 
-def samples(metric_id: str, a: JobAnalysis, mode: str) -> np.ndarray:
-    """The samples of one side: per-run figures (``iterations``) or pooled points."""
-    if mode == "iterations":
-        return np.asarray([rd.figures[metric_id] for rd in a.runs if metric_id in rd.figures])
-    parts = [rd.points[metric_id][1] for rd in a.runs if metric_id in rd.points]
-    return np.concatenate(parts) if parts else np.empty(0)
-
-
-def sample_mode(metric_id: str, base: JobAnalysis, cand: JobAnalysis) -> str:
-    """``iterations`` when both sides have ≥ 2 runs with the metric (or it is a
-    one-value-per-run ``run.*`` figure), else ``points``."""
-    if metric_id.startswith("run."):
-        return "iterations"
-    enough = all(len(samples(metric_id, a, "iterations")) >= MIN_SAMPLES for a in (base, cand))
-    return "iterations" if enough else "points"
-
-
 def _entry(mid: str, mdef: metrics.MetricDef, base: JobAnalysis, cand: JobAnalysis,
            threshold: float, alpha: float) -> dict[str, Any]:
-    mode = sample_mode(mid, base, cand)
-    test = compare_samples(samples(mid, base, mode), samples(mid, cand, mode), mdef.direction,
-                           threshold=threshold, alpha=alpha)
-    return {"metric": mid, **metric_info(mdef), "samples": mode, **_test_fields(test)}
-
-
-def _test_fields(t: ChangeTest) -> dict[str, Any]:
-    return {
-        "n_base": t.n_base, "n_cand": t.n_cand,
-        "base_median": t.base_median, "cand_median": t.cand_median,
-        "diff": None if t.base_median is None or t.cand_median is None
-        else t.cand_median - t.base_median,
-        "change": _json_number(t.change),
-        "ci": None if t.ci is None else [_json_number(t.ci[0]), _json_number(t.ci[1])],
-        "p_value": t.p_value, "verdict": t.verdict.value, "reason": t.reason,
-    }
-
-
-def _json_number(x: float | None) -> float | str | None:
-    """JSON has no infinity: an unbounded change or CI end is the string ``"inf"``
-    or ``"-inf"`` (a baseline median of 0); ``None`` stays ``null`` (not computed)."""
-    if x is None or np.isfinite(x):
-        return x
-    return "inf" if x > 0 else "-inf"
-
-
-def overall_verdict(entries: list[dict[str, Any]]) -> str:
-    """From the program's own metrics (OWN_PREFIXES and perf of the tree): any
-    regression → regression; else any improvement → improvement; else
-    unchanged when all are unchanged; else inconclusive."""
-    own = [e["verdict"] for e in entries if e["metric"].startswith(OWN_PREFIXES)
-           or (e["metric"].startswith("perf.") and not e["metric"].startswith("perf.system."))]
-    for verdict in (Verdict.REGRESSION, Verdict.IMPROVEMENT):
-        if verdict.value in own:
-            return verdict.value
-    return Verdict.UNCHANGED.value if own and set(own) == {"unchanged"} else \
-        Verdict.INCONCLUSIVE.value
+    return {"metric": mid, **metric_info(mdef),
+            **test(mid, mdef.direction, base.runs, cand.runs, threshold=threshold, alpha=alpha)}
 
 
 def environment_differences(base: JobAnalysis, cand: JobAnalysis) -> list[dict[str, str]]:

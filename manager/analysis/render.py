@@ -20,6 +20,9 @@ from typing import Any
 import numpy as np
 
 FORMATS = ("text", "json", "csv", "html")
+#: Flag lines shown at the top of a comparison; the rest are in the per-node part.
+MAX_FLAG_LINES = 10
+MAX_SUSPECT_LINES = 10
 SUMMARY_COLS = ("count", "mean", "min", "p50", "p95", "p99", "max", "stddev")
 _BINARY = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
 
@@ -227,6 +230,7 @@ def compare_text(c: dict[str, Any]) -> str:
              f"{c['verdict'].upper()} (threshold {c['threshold']:.0%}, alpha {c['alpha']:g}, "
              f"{c['confidence']:.0%} bootstrap CI)",
              "  " + ", ".join(f"{n} {v}" for v, n in c["counts"].items())]
+    parts += ["  !! " + flag_line(f) for f in hidden_flags(c)]
     parts += [f"note: {n}" for n in c["notes"]]
     parts += ["", "Environment and job differences"]
     diffs = c["environment_differences"]
@@ -245,7 +249,94 @@ def compare_text(c: dict[str, Any]) -> str:
                   "single run, p-values optimistic)",
               table(["METRIC", "BETTER", "SAMPLES", "N", "BASE MEDIAN", "CAND MEDIAN", "CHANGE",
                      "95% CI", "P", "VERDICT"], rows)]
+    if c.get("nodes"):
+        parts += ["", *nodes_text(c["nodes"], c["threshold"])]
     return "\n".join(parts) + "\n"
+
+
+# --- comparison per node --------------------------------------------------------------
+
+
+def hidden_flags(c: dict[str, Any]) -> list[dict[str, Any]]:
+    """The node metrics that regressed or improved while the pooled verdict of that
+    metric says otherwise (the first few): shown right under the verdict."""
+    flags = (c.get("nodes") or {}).get("flags") or []
+    return [f for f in flags if f["hidden"]][:MAX_FLAG_LINES]
+
+
+def flag_line(f: dict[str, Any]) -> str:
+    """``node n3: app.latency worse by 30.0% (p=1.2e-05, points) — REGRESSION on this
+    node; pooled: unchanged`` (``slower``/``faster`` for ``run.duration``)."""
+    worse, better = ("slower", "faster") if f["metric"] == "run.duration" else ("worse", "better")
+    word = worse if f["verdict"] == "regression" else better
+    size = percent(f["change"]).lstrip("+-")
+    p = "-" if f["p_value"] is None else f"{f['p_value']:.2g}"
+    return (f"node {f['node']}: {f['metric']} {word} by {size} (p={p}, {f['samples']}) — "
+            f"{f['verdict'].upper()} on this node; pooled: {f['pooled_verdict']}")
+
+
+def node_samples(d: dict[str, Any]) -> str:
+    """What a node's samples were: its points or its iterations (``run.*`` figures
+    are always per run, so they do not count here unless they are all there is)."""
+    modes = {e["samples"] for e in d["metrics"] if not e["metric"].startswith("run.")}
+    return ", ".join(sorted(modes)) or "iterations"
+
+
+def node_changes(d: dict[str, Any], verdict: str) -> str:
+    """``proc.cpu_pct +30.0%, app.x -8.0%`` for this node's metrics with ``verdict``."""
+    return ", ".join(f"{e['metric']} {percent(e['change'])}" for e in d["metrics"]
+                     if e["verdict"] == verdict) or "-"
+
+
+def node_inconclusive(d: dict[str, Any], shown: int = 3) -> str:
+    """``run.duration, run.cpu_seconds``: this node's inconclusive metrics (the first few)."""
+    names = [e["metric"] for e in d["metrics"] if e["verdict"] == "inconclusive"]
+    more = f" +{len(names) - shown}" if len(names) > shown else ""
+    return ", ".join(names[:shown]) + more or "-"
+
+
+def nodes_summary(n: dict[str, Any], threshold: float) -> list[str]:
+    """The per-node part's sentences: how many nodes, which were left out, and why."""
+    counts = ", ".join(f"{k} {v}" for k, v in n["counts"].items())
+    out = [f"{n['shared']} node(s) in both jobs, {len(n['detailed'])} detailed: {counts}"]
+    for side, label in (("base", "baseline"), ("cand", "candidate")):
+        names, total = n[f"only_{side}"], n[f"only_{side}_count"]
+        if total:
+            more = f" and {total - len(names)} more" if total > len(names) else ""
+            out.append(f"only in the {label} (not compared): {', '.join(names)}{more}")
+    if any(m.startswith("run.") for m in n["metrics"]) and any(
+            min(d["runs_base"], d["runs_cand"]) == 1 for d in n["detailed"]):
+        out.append("a node with a single run in a job has one run.* figure there: those "
+                   "are inconclusive on it (ptap run --repeat N gives each node N samples)")
+    rest = n["summarised"]
+    if rest["count"]:
+        out.append(f"{rest['count']} more node(s) not detailed (at most {n['max_detailed']} "
+                   f"are): {rest['quiet']} cannot have changed by ±{threshold:.0%} or more "
+                   "(screened by medians and Mann-Whitney p, without the bootstrap); "
+                   f"{rest['suspects_count']} possible change(s):")
+        out += [f"  node {s['node']}: {s['metric']} {percent(s['change'])} (p={s['p_value']:.2g}, "
+                f"{s['samples']}) — possible {s['possible']}"
+                for s in rest["suspects"][:MAX_SUSPECT_LINES]]
+    hidden = sum(f["hidden"] for f in n["flags"])
+    if hidden > MAX_FLAG_LINES:
+        out.append(f"{hidden} node metric(s) regressed or improved where the pooled verdict "
+                   f"says otherwise; the first {MAX_FLAG_LINES} are under the verdict")
+    return out
+
+
+def nodes_text(n: dict[str, Any], threshold: float) -> list[str]:
+    """The per-node part of a comparison's text: sentences, then one row per node."""
+    rows = [[d["node"], f"{d['runs_base']}/{d['runs_cand']}", node_samples(d),
+             d["verdict"].upper(), node_changes(d, "regression"), node_changes(d, "improvement"),
+             node_inconclusive(d),
+             "; ".join(f"{x['key']} {x['base']} → {x['cand']}"
+                       for x in d["environment_differences"]) or "-"]
+            for d in n["detailed"]]
+    return ["Per node (decisive metrics; each node's own runs as samples: iterations when it "
+            "has 2 or more, else its points, p-values optimistic)",
+            *nodes_summary(n, threshold),
+            table(["NODE", "RUNS", "SAMPLES", "VERDICT", "REGRESSED", "IMPROVED",
+                   "INCONCLUSIVE", "ENVIRONMENT"], rows) if rows else "  no node detailed"]
 
 
 def compare_csv(c: dict[str, Any]) -> str:

@@ -211,3 +211,23 @@ def compare_samples(base: np.ndarray, cand: np.ndarray, direction: Direction, *,
     p = mann_whitney_p(b, c)
     verdict, reason = decide(change, ci, p, direction, threshold, alpha)
     return ChangeTest(int(b.size), int(c.size), mb, mc, change, ci, p, verdict, reason)
+
+
+def possible_change(base: np.ndarray, cand: np.ndarray, direction: Direction, *,
+                    threshold: float = THRESHOLD, alpha: float = ALPHA
+                    ) -> tuple[Verdict | None, float | None, float | None]:
+    """A screen without the bootstrap: ``(verdict, change, p)``, where ``verdict`` is
+    the regression or improvement that step 4 *could* give (``p < alpha`` and
+    ``|change| >= t``; the CI may still include 0), else ``None``: then the full
+    rule can only say unchanged or inconclusive. Costs a sort, not 2000 resamples."""
+    b = np.asarray(base, dtype=float)
+    c = np.asarray(cand, dtype=float)
+    b, c = b[np.isfinite(b)], c[np.isfinite(c)]
+    if b.size < MIN_SAMPLES or c.size < MIN_SAMPLES:
+        return None, None, None
+    change = relative_change(float(np.median(b)), float(np.median(c)))
+    p = mann_whitney_p(b, c)
+    if p >= alpha or abs(change) < threshold:
+        return None, change, p
+    worse = change > 0 if direction is Direction.LOWER else change < 0
+    return (Verdict.REGRESSION if worse else Verdict.IMPROVEMENT), change, p

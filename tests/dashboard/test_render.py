@@ -48,3 +48,40 @@ def test_compare_object_leads_with_the_verdict() -> None:
     assert out.index("Verdict") < out.index("Metrics")
     assert "+20.00 %" in out and "+10.00 % … inf" in out and "verdict bad" in out
     assert "<script>" not in out and "999" not in out  # overlay data stays out
+
+
+def test_compare_object_shows_the_node_the_pooled_verdict_hides() -> None:
+    node_entry = {"metric": "app.latency", "samples": "points", "n_base": 30, "n_cand": 30,
+                  "base_median": 10.0, "cand_median": 13.0, "diff": 3.0, "change": 0.3,
+                  "ci": [0.25, 0.35], "p_value": 1e-9, "verdict": "regression", "reason": "x"}
+    flag = {"node": "n3", "metric": "app.latency", "verdict": "regression",
+            "pooled_verdict": "unchanged", "hidden": True, "samples": "points", "change": 0.3,
+            "ci": [0.25, 0.35], "p_value": 1e-9}
+    comparison = {
+        "kind": "ptap.compare", "verdict": "unchanged", "counts": {"unchanged": 1},
+        "metrics": [{"metric": "app.latency", "label": "latency", "change": 0.0,
+                     "verdict": "unchanged"}],
+        "nodes": {"metrics": ["app.latency"], "max_detailed": 50, "shared": 2,
+                  "only_base": [EVIL], "only_base_count": 1, "only_cand": [],
+                  "only_cand_count": 0, "counts": {"regression": 1, "unchanged": 1},
+                  "flags": [flag, {**flag, "node": "n1", "hidden": False}], "flags_count": 2,
+                  "detailed": [
+                      {"node": "n1", "verdict": "unchanged", "runs_base": 1, "runs_cand": 1,
+                       "environment_differences": [],
+                       "metrics": [{**node_entry, "verdict": "unchanged", "change": 0.01}]},
+                      {"node": "n3", "verdict": "regression", "runs_base": 1, "runs_cand": 1,
+                       "environment_differences": [{"key": "kernel", "base": "6.1",
+                                                    "cand": "6.5"}],
+                       "metrics": [node_entry]}],
+                  "summarised": {"count": 0, "quiet": 0, "suspects": [], "suspects_count": 0}},
+    }
+    out = analysis_html(comparison)
+    assert out.index("Verdict") < out.index("node-flags") < out.index("Metrics") \
+        < out.index("Per node (2 in both jobs, 2 detailed)")
+    flags = out[out.index("node-flags"):out.index("</ul>", out.index("node-flags"))]
+    assert flags.count("<li") == 1, "only the flag the pooled verdict hides"
+    assert "node <b>n3</b>: <code>app.latency</code> +30.00 %" in flags
+    assert "pooled: <span class='verdict same'>unchanged</span>" in flags
+    assert "only in the baseline (not compared): &lt;script&gt;" in out and "<script>" not in out
+    assert "Node n3: regression" in out and "6.5" in out
+    assert "Other fields" not in out, "the per-node part is laid out, not dumped"

@@ -19,6 +19,10 @@ pytestmark = pytest.mark.integration
 
 SCHEMA = json.loads((Path(__file__).parents[2] / "docs" / "report-schema.json").read_text())
 BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
+#: Burns CPU on node ``{node}`` only (the agent tells a run its node), sleeps elsewhere.
+BURN_ON = ("import os, time\nend = time.time() + {s}\n"
+           "if os.environ['PTAP_NODE'] == '{node}':\n    while time.time() < end: pass\n"
+           "else:\n    time.sleep({s})\n")
 
 
 
@@ -30,12 +34,14 @@ def run_job(c: Cluster, *command: str, repeat: int = 1) -> str:
     return out.splitlines()[0]
 
 
-def settled(c: Cluster, influxdb: InfluxFixture, db: str, job_id: str) -> None:
-    """Wait until InfluxDB holds a node sample taken after the job ended: batches are
-    shipped and stored in order, so the job's last samples are stored too."""
+def settled(c: Cluster, influxdb: InfluxFixture, db: str, job_id: str,
+            nodes: tuple[str, ...] = ("node1",)) -> None:
+    """Wait until InfluxDB holds a sample of each node taken after the job ended:
+    batches are shipped and stored in order, so the job's last samples are stored too."""
     ended_ns = int(c.job(job_id)["ended_at"] * 1e9)
-    wait_for(lambda: influxdb.query(db, f"SELECT last(rss) FROM agent WHERE node = 'node1' "
-                                        f"AND time > {ended_ns}"), 20, "samples after the job")
+    for node in nodes:
+        query = f"SELECT last(rss) FROM agent WHERE node = '{node}' AND time > {ended_ns}"
+        wait_for(lambda q=query: influxdb.query(db, q), 20, f"samples of {node} after the job")
 
 
 def report_json(c: Cluster, *args: str) -> dict[str, Any]:
@@ -85,6 +91,43 @@ def test_burning_cpu_against_sleeping_is_a_cpu_regression(
     assert (output_dir / "report.html").read_text().startswith("<!DOCTYPE html>")
     rc, out, err = c.cli("compare", sleeper, burner, "--threshold", "10")
     assert rc == 0 and "REGRESSION" in out.splitlines()[0] and "threshold 10%" in out, err
+
+
+def test_the_one_node_that_regressed_is_named(
+        metrics_cluster: Cluster, influxdb: InfluxFixture, influx_db: str,
+        output_dir: Path) -> None:
+    """Two nodes, one run each: the candidate burns CPU on node2 only. Two runs a side
+    cannot make the pooled comparison significant; node2's own points can."""
+    c = metrics_cluster
+    c.add_agent("node2")
+    base = run_job(c, sys.executable, "-c", BURN_ON.format(node="nowhere", s=2.5))
+    cand = run_job(c, sys.executable, "-c", BURN_ON.format(node="node2", s=2.5))
+    settled(c, influxdb, influx_db, cand, ("node1", "node2"))
+
+    cmp = report_json(c, "compare", base, cand)
+    pooled = metric(cmp, "proc.cpu_pct")
+    assert pooled["samples"] == "iterations" and (pooled["n_base"], pooled["n_cand"]) == (2, 2)
+    assert pooled["verdict"] != "regression" and cmp["verdict"] != "regression", pooled
+    nodes = cmp["nodes"]
+    assert nodes["shared"] == 2 and nodes["only_base"] == nodes["only_cand"] == []
+    node2 = next(d for d in nodes["detailed"] if d["node"] == "node2")
+    cpu = next(e for e in node2["metrics"] if e["metric"] == "proc.cpu_pct")
+    assert cpu["samples"] == "points" and min(cpu["n_base"], cpu["n_cand"]) >= 8, cpu
+    assert cpu["verdict"] == "regression" and cpu["p_value"] < 1e-3, cpu
+    assert node2["verdict"] == "regression"
+    flagged = {(f["node"], f["metric"]): f for f in nodes["flags"]}
+    assert flagged[("node2", "proc.cpu_pct")]["hidden"] is True
+    assert ("node1", "proc.cpu_pct") not in flagged
+
+    rc, out, err = c.cli("compare", base, cand)
+    assert rc == 0, err
+    top = out.split("\n\n")[0]
+    assert "!! node node2: proc.cpu_pct worse by" in top and "pooled:" in top, out
+    assert "Per node" in out
+    path = output_dir / "compare.html"
+    rc, out, err = c.cli("compare", base, cand, "--format", "html", "-o", str(path))
+    assert rc == 0, err
+    assert "node node2: proc.cpu_pct worse by" in path.read_text()
 
 
 def test_the_same_command_twice_is_not_a_regression(

@@ -10,7 +10,8 @@ from typing import Any
 import pytest
 
 from bus.errors import RequestFailed
-from bus.messages import JobSpec, RunDispatch, RunState
+from bus.messages import JobSpec, RunAck, RunDispatch, RunState
+from manager.analysis.query import Window, statements
 from manager.analysis.service import Analyst
 from tests.conftest_influx import InfluxFixture
 from tests.integration.conftest import unused_port
@@ -89,6 +90,89 @@ def test_report_and_compare_over_the_bus(tmp_path: Path, influxdb: InfluxFixture
             assert exc.value.code == "unavailable" and "InfluxDB" in exc.value.message
 
     asyncio.run(without_influxdb())
+
+
+async def fleet_job(client: Any, agents: dict[str, Any], started: float) -> str:
+    """A job on every node of ``agents`` (fake agents, registered), each node's run
+    going from ``started`` for 2 s; returns the job id once it has finished."""
+    job = await client.submit(JobSpec(command=["work"], targets=sorted(agents),
+                                      collect=["process"]))
+    for agent in agents.values():
+        dispatch = await agent.expect(RunDispatch)
+        await agent.update(dispatch.run_id, job["id"], RunState.RUNNING, pid=7,
+                           started_at=started)
+        await agent.update(dispatch.run_id, job["id"], RunState.SUCCEEDED, exit_code=0,
+                           started_at=started, ended_at=started + 2)
+        assert (await agent.expect(RunAck)).run_id == dispatch.run_id  # stored
+    assert (await client.job(job["id"]))["state"] == "succeeded"
+    return str(job["id"])
+
+
+def node_tree_lines(job_id: str, node: str, started: float, mean: float) -> str:
+    """20 tree samples over the run, around ``mean`` (±1 %, a fixed pattern)."""
+    wobble = [(i * 7 % 11 - 5) / 500 for i in range(20)]
+    return "\n".join(
+        f"proc,node={node},job={job_id},pid=tree,comm=work cpu_pct={mean * (1 + w):.4f},"
+        f"rss=1000i {int((started + i * 0.1) * 1e9)}" for i, w in enumerate(wobble))
+
+
+def test_compare_per_node_needs_no_query_more(tmp_path: Path, influxdb: InfluxFixture,
+                                              influx_db: str) -> None:
+    """Five nodes ran the baseline, five the candidate (n5 only the first, n6 only the
+    second); n2 uses 30 % more CPU in the candidate, the others the same. The pooled
+    median does not move; the per-node part names n2, from the same queries."""
+    started = time.time() - 60
+    where = {"influxdb.url": influxdb.url, "influxdb.database": influx_db}
+
+    async def scenario() -> dict[str, Any]:
+        async with harness(tmp_path / "m.db", **where) as h, h.client() as client:
+            agents = {n: h.agent(n) for n in ("n1", "n2", "n3", "n4", "n5", "n6")}
+            for agent in agents.values():
+                await agent.register()
+            base = await fleet_job(client, {n: agents[n] for n in ("n1", "n2", "n3", "n4",
+                                                                  "n5")}, started)
+            cand = await fleet_job(client, {n: agents[n] for n in ("n1", "n2", "n3", "n4",
+                                                                  "n6")}, started + 10)
+            influxdb.write(influx_db, "\n".join(
+                [node_tree_lines(base, n, started, 40.0) for n in ("n1", "n2", "n3", "n4", "n5")]
+                + [node_tree_lines(cand, n, started + 10, 52.0 if n == "n2" else 40.0)
+                   for n in ("n1", "n2", "n3", "n4", "n6")]))
+            sent: list[str] = []
+            sink = h.mgr.analyst.client
+            real_query = sink.query
+
+            async def counted(influxql: str, db: str | None = None, *,
+                              epoch: str | None = "ns") -> dict[str, Any]:
+                sent.append(influxql)  # the real client answers; this only counts
+                return await real_query(influxql, db, epoch=epoch)
+
+            sink.query = counted  # type: ignore[method-assign]
+            c = await client.compare(base, cand, "json")
+            assert len(sent) == 2 * len(statements(Window("j", ("n1",), 0, 1))), \
+                "one query per measurement per job, whatever the nodes"
+            text = (await client.compare(base, cand, "text"))["content"]
+            page = (await client.compare(base, cand, "html"))["content"]
+            return {"json": c, "text": text, "html": page}
+
+    out = asyncio.run(scenario())
+    c = out["json"]
+    validate(c)
+    pooled = next(e for e in c["metrics"] if e["metric"] == "proc.cpu_pct")
+    assert pooled["samples"] == "iterations" and pooled["verdict"] != "regression"
+    assert c["verdict"] != "regression"
+    n = c["nodes"]
+    assert n["shared"] == 4 and (n["only_base"], n["only_cand"]) == (["n5"], ["n6"])
+    verdicts = {d["node"]: d["verdict"] for d in n["detailed"]}
+    assert verdicts["n2"] == "regression" and list(verdicts) == ["n1", "n2", "n3", "n4"]
+    assert [v for node, v in verdicts.items() if node != "n2"] == ["inconclusive"] * 3
+    cpu = next(e for e in n["detailed"][1]["metrics"] if e["metric"] == "proc.cpu_pct")
+    assert cpu["samples"] == "points" and (cpu["n_base"], cpu["n_cand"]) == (20, 20)
+    assert cpu["change"] == pytest.approx(0.3, abs=0.01)
+    assert [(f["node"], f["metric"], f["hidden"]) for f in n["flags"]] == [
+        ("n2", "proc.cpu_pct", True)]
+    assert "!! node n2: proc.cpu_pct worse by 30" in out["text"].splitlines()[2]
+    assert "only in the candidate (not compared): n6" in out["text"]
+    assert "node n2: proc.cpu_pct worse by 30" in out["html"]
 
 
 def test_environment_comes_from_records_else_the_registry() -> None:

@@ -128,3 +128,19 @@ def test_large_point_sets_get_fewer_resamples() -> None:
     assert stats.resamples_for(40) == stats.RESAMPLES
     assert stats.resamples_for(10**6) == stats.MIN_RESAMPLES
     assert stats.MIN_RESAMPLES < stats.resamples_for(4000) < stats.RESAMPLES
+
+
+def test_possible_change_is_the_rule_without_the_bootstrap() -> None:
+    """The screen passes exactly what step 4 needs before the CI: p < alpha and a
+    change of at least the threshold, in the metric's direction."""
+    rng = np.random.default_rng(7)
+    b = rng.normal(100, 1, 40)
+    up = stats.possible_change(b, b * 1.2, stats.Direction.LOWER)
+    assert up[0] is stats.Verdict.REGRESSION and up[1] == pytest.approx(0.2) and up[2] < 1e-6
+    assert stats.possible_change(b, b * 1.2, stats.Direction.HIGHER)[0] is \
+        stats.Verdict.IMPROVEMENT
+    small = stats.possible_change(b, b * 1.02, stats.Direction.LOWER)
+    assert small[0] is None and small[2] is not None and small[2] < 0.05  # significant, small
+    assert stats.possible_change(b[:1], b, stats.Direction.LOWER) == (None, None, None)
+    full = stats.compare_samples(b, b * 1.2, stats.Direction.LOWER)
+    assert (full.verdict, full.change, full.p_value) == (up[0], up[1], up[2])
