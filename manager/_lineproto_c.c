@@ -12,8 +12,9 @@
  * exact list of len(keys) + 1 values, an exact int timestamp inside
  * [lo, hi], then exact finite floats and exact ints fitting int64. Anything
  * else (None, str, bool, NaN, a malformed row, a big int) is left to the
- * Python code in manager/lineproto.py, which has the general rules; the
- * test suite checks both give the same lines (tests/manager/test_lineproto.py).
+ * Python code (manager/lineproto_rows.py), which has the general rules; the
+ * test suite checks both give the same lines (tests/manager/test_lineproto.py)
+ * and fuzzes this module's edges (tests/manager/test_lineproto_c.py).
  *
  * Float text is Python's repr. Metric values are mostly short decimals
  * (psutil's 12.5, rates the agent rounds), which are written straight from
