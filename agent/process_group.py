@@ -76,7 +76,10 @@ async def spawn_in_new_group(argv: list[str], cwd: str, env: Mapping[str, str],
             lambda: ProcessPipes(on_stdout, on_stderr), *argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             cwd=cwd, env=env, start_new_session=True)
-    except FileNotFoundError:
+    except FileNotFoundError as exc:
+        # The child's chdir fails the same way as its exec: the filename tells which.
+        if exc.filename == cwd:
+            raise CannotStart(f"working directory {cwd} does not exist") from None
         raise CannotStart(f"command not found: {argv[0]}") from None
     except PermissionError:
         raise CannotStart(f"permission denied: {argv[0]}") from None
