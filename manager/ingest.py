@@ -26,6 +26,7 @@ per kind.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter, deque
@@ -93,7 +94,8 @@ class Ingest:
         self.backoff = backoff
         self._clock_ns = clock_ns
         self._queue: deque[_Pending] = deque()
-        self._queued_keys: set[tuple[str, int]] = set()
+        # Queued or being written, by (node, seq): a resend meanwhile is not queued twice.
+        self._queued_batches: dict[tuple[str, int], _Pending] = {}
         self._queued_points = 0  # queued or being written
         self._queued_bytes = 0
         self._inflight: set[asyncio.Task[int]] = set()
@@ -139,7 +141,7 @@ class Ingest:
             # stored again, which overwrites its points with themselves.
             self.counters["seq-behind"] += 1
         key = (batch.node, batch.seq)
-        if key in self._queued_keys:
+        if key in self._queued_batches:
             self.counters["duplicate"] += 1  # a resend of a batch still being written
             return True
         now = self._clock_ns()
@@ -166,8 +168,9 @@ class Ingest:
             return self._refuse("buffer-full", f"ingest buffer full ({self._queued_points} "
                                 f"points, {self._queued_bytes >> 20} MiB): node {batch.node} "
                                 f"batch {batch.seq} left to resend")
-        self._queue.append(_Pending(batch.node, batch.seq, payload, points))
-        self._queued_keys.add(key)
+        pending = _Pending(batch.node, batch.seq, payload, points)
+        self._queue.append(pending)
+        self._queued_batches[key] = pending
         self._queued_points += points
         self._queued_bytes += len(payload)
         self.counters["batches"] += 1
@@ -191,13 +194,18 @@ class Ingest:
             await self._wake.wait()
 
     def _start_write(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._write(self._take()))
+        taken = self._take()
+        task = asyncio.get_running_loop().create_task(self._write(taken))
         self._inflight.add(task)
-        task.add_done_callback(self._write_done)
+        task.add_done_callback(functools.partial(self._write_done, taken))
 
-    def _write_done(self, task: asyncio.Task[int]) -> None:
+    def _write_done(self, taken: list[_Pending], task: asyncio.Task[int]) -> None:
         self._inflight.discard(task)
         self._wake.set()
+        if task.cancelled():
+            # Cancelled before its first step, _write never ran to forget them:
+            # they would stay counted, and their resends refused as duplicates.
+            self._forget(taken)
         if not task.cancelled() and task.exception() is not None:
             # _write only ends early on a bug; the batches stay unacked and the
             # agents resend them, so say it loudly and keep ingesting.
@@ -239,10 +247,14 @@ class Ingest:
         return points
 
     def _forget(self, taken: list[_Pending]) -> None:
+        """Stop counting ``taken`` as queued, once: a batch already forgotten (or
+        replaced by a resend accepted since) is skipped."""
         for done in taken:
-            self._queued_keys.discard((done.node, done.seq))
-            self._queued_points -= done.points
-            self._queued_bytes -= len(done.payload)
+            key = (done.node, done.seq)
+            if self._queued_batches.get(key) is done:
+                del self._queued_batches[key]
+                self._queued_points -= done.points
+                self._queued_bytes -= len(done.payload)
 
     async def _prepare_sink(self) -> None:
         """Let the sink create its database, retrying while InfluxDB is down."""

@@ -372,3 +372,20 @@ def test_shutdown_cancels_writes_still_in_flight_and_acks_nothing() -> None:
             await asyncio.gather(writer, return_exceptions=True)
 
     asyncio.run(scenario())
+
+
+def test_a_write_cancelled_before_it_started_leaves_its_batch_to_resend() -> None:
+    """Cancelled before its first step, the write never ran its own clean-up:
+    the batch must not stay counted, or its resend would be refused as a duplicate."""
+    async def scenario() -> None:
+        sink = GateSink()
+        ingest = Ingest(sink, ack=_noop_ack, publish=_noop_publish, is_known_node=lambda n: True)
+        frames = batch("n1", 1, rows(10))
+        assert await ingest.accept(frames)
+        ingest._start_write()  # the task exists but has not run a step
+        await ingest.cancel_writes()
+        assert ingest.queued_points == 0 and ingest._queued_bytes == 0
+        assert await ingest.accept(frames) and ingest.counters["duplicate"] == 0
+        assert ingest.queued_points == 10
+
+    asyncio.run(scenario())
