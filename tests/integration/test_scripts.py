@@ -113,10 +113,17 @@ def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
     assert (Path(cluster_env["PTAP_VAR"]) / "manager.db").exists()
 
     manager = f"127.0.0.1:{cluster_env['PTAP_MANAGER_PORT']}"
-    rc, out, err = run_cli(["--manager", manager, "nodes", "--json"])
+    keys = Path(cluster_env["PTAP_VAR"]) / "keys"
+    assert f"export PTAP_KEYS={keys}" in started.stdout
+    rc, out, err = run_cli(["--manager", manager, "--keys", str(keys), "nodes", "--json"])
     assert rc == 0, err
     assert [(n["name"], n["state"]) for n in json.loads(out)] == [
         (cluster_env["PTAP_NODE"], "ready")]
+    # Even on loopback, a client without the admin key cannot start a job.
+    rc, out, err = run_cli(["--manager", manager, "--timeout", "2", "run", "--", "true"])
+    assert rc != 0 and "--keys" in err, (rc, out, err)
+    rc, out, _ = run_cli(["--manager", manager, "--keys", str(keys), "jobs", "--json"])
+    assert rc == 0 and json.loads(out) == []
 
     again = script("start-all", cluster_env, tmp_path)  # idempotent: nothing new starts
     assert again.returncode == 0, again.stderr
