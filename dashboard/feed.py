@@ -20,12 +20,14 @@ refused one (the manager uses CURVE and the dashboard does not, or refuses its
 key) would otherwise look like a quiet cluster forever (libzmq does not retry
 it), so it is logged once per change as one line saying what to fix
 (:func:`dashboard.security.handshake_problem`), kept in :attr:`Feed.problem`
-and counted.
+and counted. Should the monitor itself fail, that is one warning line and the
+feed goes on without handshake diagnostics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
@@ -97,12 +99,15 @@ class Feed:
         self._allowance: dict[str, tuple[float, float]] = {}  # node → (tokens, when)
 
     def start(self) -> None:
-        sock = make_socket(self._ctx, zmq.SUB, SocketTuning(), self.curve)
-        sock.setsockopt(zmq.SUBSCRIBE, b"evt.")
-        # Monitored before connect, so the first handshake is seen too.
-        self._monitor_sock = monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
-        sock.connect(self.address)
-        self._sock = sock
+        self._sock = sock = make_socket(self._ctx, zmq.SUB, SocketTuning(), self.curve)
+        try:
+            sock.setsockopt(zmq.SUBSCRIBE, b"evt.")
+            # Monitored before connect, so the first handshake is seen too.
+            self._monitor_sock = monitor = sock.get_monitor_socket(HANDSHAKE_EVENTS)
+            sock.connect(self.address)
+        except BaseException:  # e.g. a malformed address: leave no socket behind
+            self._close_sockets()
+            raise
         for node in self._metrics:
             sock.setsockopt(zmq.SUBSCRIBE, topics.metrics(node))
         loop = asyncio.get_running_loop()
@@ -115,8 +120,12 @@ class Feed:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         self._task = self._monitor = None
+        self._close_sockets()
+
+    def _close_sockets(self) -> None:
         if self._sock is not None:
-            self._sock.disable_monitor()
+            with contextlib.suppress(zmq.ZMQError):  # its monitor may never have started
+                self._sock.disable_monitor()
             self._sock.close(linger=0)
             self._sock = None
         if self._monitor_sock is not None:
@@ -157,9 +166,18 @@ class Feed:
     # --- handshakes ----------------------------------------------------------------------
 
     async def _watch_handshakes(self, monitor: zmq.asyncio.Socket) -> None:
-        while True:
-            event = parse_monitor_message(await monitor.recv_multipart())
-            self._on_handshake(int(event["event"]), int(event["value"]))
+        """Hand each handshake outcome to :meth:`_on_handshake`. If the monitor fails,
+        say so once and stop watching: the feed itself does not depend on it."""
+        try:
+            while True:
+                event = parse_monitor_message(await monitor.recv_multipart())
+                self._on_handshake(int(event["event"]), int(event["value"]))
+        except Exception as exc:  # CancelledError (close()) is not an Exception
+            text = (str(exc).splitlines() or [""])[0]
+            reason = f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+            log.warning("feed: no more handshake diagnostics for the manager at %s: "
+                        "the socket monitor failed (%s); events still flow",
+                        self.address, reason)
 
     def _on_handshake(self, event: int, value: int) -> None:
         """Count each handshake; log a line only when the outcome changes. (libzmq

@@ -6,11 +6,14 @@ import asyncio
 import time
 from typing import Any
 
+import pytest
 import zmq
 import zmq.asyncio
+from zmq.utils.monitor import parse_monitor_message
 
 from bus import codec, topics
 from bus.messages import Event, MetricBatch
+from dashboard import feed as feed_module
 from dashboard.feed import Feed
 from dashboard.series import Update
 
@@ -73,3 +76,65 @@ def test_a_flooding_node_is_cut_down_before_decoding() -> None:
         assert f._take_token("n2")  # per node
     finally:
         ctx.term()
+
+
+def test_a_failing_handshake_monitor_is_one_warning_and_events_still_flow(
+        monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture) -> None:
+    # The real parser on a cut-short real monitor message: what a libzmq with
+    # another monitor format would give.
+    monkeypatch.setattr(feed_module, "parse_monitor_message",
+                        lambda frames: parse_monitor_message(frames[:1]))
+
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        pub = ctx.socket(zmq.PUB)
+        port = pub.bind_to_random_port("tcp://127.0.0.1")
+        feed = Feed(f"tcp://127.0.0.1:{port}", ctx)
+        events: list[Event] = []
+        feed.watch_events(events.append)
+        feed.start()
+        try:
+            assert feed._monitor is not None
+            await asyncio.wait_for(asyncio.shield(feed._monitor), 10.0)  # the first handshake
+            ev = Event(kind="job", ts=1.0, job_id="j1", state="running")
+            await until(lambda: events,
+                        lambda: pub.send_multipart([topics.job_events("j1"), *codec.encode(ev)]))
+            assert events[0].job_id == "j1"
+        finally:
+            await feed.close()
+            pub.close(linger=0)
+            ctx.destroy(linger=0)
+
+    with caplog.at_level("INFO", logger="dashboard.feed"):
+        asyncio.run(scenario())
+    lines = [(r.levelname, r.getMessage()) for r in caplog.records if r.name == "dashboard.feed"]
+    assert len(lines) == 1 and lines[0][0] == "WARNING", lines
+    assert "handshake" in lines[0][1] and "Invalid event message format" in lines[0][1]
+    assert "\n" not in lines[0][1]
+
+
+class RecordingContext(zmq.asyncio.Context):
+    """A context that remembers every socket made in it."""
+
+    made: list[zmq.asyncio.Socket]
+
+    def socket(self, *args: Any, **kwargs: Any) -> Any:
+        sock = super().socket(*args, **kwargs)
+        self.__dict__.setdefault("made", []).append(sock)
+        return sock
+
+
+def test_a_failed_connect_closes_the_feeds_sockets() -> None:
+    async def scenario() -> None:
+        ctx = RecordingContext()
+        try:
+            feed = Feed("no-such-transport", ctx)
+            with pytest.raises(zmq.ZMQError):
+                feed.start()
+            assert len(ctx.made) == 2  # the SUB and its monitor
+            assert all(sock.closed for sock in ctx.made)
+            await feed.close()  # still safe
+        finally:
+            ctx.destroy(linger=0)
+
+    asyncio.run(scenario())

@@ -23,7 +23,7 @@ from bus.security import Gatekeeper, ensure_keypair, load_keypair, secret_path
 from bus.sockets import CurveKeys, make_socket
 from config.schema import DashboardSecurity
 from dashboard.feed import Feed
-from dashboard.security import dashboard_keys
+from dashboard.security import WHAT_TO_DO, dashboard_keys
 from tests.integration.conftest import ROOT, child_env
 
 DOMAIN = "ptap.pub"
@@ -112,12 +112,41 @@ def test_an_unreadable_secret_key_is_one_line(tmp_path: Path) -> None:
                            f"pair: {secret}: Is a directory — set [security] keys_dir")
 
 
-@pytest.mark.parametrize("case", ["no-server-key", "loose-secret"])
+def garble(path: Path, field: str, value: str) -> None:
+    """Replace ``field = "..."`` in a pyzmq certificate file, keeping its mode."""
+    lines = [f'    {field} = "{value}"' if line.strip().startswith(field) else line
+             for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("name", "field", "value", "reason"), [
+    ("server.key", "public-key", "abc", "3 characters"),
+    ("server.key", "public-key", "", "0 characters"),
+    ("admin.key_secret", "public-key", "x" * 39 + "~", "not Z85"),  # '~' is outside Z85
+    ("admin.key_secret", "secret-key", "#" * 40, "not Z85"),  # decodes past 2**32
+    ("admin.key_secret", "secret-key", "0" * 32, "32 characters"),
+])
+def test_a_malformed_key_is_one_line(tmp_path: Path, name: str, field: str, value: str,
+                                     reason: str) -> None:
+    keys_dir = manager_keys_dir(tmp_path / "keys")
+    garble(keys_dir / name, field, value)
+    text = startup_error(curve(keys_dir))
+    assert text.startswith(f"[security] keys_dir = {keys_dir}: {field} in {keys_dir / name} "
+                           "is not a CURVE key (")
+    assert reason in text and text.endswith(f"— {WHAT_TO_DO}")
+    if field == "secret-key":
+        assert value not in text  # a secret, even a broken one, stays out of logs
+
+
+@pytest.mark.parametrize("case", ["no-server-key", "loose-secret", "garbled-server-key"])
 def test_the_dashboard_process_stops_with_one_line(tmp_path: Path, case: str) -> None:
     keys_dir = manager_keys_dir(tmp_path / "keys")
     if case == "no-server-key":
         (keys_dir / "server.key").unlink()
         expected = f"no manager public key {keys_dir / 'server.key'}"
+    elif case == "garbled-server-key":  # libzmq would refuse it only when the feed starts
+        garble(keys_dir / "server.key", "public-key", "abc")
+        expected = f"public-key in {keys_dir / 'server.key'} is not a CURVE key"
     else:
         os.chmod(secret_path(keys_dir, "admin"), 0o644)
         expected = f"chmod 600 {secret_path(keys_dir, 'admin')}"
