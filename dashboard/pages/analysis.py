@@ -133,7 +133,7 @@ def compare_html(c: dict[str, Any]) -> str:
              f"({counted}; threshold {_pct(c.get('threshold'))}, alpha {scalar(c.get('alpha'))}, "
              f"confidence {scalar(c.get('confidence'))})</span></p>", _notes(c.get("notes"))]
     nodes = c["nodes"] if isinstance(c.get("nodes"), dict) else {}
-    parts.append(_flags(nodes.get("flags") or []))
+    parts.append(_flags(nodes))
     parts += [_h(3, "Metrics"), _compare_table(c.get("metrics") or [])]
     if nodes:
         parts.append(_nodes(nodes))
@@ -181,12 +181,29 @@ def _flag(f: dict[str, Any]) -> str:
             "</li>")
 
 
-def _flags(flags: list[Any]) -> str:
+def _count(n: dict[str, Any], key: str, listed: int) -> int:
+    """A total the manager counted (``flags_count``, ...): the list it goes with stops at
+    200. What was listed, when the total is missing or makes no sense."""
+    total = n.get(key)
+    return total if isinstance(total, int) and not isinstance(total, bool) \
+        and total >= listed else listed
+
+
+def _list(value: Any) -> list[Any]:
+    return value if isinstance(value, list) else []
+
+
+def _dict(value: Any) -> dict[str, Any]:
+    return value if isinstance(value, dict) else {}
+
+
+def _flags(n: dict[str, Any]) -> str:
+    flags = _list(n.get("flags"))
     hidden = [f for f in flags if isinstance(f, dict) and f.get("hidden")]
     shown = hidden[:MAX_FLAGS]
     if not shown:
         return ""
-    more = len(hidden) - len(shown)
+    more = _count(n, "hidden_count", len(hidden)) - len(shown)
     tail = f"<li class='muted'>{more} more under Per node</li>" if more > 0 else ""
     return f"<ul class='notice node-flags'>{''.join(_flag(f) for f in shown)}{tail}</ul>"
 
@@ -202,8 +219,11 @@ def _nodes(n: dict[str, Any]) -> str:
     parts = [_h(3, f"Per node ({scalar(n.get('shared'))} in both jobs, "
                    f"{len(detailed)} detailed)")]
     for side, label in (("only_base", "only in the baseline"), ("only_cand", "only in the candidate")):
-        if n.get(side):
-            parts.append(f"<p>{label} (not compared): {render(n[side])}</p>")
+        names = _list(n.get(side))
+        if names:
+            more = _count(n, f"{side}_count", len(names)) - len(names)
+            tail = f" and {more} more" if more > 0 else ""
+            parts.append(f"<p>{label} (not compared): {render(names)}{tail}</p>")
     rows = []
     for d in detailed:
         metrics = [e for e in d.get("metrics") or [] if isinstance(e, dict)]
@@ -221,9 +241,14 @@ def _nodes(n: dict[str, Any]) -> str:
         title = html.escape(f"Node {d.get('node')}: {d.get('verdict')}")
         parts.append(f"<details class='node'><summary>{title}</summary>"
                      f"{_compare_table(d.get('metrics') or [], NODE_COLS)}</details>")
-    rest = n.get("summarised") or {}
+    rest = _dict(n.get("summarised"))
     if rest.get("count"):
-        parts += [f"<p>{scalar(rest.get('count'))} more node(s) not detailed, "
-                  f"{scalar(rest.get('quiet'))} of them quiet; possible changes:</p>",
-                  render(rest.get("suspects") or [])]
+        suspects = _list(rest.get("suspects"))
+        found = _count(rest, "suspects_count", len(suspects))
+        listed = f", the first {len(suspects)} listed" if found > len(suspects) else ""
+        parts += [f"<p>{scalar(rest.get('count'))} more node(s) not detailed: "
+                  f"{scalar(rest.get('quiet'))} show no possible regression or improvement "
+                  "(screened without the bootstrap: no metric with p &lt; alpha and a change "
+                  f"of at least the threshold); {found} possible change(s){listed}:</p>",
+                  render(suspects)]
     return "".join(parts)

@@ -9,11 +9,17 @@ of metrics with :func:`overall_verdict`.
 Samples (``samples`` in each entry):
 
 * ``iterations`` — one figure per run (the mean of the run's points, or a
-  ``run.*`` figure). Used when both sides have at least two runs with the
-  metric: what ``ptap run --repeat N`` is for;
-* ``points`` — every raw point of every run, when a side has a single run.
-  Consecutive points of a time series are correlated, so p-values over
-  points are optimistic; the label says so in every output.
+  ``run.*`` figure). Used when there are enough runs with the metric for the
+  test to be able to say anything: at least two a side, and few enough
+  possible orderings that the smallest p-value the exact Mann-Whitney test
+  can give, ``2 / C(n_base + n_cand, n_base)``
+  (:func:`manager.analysis.stats.smallest_p`), is below alpha. That is 4
+  against 4 runs or more (3 against 3 can never go below p = 0.1, 2 against 2
+  below 1/3): what ``ptap run --repeat N`` is for. ``run.*`` figures exist
+  only per run, so they are always iterations;
+* ``points`` — every raw point of every run, otherwise (a side with a single
+  run, or 2 and 3 runs). Consecutive points of a time series are correlated,
+  so p-values over points are optimistic; the label says so in every output.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from manager.analysis.stats import (
     Direction,
     Verdict,
     compare_samples,
+    smallest_p,
 )
 
 #: Metrics of the test program itself; the overall verdict is drawn from these only
@@ -55,13 +62,15 @@ def samples(metric_id: str, runs: Sequence[RunData], mode: str) -> np.ndarray:
     return np.concatenate(parts) if parts else np.empty(0)
 
 
-def sample_mode(metric_id: str, base: Sequence[RunData], cand: Sequence[RunData]) -> str:
-    """``iterations`` when both sides have ≥ 2 runs with the metric (or it is a
-    one-value-per-run ``run.*`` figure), else ``points``."""
+def sample_mode(metric_id: str, base: Sequence[RunData], cand: Sequence[RunData],
+                alpha: float = ALPHA) -> str:
+    """``iterations`` when the runs with the metric could make it significant: at
+    least :data:`MIN_SAMPLES` a side and :func:`smallest_p` of their numbers below
+    ``alpha`` (or it is a one-value-per-run ``run.*`` figure); else ``points``."""
     if metric_id.startswith("run."):
         return "iterations"
-    enough = all(len(samples(metric_id, runs, "iterations")) >= MIN_SAMPLES
-                 for runs in (base, cand))
+    nb, nc = (len(samples(metric_id, runs, "iterations")) for runs in (base, cand))
+    enough = min(nb, nc) >= MIN_SAMPLES and smallest_p(nb, nc) < alpha
     return "iterations" if enough else "points"
 
 
@@ -69,7 +78,7 @@ def test(metric_id: str, direction: Direction, base: Sequence[RunData],
          cand: Sequence[RunData], *, threshold: float = THRESHOLD,
          alpha: float = ALPHA) -> dict[str, Any]:
     """The whole rule for one metric over these runs: ``samples`` and the test's fields."""
-    mode = sample_mode(metric_id, base, cand)
+    mode = sample_mode(metric_id, base, cand, alpha)
     t = compare_samples(samples(metric_id, base, mode), samples(metric_id, cand, mode),
                         direction, threshold=threshold, alpha=alpha)
     return {"samples": mode, **test_fields(t)}

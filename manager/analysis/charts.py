@@ -216,9 +216,10 @@ def _nodes_html(c: dict[str, Any]) -> str:
     """The per-node part: sentences, a row per node, every node's metrics folded."""
     n, units = c["nodes"], {e["metric"]: e["unit"] for e in c["metrics"]}
     parts = ["<h2 id=\"nodes\">Per node</h2><p>Decisive metrics; each node's own runs as "
-             "samples (iterations when it has 2 or more, else its points: p-values "
-             "optimistic).</p>"]
-    parts += [f"<p>{html.escape(line)}</p>" for line in nodes_summary(n, c["threshold"])]
+             "samples (iterations when there are enough runs to reach significance, 4 against 4 "
+             "or more, else its points: p-values optimistic).</p>"]
+    parts += [f"<p>{html.escape(line)}</p>"
+              for line in nodes_summary(n, c["threshold"], c["alpha"])]
     detailed = n["detailed"]
     parts.append(_html_table(
         ["node", "runs", "samples", "verdict", "regressed", "improved", "inconclusive",

@@ -13,6 +13,7 @@ than any statistic.
 from __future__ import annotations
 
 import shlex
+import threading
 from typing import Any
 
 import numpy as np
@@ -45,14 +46,19 @@ JOB_KEYS = ("command", "interval", "collect", "repeat", "nodes", "tags")
 
 def compare(base: JobAnalysis, cand: JobAnalysis, *, threshold: float = THRESHOLD,
             alpha: float = ALPHA, now: float, max_nodes: int = nodes.MAX_NODES,
-            map_nodes: nodes.NodeMap = map) -> dict[str, Any]:
+            map_nodes: nodes.NodeMap = map, stop: threading.Event | None = None
+            ) -> dict[str, Any]:
     """The comparison object of docs/report-schema.json (``kind`` ``ptap.compare``);
     ``max_nodes`` bounds the nodes detailed in its per-node breakdown, which runs
-    its nodes through ``map_nodes`` (:func:`manager.analysis.nodes.breakdown`)."""
+    its nodes through ``map_nodes`` (:func:`manager.analysis.nodes.breakdown`).
+    Once ``stop`` is set, the next metric raises :class:`manager.analysis.nodes.Stopped`."""
     catalogue = {**base.catalogue, **cand.catalogue}
     shared = [m for m in catalogue if m in base.catalogue and m in cand.catalogue]
     shared.sort(key=metrics.sort_key)
-    entries = [_entry(m, catalogue[m], base, cand, threshold, alpha) for m in shared]
+    entries = []
+    for m in shared:
+        nodes.check(stop)
+        entries.append(_entry(m, catalogue[m], base, cand, threshold, alpha))
     counts = {v.value: sum(e["verdict"] == v.value for e in entries) for v in Verdict}
     return {
         "kind": "ptap.compare",
@@ -70,7 +76,7 @@ def compare(base: JobAnalysis, cand: JobAnalysis, *, threshold: float = THRESHOL
         "notes": [f"baseline: {n}" for n in base.notes] + [f"candidate: {n}" for n in cand.notes],
         "metrics": entries,
         "nodes": nodes.breakdown(base, cand, entries, threshold=threshold, alpha=alpha,
-                                 max_nodes=max_nodes, map_nodes=map_nodes),
+                                 max_nodes=max_nodes, map_nodes=map_nodes, stop=stop),
         "overlay": {"base": overlay(base), "cand": overlay(cand)},
     }
 

@@ -4,8 +4,9 @@ A regression on one node of ten barely moves the pooled median of
 :mod:`manager.analysis.compare`. Here every node that ran both jobs is
 compared on its own, for the decisive metrics (the program's own, which
 the overall verdict is drawn from): that node's runs only, the same sample
-rule (``iterations`` when the node has ≥ 2 runs with the metric on each
-side, else its ``points``), the same test and verdict rule
+rule (:func:`manager.analysis.change.sample_mode`: ``iterations`` when the
+node has enough runs on each side for them to reach significance, 4 against
+4 or more, else its ``points``), the same test and verdict rule
 (:mod:`manager.analysis.change`), and the node's verdict drawn the same way
 as the job's. The runs the comparison already holds carry their node, so
 this costs no query; a node that holds every run of both jobs reuses the
@@ -13,19 +14,27 @@ pooled entries as they are.
 
 ``flags`` lists each (node, metric) that regressed or improved, beside the
 pooled verdict of that metric; ``hidden`` when the two differ, which is what
-the pooled comparison alone would not show.
+the pooled comparison alone would not show. The list stops at
+:data:`MAX_FLAGS`; ``flags_count`` and ``hidden_count`` count them all.
 
 Bounded: at most ``max_nodes`` nodes are detailed. With more nodes in both
 jobs, each is first *screened* (:func:`manager.analysis.stats.possible_change`:
 medians and Mann-Whitney p, no bootstrap), and the nodes with a possible
-regression, then a possible improvement, largest change first, are
-detailed. The rest are summarised: how many, how many cannot have changed
-beyond the threshold, and the screen's suspects.
+regression, then a possible improvement, largest change first, then the
+others by their largest change (a large change that is not significant is
+worth a look before a small one), are detailed. The rest are summarised:
+how many, how many are quiet (no metric passes the screen, so neither a
+regression nor an improvement is possible there), and the screen's suspects.
+
+The work can be abandoned: with a ``stop`` event, every node checks it before
+each metric and raises :class:`Stopped` once it is set (the manager sets it
+when the request is cancelled, so its threads end within one metric's test).
 """
 
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
@@ -45,14 +54,26 @@ NODE_FIELDS = ("metric", "samples", "n_base", "n_cand", "base_median", "cand_med
 _RANK = {Verdict.REGRESSION.value: 0, Verdict.IMPROVEMENT.value: 1}
 
 
+class Stopped(Exception):
+    """The comparison was abandoned: its ``stop`` event was set (between two metrics)."""
+
+
+def check(stop: threading.Event | None) -> None:
+    """Raise :class:`Stopped` when ``stop`` is set."""
+    if stop is not None and stop.is_set():
+        raise Stopped("the comparison was abandoned")
+
+
 def breakdown(base: JobAnalysis, cand: JobAnalysis, pooled: list[dict[str, Any]], *,
               threshold: float, alpha: float, max_nodes: int = MAX_NODES,
-              map_nodes: NodeMap = map) -> dict[str, Any]:
+              map_nodes: NodeMap = map, stop: threading.Event | None = None
+              ) -> dict[str, Any]:
     """The ``nodes`` object of a comparison whose pooled metric entries are ``pooled``.
 
     Nodes are tested independently, through ``map_nodes`` (``map``, or a thread
     pool's: numpy and scipy release the GIL, and each test seeds its own
-    generator, so the result is the same either way)."""
+    generator, so the result is the same either way). Each node checks ``stop``
+    before each metric (:func:`check`)."""
     if max_nodes < 0:
         raise ValueError(f"max_nodes must be >= 0, not {max_nodes}")
     bn, cn = by_node(base.runs), by_node(cand.runs)
@@ -61,11 +82,12 @@ def breakdown(base: JobAnalysis, cand: JobAnalysis, pooled: list[dict[str, Any]]
     directions = {e["metric"]: Direction(e["direction"]) for e in tested}
     if len(shared) > max_nodes:
         chosen, rest, suspects = _screen(shared, bn, cn, directions, threshold, alpha, max_nodes,
-                                         map_nodes)
+                                         map_nodes, stop)
     else:  # every node is detailed: nothing to screen
         chosen, rest, suspects = shared, [], []
     detailed = list(map_nodes(
-        lambda n: _detail(n, base, cand, bn[n], cn[n], tested, threshold, alpha), chosen))
+        lambda n: _detail(n, base, cand, bn[n], cn[n], tested, threshold, alpha, stop),
+        chosen))
     flags = _flags(detailed, {e["metric"]: e["verdict"] for e in tested})
     only_base, only_cand = sorted(bn.keys() - cn.keys()), sorted(cn.keys() - bn.keys())
     return {
@@ -74,6 +96,7 @@ def breakdown(base: JobAnalysis, cand: JobAnalysis, pooled: list[dict[str, Any]]
         "only_cand": only_cand[:MAX_NAMES], "only_cand_count": len(only_cand),
         "counts": {v.value: sum(d["verdict"] == v.value for d in detailed) for v in Verdict},
         "flags": flags[:MAX_FLAGS], "flags_count": len(flags),
+        "hidden_count": sum(f["hidden"] for f in flags),
         "detailed": detailed,
         "summarised": {"count": len(rest),
                        "quiet": len(set(rest) - {s["node"] for s in suspects}),
@@ -82,16 +105,19 @@ def breakdown(base: JobAnalysis, cand: JobAnalysis, pooled: list[dict[str, Any]]
 
 
 def _detail(node: str, base: JobAnalysis, cand: JobAnalysis, bruns: list[RunData],
-            cruns: list[RunData], tested: list[dict[str, Any]], threshold: float, alpha: float
-            ) -> dict[str, Any]:
+            cruns: list[RunData], tested: list[dict[str, Any]], threshold: float, alpha: float,
+            stop: threading.Event | None = None) -> dict[str, Any]:
     """One node compared on its own runs, metric by metric, and its verdict."""
     if len(bruns) == len(base.runs) and len(cruns) == len(cand.runs):
         # This node's runs are the jobs' runs: the pooled test is its test.
         entries = [{k: e[k] for k in NODE_FIELDS} for e in tested]
     else:
-        entries = [{"metric": e["metric"],
-                    **change.test(e["metric"], Direction(e["direction"]), bruns, cruns,
-                                  threshold=threshold, alpha=alpha)} for e in tested]
+        entries = []
+        for e in tested:
+            check(stop)
+            entries.append({"metric": e["metric"],
+                            **change.test(e["metric"], Direction(e["direction"]), bruns, cruns,
+                                          threshold=threshold, alpha=alpha)})
     return {"node": node, "verdict": change.overall_verdict(entries),
             "runs_base": len(bruns), "runs_cand": len(cruns),
             "environment_differences": _env_diff(base, cand, node), "metrics": entries}
@@ -107,24 +133,32 @@ def by_node(runs: list[RunData]) -> dict[str, list[RunData]]:
 
 def _screen(shared: list[str], bn: dict[str, list[RunData]], cn: dict[str, list[RunData]],
             directions: dict[str, Direction], threshold: float, alpha: float, max_nodes: int,
-            map_nodes: NodeMap) -> tuple[list[str], list[str], list[dict[str, Any]]]:
+            map_nodes: NodeMap, stop: threading.Event | None
+            ) -> tuple[list[str], list[str], list[dict[str, Any]]]:
     """(nodes to detail, the others, the others' suspects): every node's possible
-    changes, nodes ranked by their most telling one."""
-    def possible(node: str) -> list[dict[str, Any]]:
-        out = []
+    changes, nodes ranked by their most telling one; nodes without any, by their
+    largest change (significant or not)."""
+    def possible(node: str) -> tuple[list[dict[str, Any]], float]:
+        out, largest = [], 0.0
         for mid, direction in directions.items():
-            mode = change.sample_mode(mid, bn[node], cn[node])
+            check(stop)
+            mode = change.sample_mode(mid, bn[node], cn[node], alpha)
             verdict, rel, p = possible_change(
                 change.samples(mid, bn[node], mode), change.samples(mid, cn[node], mode),
                 direction, threshold=threshold, alpha=alpha)
+            largest = max(largest, _magnitude(rel))
             if verdict is not None:
                 out.append({"node": node, "metric": mid, "possible": verdict.value,
                             "samples": mode, "change": change.json_number(rel), "p_value": p})
-        return sorted(out, key=_telling)
+        return sorted(out, key=_telling), largest
 
-    found = {n: s for n, s in zip(shared, map_nodes(possible, shared), strict=True) if s}
-    ranked = sorted(shared, key=lambda n: _telling(found[n][0]) if n in found else (2, 0.0, n))
-    chosen = set(ranked[:max_nodes])
+    screened = dict(zip(shared, map_nodes(possible, shared), strict=True))
+    found = {n: s for n, (s, _) in screened.items() if s}
+
+    def rank(n: str) -> tuple[int, float, str]:
+        return _telling(found[n][0]) if n in found else (len(_RANK), -screened[n][1], n)
+
+    chosen = set(sorted(shared, key=rank)[:max_nodes])
     rest = [n for n in shared if n not in chosen]
     suspects = sorted((s for n in rest for s in found.get(n, [])), key=_telling)
     return sorted(chosen), rest, suspects
@@ -133,7 +167,7 @@ def _screen(shared: list[str], bn: dict[str, list[RunData]], cn: dict[str, list[
 def _telling(s: dict[str, Any]) -> tuple[int, float, str]:
     """Sort key: regressions, then improvements, then the rest; larger changes first."""
     verdict = s.get("possible", s.get("verdict"))
-    return _RANK.get(str(verdict), 2), -_magnitude(s.get("change")), str(s["node"])
+    return _RANK.get(str(verdict), len(_RANK)), -_magnitude(s.get("change")), str(s["node"])
 
 
 def _magnitude(x: float | str | None) -> float:

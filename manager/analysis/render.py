@@ -19,6 +19,8 @@ from typing import Any
 
 import numpy as np
 
+from manager.analysis.stats import ALPHA, smallest_p
+
 FORMATS = ("text", "json", "csv", "html")
 #: Flag lines shown at the top of a comparison; the rest are in the per-node part.
 MAX_FLAG_LINES = 10
@@ -245,12 +247,12 @@ def compare_text(c: dict[str, Any]) -> str:
         rows.append([e["metric"], e["direction"], e["samples"], f"{e['n_base']}/{e['n_cand']}",
                      number(e["base_median"], e["unit"]), number(e["cand_median"], e["unit"]),
                      percent(e["change"]), ci, p, e["verdict"].upper()])
-    parts += ["", "Metrics (SAMPLES: iterations = one mean per run; points = raw points of a "
-                  "single run, p-values optimistic)",
+    parts += ["", "Metrics (SAMPLES: iterations = one mean per run; points = raw points of "
+                  "every run, when too few runs to reach significance, p-values optimistic)",
               table(["METRIC", "BETTER", "SAMPLES", "N", "BASE MEDIAN", "CAND MEDIAN", "CHANGE",
                      "95% CI", "P", "VERDICT"], rows)]
     if c.get("nodes"):
-        parts += ["", *nodes_text(c["nodes"], c["threshold"])]
+        parts += ["", *nodes_text(c["nodes"], c["threshold"], c["alpha"])]
     return "\n".join(parts) + "\n"
 
 
@@ -295,7 +297,7 @@ def node_inconclusive(d: dict[str, Any], shown: int = 3) -> str:
     return ", ".join(names[:shown]) + more or "-"
 
 
-def nodes_summary(n: dict[str, Any], threshold: float) -> list[str]:
+def nodes_summary(n: dict[str, Any], threshold: float, alpha: float = ALPHA) -> list[str]:
     """The per-node part's sentences: how many nodes, which were left out, and why."""
     counts = ", ".join(f"{k} {v}" for k, v in n["counts"].items())
     out = [f"{n['shared']} node(s) in both jobs, {len(n['detailed'])} detailed: {counts}"]
@@ -305,26 +307,28 @@ def nodes_summary(n: dict[str, Any], threshold: float) -> list[str]:
             more = f" and {total - len(names)} more" if total > len(names) else ""
             out.append(f"only in the {label} (not compared): {', '.join(names)}{more}")
     if any(m.startswith("run.") for m in n["metrics"]) and any(
-            min(d["runs_base"], d["runs_cand"]) == 1 for d in n["detailed"]):
-        out.append("a node with a single run in a job has one run.* figure there: those "
-                   "are inconclusive on it (ptap run --repeat N gives each node N samples)")
+            smallest_p(d["runs_base"], d["runs_cand"]) >= alpha for d in n["detailed"]):
+        out.append("run.* figures are one per run: on a node with too few runs to reach "
+                   f"p < {alpha:g} (3 against 3 cannot, 4 against 4 can) they cannot show a "
+                   "regression or an improvement (ptap run --repeat N gives each node N samples)")
     rest = n["summarised"]
     if rest["count"]:
         out.append(f"{rest['count']} more node(s) not detailed (at most {n['max_detailed']} "
-                   f"are): {rest['quiet']} cannot have changed by ±{threshold:.0%} or more "
-                   "(screened by medians and Mann-Whitney p, without the bootstrap); "
+                   f"are): {rest['quiet']} show no possible regression or improvement (no "
+                   f"metric with p < {alpha:g} and a change of ±{threshold:.0%} or more; "
+                   "screened by medians and Mann-Whitney p, without the bootstrap); "
                    f"{rest['suspects_count']} possible change(s):")
         out += [f"  node {s['node']}: {s['metric']} {percent(s['change'])} (p={s['p_value']:.2g}, "
                 f"{s['samples']}) — possible {s['possible']}"
                 for s in rest["suspects"][:MAX_SUSPECT_LINES]]
-    hidden = sum(f["hidden"] for f in n["flags"])
+    hidden = n.get("hidden_count", sum(f["hidden"] for f in n["flags"]))  # the total
     if hidden > MAX_FLAG_LINES:
         out.append(f"{hidden} node metric(s) regressed or improved where the pooled verdict "
                    f"says otherwise; the first {MAX_FLAG_LINES} are under the verdict")
     return out
 
 
-def nodes_text(n: dict[str, Any], threshold: float) -> list[str]:
+def nodes_text(n: dict[str, Any], threshold: float, alpha: float = ALPHA) -> list[str]:
     """The per-node part of a comparison's text: sentences, then one row per node."""
     rows = [[d["node"], f"{d['runs_base']}/{d['runs_cand']}", node_samples(d),
              d["verdict"].upper(), node_changes(d, "regression"), node_changes(d, "improvement"),
@@ -332,9 +336,10 @@ def nodes_text(n: dict[str, Any], threshold: float) -> list[str]:
              "; ".join(f"{x['key']} {x['base']} → {x['cand']}"
                        for x in d["environment_differences"]) or "-"]
             for d in n["detailed"]]
-    return ["Per node (decisive metrics; each node's own runs as samples: iterations when it "
-            "has 2 or more, else its points, p-values optimistic)",
-            *nodes_summary(n, threshold),
+    return ["Per node (decisive metrics; each node's own runs as samples: iterations when "
+            "there are enough runs to reach significance, 4 against 4 or more, else its "
+            "points, p-values optimistic)",
+            *nodes_summary(n, threshold, alpha),
             table(["NODE", "RUNS", "SAMPLES", "VERDICT", "REGRESSED", "IMPROVED",
                    "INCONCLUSIVE", "ENVIRONMENT"], rows) if rows else "  no node detailed"]
 

@@ -6,8 +6,11 @@ numpy/scipy work and the rendering in the default executor, so the manager
 goes on serving agents while a report is computed. At most
 ``concurrency`` analyses run at once (each holds a job's points in memory).
 A comparison's per-node tests run on up to ``node_workers`` threads of a
-pool it makes and ends (numpy and scipy release the GIL; the result is the
-same as with one thread).
+:class:`NodePool` it makes and ends (numpy and scipy release the GIL; the
+result is the same as with one thread). When the request is cancelled (the
+manager closes), a stop event is set and every thread ends before its next
+metric, so closing does not wait for a whole breakdown; a node that fails
+stops the others the same way.
 
 Failures are :class:`AnalysisError` with the code the handler replies with::
 
@@ -23,14 +26,15 @@ import asyncio
 import logging
 import math
 import os
+import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Callable, Iterable, Iterator
+from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, cast
 
 from manager.analysis import compare as compare_mod
-from manager.analysis import query, render, report
+from manager.analysis import nodes, query, render, report
 from manager.analysis.report import ENV_KEYS, JobAnalysis
 from manager.sinks.base import SinkError
 
@@ -113,15 +117,25 @@ class Analyst:
                 if isinstance(outcome, BaseException):
                     raise outcome
             a, b = cast(list[JobAnalysis], both)
-            now = self.clock()
-
-            def work() -> dict[str, Any]:
-                with ThreadPoolExecutor(self.node_workers, "ptap-compare-node") as pool:
-                    return render.plain(compare_mod.compare(a, b, threshold=threshold, now=now,
-                                                            map_nodes=pool.map))
-
-            obj = await _in_executor(work)
+            obj = await self.comparison(a, b, threshold=threshold, now=self.clock())
             return await _output(obj, fmt)
+
+    async def comparison(self, base: JobAnalysis, cand: JobAnalysis, *, threshold: float,
+                         now: float) -> dict[str, Any]:
+        """The comparison object of two analysed jobs, computed in the default executor
+        with its per-node tests on a :class:`NodePool`. Cancelling this stops them:
+        every thread ends before its next metric."""
+        stop = threading.Event()
+
+        def work() -> dict[str, Any]:
+            with NodePool(self.node_workers, stop) as pool:
+                return render.plain(compare_mod.compare(base, cand, threshold=threshold, now=now,
+                                                        map_nodes=pool.map, stop=stop))
+
+        try:
+            return cast(dict[str, Any], await _in_executor(work))
+        finally:
+            stop.set()  # cancelled or failed: what still runs stops at its next metric
 
     async def analyse(self, job_id: str) -> JobAnalysis:
         """Read the job's state and points and slice them per run (numpy in the executor)."""
@@ -154,6 +168,42 @@ class Analyst:
                 facts, source = found
                 out[node] = {**{k: facts.get(k) for k in ENV_KEYS}, "source": source}
         return out
+
+
+class NodePool:
+    """The threads of one comparison's per-node work; :meth:`map` is its ``map_nodes``.
+
+    Fails fast: the first node that raises sets ``stop`` (the nodes running raise
+    :class:`manager.analysis.nodes.Stopped` before their next metric), the nodes not
+    started are cancelled, and its exception is raised without waiting for the
+    others' bootstraps. Leaving the ``with`` block cancels what has not started and
+    waits for the rest, which ``stop`` keeps short."""
+
+    def __init__(self, workers: int, stop: threading.Event) -> None:
+        self.stop = stop
+        self._pool = ThreadPoolExecutor(max(1, workers), "ptap-compare-node")
+
+    def __enter__(self) -> NodePool:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if exc_info[0] is not None:
+            self.stop.set()
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def map(self, fn: Callable[[str], Any], items: Iterable[str]) -> Iterator[Any]:
+        """``fn`` of every item, in order, computed on the pool's threads."""
+        futures = [self._pool.submit(fn, item) for item in items]
+        wait(futures, return_when=FIRST_EXCEPTION)
+        failures = [exc for f in futures if f.done() and not f.cancelled()
+                    and (exc := f.exception()) is not None]
+        if failures:
+            self.stop.set()
+            for f in futures:
+                f.cancel()
+            # A node's own error explains more than the Stopped it caused elsewhere.
+            raise next((e for e in failures if not isinstance(e, nodes.Stopped)), failures[0])
+        return iter([f.result() for f in futures])
 
 
 async def _in_executor(fn: Callable[[], Any]) -> Any:

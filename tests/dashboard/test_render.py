@@ -85,3 +85,31 @@ def test_compare_object_shows_the_node_the_pooled_verdict_hides() -> None:
     assert "only in the baseline (not compared): &lt;script&gt;" in out and "<script>" not in out
     assert "Node n3: regression" in out and "6.5" in out
     assert "Other fields" not in out, "the per-node part is laid out, not dumped"
+
+
+def test_compare_object_counts_from_the_totals_not_the_capped_lists() -> None:
+    """The manager lists at most 200 flags, names and suspects and counts them all:
+    what is "more" comes from its counts."""
+    flag = {"node": "n3", "metric": "app.latency", "verdict": "regression",
+            "pooled_verdict": "unchanged", "hidden": True, "samples": "points", "change": 0.3,
+            "ci": [0.25, 0.35], "p_value": 1e-9}
+    suspect = {"node": "n9", "metric": "app.latency", "possible": "regression",
+               "samples": "points", "change": 0.2, "p_value": 1e-5}
+    comparison = {
+        "kind": "ptap.compare", "verdict": "unchanged", "counts": {"unchanged": 1},
+        "metrics": [],
+        "nodes": {"metrics": ["app.latency"], "max_detailed": 50, "shared": 400,
+                  "only_base": ["x1", "x2"], "only_base_count": 7, "only_cand": [],
+                  "only_cand_count": 0, "counts": {"regression": 12},
+                  "flags": [{**flag, "node": f"n{i}"} for i in range(12)], "flags_count": 300,
+                  "hidden_count": 250, "detailed": [],
+                  "summarised": {"count": 350, "quiet": 340, "suspects": [suspect] * 3,
+                                 "suspects_count": 10}},
+    }
+    out = analysis_html(comparison)
+    flags = out[out.index("node-flags"):out.index("</ul>", out.index("node-flags"))]
+    assert flags.count("node-flag'") == 10 and "240 more under Per node" in flags
+    assert "only in the baseline (not compared): x1, x2 and 5 more" in out
+    assert ("350 more node(s) not detailed: 340 show no possible regression or improvement"
+            in out)
+    assert "10 possible change(s), the first 3 listed" in out

@@ -97,7 +97,10 @@ def test_the_one_node_that_regressed_is_named(
         metrics_cluster: Cluster, influxdb: InfluxFixture, influx_db: str,
         output_dir: Path) -> None:
     """Two nodes, one run each: the candidate burns CPU on node2 only. Two runs a side
-    cannot make the pooled comparison significant; node2's own points can."""
+    are too few for iterations to reach significance (the smallest p is 1/3), so the
+    pooled comparison tests points too: half the candidate's are node1's idle ones,
+    the interval of its median reaches down to the baseline's, and the pooled
+    verdict is no regression. node2's own points show it."""
     c = metrics_cluster
     c.add_agent("node2")
     base = run_job(c, sys.executable, "-c", BURN_ON.format(node="nowhere", s=2.5))
@@ -106,7 +109,7 @@ def test_the_one_node_that_regressed_is_named(
 
     cmp = report_json(c, "compare", base, cand)
     pooled = metric(cmp, "proc.cpu_pct")
-    assert pooled["samples"] == "iterations" and (pooled["n_base"], pooled["n_cand"]) == (2, 2)
+    assert pooled["samples"] == "points" and min(pooled["n_base"], pooled["n_cand"]) >= 16, pooled
     assert pooled["verdict"] != "regression" and cmp["verdict"] != "regression", pooled
     nodes = cmp["nodes"]
     assert nodes["shared"] == 2 and nodes["only_base"] == nodes["only_cand"] == []

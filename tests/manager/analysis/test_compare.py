@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.stats
 
-from manager.analysis import compare, report
+from manager.analysis import change, compare, report
 from tests.manager.analysis.test_report import NS, T, job, run, tree, validate
 
 
@@ -61,6 +61,40 @@ def test_one_run_each_compares_points_and_says_so() -> None:
     duration = entry(c, "run.duration")
     assert duration["samples"] == "iterations" and duration["verdict"] == "inconclusive"
     assert duration["ci"] is None
+
+
+@pytest.mark.parametrize(("runs", "samples"), [(2, "points"), (3, "points"),
+                                               (4, "iterations")])
+def test_too_few_runs_for_a_significant_p_compare_points(runs: int, samples: str) -> None:
+    """--repeat 2 or 3 on one node: the exact Mann-Whitney p of 2 or 3 per-run figures
+    a side can never go below 1/3 or 0.1, so a 20 % regression would always be
+    inconclusive over iterations; the points show it (labelled). From 4 runs a side
+    (smallest p 0.029), the iterations can."""
+    base = repeated("base", [50.0] * runs)
+    cand = repeated("cand", [60.0] * runs)
+    c = compare.compare(base, cand, now=T)
+    validate(c)
+    e = entry(c, "proc.cpu_pct")
+    n = runs if samples == "iterations" else 10 * runs
+    assert e["samples"] == samples and (e["n_base"], e["n_cand"]) == (n, n)
+    assert e["verdict"] == "regression" and c["verdict"] == "regression"
+    assert e["p_value"] < 0.05 and e["change"] == pytest.approx(0.2, abs=0.01)
+    duration = entry(c, "run.duration")  # one figure per run: iterations whatever the number
+    assert duration["samples"] == "iterations" and duration["n_base"] == runs
+
+
+@pytest.mark.parametrize(("n_base", "n_cand", "mode"), [
+    (1, 9, "points"), (2, 2, "points"), (3, 3, "points"), (3, 4, "points"),
+    (4, 4, "iterations"), (3, 5, "iterations"), (2, 7, "points"), (2, 8, "iterations")])
+def test_iterations_when_their_smallest_p_is_below_alpha(n_base: int, n_cand: int,
+                                                         mode: str) -> None:
+    """The rule for both the pooled and the per-node comparison: 2 / C(n1+n2, n1) < alpha
+    (3 against 4: 0.057, points; 3 against 5: 0.036, iterations)."""
+    base, cand = repeated("b", [50.0] * n_base), repeated("c", [50.0] * n_cand)
+    assert change.sample_mode("proc.cpu_pct", base.runs, cand.runs) == mode
+    assert change.sample_mode("proc.cpu_pct", base.runs, cand.runs, alpha=0.5) == (
+        "iterations" if min(n_base, n_cand) >= 2 else "points")
+    assert change.sample_mode("run.duration", base.runs, cand.runs) == "iterations"
 
 
 def test_environment_and_job_differences_come_first() -> None:

@@ -144,3 +144,17 @@ def test_possible_change_is_the_rule_without_the_bootstrap() -> None:
     assert stats.possible_change(b[:1], b, stats.Direction.LOWER) == (None, None, None)
     full = stats.compare_samples(b, b * 1.2, stats.Direction.LOWER)
     assert (full.verdict, full.change, full.p_value) == (up[0], up[1], up[2])
+
+
+@pytest.mark.parametrize(("n_base", "n_cand", "smallest"), [
+    (2, 2, 1 / 3), (3, 3, 0.1), (4, 4, 2 / 70), (5, 5, 2 / 252), (3, 5, 2 / 56), (2, 7, 2 / 36),
+    (1, 9, 0.2), (0, 4, 1.0)])
+def test_smallest_p_is_scipys_exact_p_of_two_separated_sides(n_base: int, n_cand: int,
+                                                              smallest: float) -> None:
+    """The floor under the p-value of n_base against n_cand samples: one side wholly
+    above the other, which is as far apart as a rank test can see."""
+    assert stats.smallest_p(n_base, n_cand) == pytest.approx(smallest)
+    if n_base and n_cand:
+        b, c = np.arange(n_base, dtype=float), np.arange(n_cand, dtype=float) + 100
+        exact = scipy.stats.mannwhitneyu(b, c, alternative="two-sided", method="exact").pvalue
+        assert stats.smallest_p(n_base, n_cand) == pytest.approx(min(1.0, exact))
