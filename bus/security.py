@@ -24,6 +24,7 @@ import contextlib
 import logging
 import os
 import stat
+import struct
 from collections.abc import Callable
 from pathlib import Path
 
@@ -31,6 +32,7 @@ import zmq
 import zmq.asyncio
 import zmq.auth
 from zmq.auth.asyncio import AsyncioAuthenticator
+from zmq.utils import z85
 from zmq.utils.monitor import parse_monitor_message
 
 from bus.errors import PtapError
@@ -69,8 +71,33 @@ def ensure_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
     return load_keypair(directory, name)
 
 
+def key_problem(key: bytes | None) -> str:
+    """Why ``key`` is not a z85 CURVE key (40 characters for 32 bytes), or "".
+
+    Never quotes the key: it may be a secret one."""
+    if key is None or len(key) != 40:
+        return f"{0 if key is None else len(key)} characters; expected 40"
+    try:
+        z85.decode(key)  # 40 characters of Z85 are 32 bytes
+    except (ValueError, KeyError, struct.error):  # a character outside Z85, or overflow
+        return "not Z85 text"
+    return ""
+
+
+def _checked(key: bytes | None, field: str, path: Path) -> bytes:
+    # zmq.auth reads whatever is between the quotes; libzmq refuses a bad key only
+    # when a socket is made, long after start-up said it was fine.
+    problem = key_problem(key)
+    if problem:
+        raise KeyFileError(f"{field} in {path} is not a CURVE key ({problem}) — the file is "
+                           "damaged: copy it again, or delete a damaged pair to have it made anew")
+    assert key is not None
+    return key
+
+
 def load_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
-    """``(public, secret)`` z85 keys of ``NAME``; refuses a secret file others can read."""
+    """``(public, secret)`` z85 keys of ``NAME``; refuses a secret file others can read,
+    and keys that are not CURVE keys."""
     path = secret_path(directory, name)
     try:
         mode = path.stat().st_mode
@@ -83,16 +110,17 @@ def load_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
     public, secret = zmq.auth.load_certificate(str(path))
     if secret is None:
         raise KeyFileError(f"{path} holds no secret key")
-    return public, secret
+    return _checked(public, "public-key", path), _checked(secret, "secret-key", path)
 
 
 def load_public(path: Path) -> bytes:
-    """The z85 public key in a ``.key`` (or ``.key_secret``) file."""
+    """The z85 public key in a ``.key`` (or ``.key_secret``) file; KeyFileError if there
+    is none, or it is not a CURVE key."""
     try:
         public, _ = zmq.auth.load_certificate(str(path))
     except (OSError, ValueError) as exc:
         raise KeyFileError(f"cannot read public key {path}: {exc}") from None
-    return public
+    return _checked(public, "public-key", path)
 
 
 def peer_key(frame: zmq.Frame) -> bytes | None:

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 
-from bus.security import ensure_keypair, load_public
+from bus.security import KeyFileError, ensure_keypair, load_public
 
 log = logging.getLogger(__name__)
 
@@ -68,10 +68,11 @@ class KeyStore:
         index: dict[bytes, tuple[KeyState, str]] = {}
         for state in KeyState:
             for path in sorted((self.dir / "agents" / state).glob("*.key")):
-                index[load_public(path)] = (state, path.stem)
+                if (key := _readable_key(path)) is not None:
+                    index[key] = (state, path.stem)
         self._index = index
-        self._admins = {self.admin_public,
-                        *(load_public(p) for p in (self.dir / "clients").glob("*.key"))}
+        clients = (_readable_key(p) for p in sorted((self.dir / "clients").glob("*.key")))
+        self._admins = {self.admin_public, *(key for key in clients if key is not None)}
 
     def who(self, key: bytes) -> Principal:
         """The principal behind an authenticated z85 public key."""
@@ -142,3 +143,16 @@ class KeyStore:
         tmp.write_text(f'#   ptap agent key for node {node}\ncurve\n    public-key = "{key.decode()}"\n')
         tmp.replace(path)
         self._index[key] = (state, node)
+
+
+def _readable_key(path: Path) -> bytes | None:
+    """The public key in ``path``; None (and one warning) if it cannot be read.
+
+    One damaged file an operator dropped into the folders must not stop the
+    manager, nor admit anyone: its key is simply not known.
+    """
+    try:
+        return load_public(path)
+    except KeyFileError as exc:
+        log.warning("ignoring key file %s: %s", path, exc)
+        return None

@@ -15,6 +15,7 @@ import zmq.asyncio
 from agent.main import build_parser, cli_overrides, manager_address, node_name
 from bus.daemon import StartupError
 from bus.messages import Register, RunState, RunUpdate, Welcome
+from bus.security import ensure_keypair
 from config import load_agent
 from tests.agent.test_link import FakeManager, dispatch, update_of
 
@@ -57,6 +58,21 @@ def test_bad_config_is_one_line_and_exit_2(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("ptap-agent: ")
     assert "interval" in lines[0]
+
+
+def test_a_damaged_server_key_is_one_line_and_exit_2(tmp_path: Path) -> None:
+    """libzmq would refuse the key only at its first socket, with a traceback."""
+    keys = tmp_path / "agent-keys"
+    ensure_keypair(keys, "agent")  # made already: its creation is not logged in this run
+    (keys / "server.key").write_text('metadata\ncurve\n    public-key = "abc"\n')
+    proc = subprocess.run([sys.executable, "-m", "agent.main", "--set", "security.curve=yes",
+                           "--set", f"security.keys_dir={keys}", "--server", "127.0.0.1:9"],
+                          capture_output=True, text=True, timeout=60, env=agent_env(),
+                          cwd=tmp_path)
+    assert proc.returncode == 2, proc.stderr
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("ptap-agent: ")
+    assert f"public-key in {keys / 'server.key'} is not a CURVE key" in lines[0]
 
 
 def test_agent_process_registers_and_runs_a_job(tmp_path: Path) -> None:

@@ -17,7 +17,9 @@ from bus.security import (
     KeyFileError,
     ensure_keypair,
     load_keypair,
+    load_public,
     peer_key,
+    public_path,
     secret_path,
 )
 from bus.sockets import CurveKeys, make_socket
@@ -37,6 +39,36 @@ def test_a_secret_others_can_read_is_refused(tmp_path: Path) -> None:
         load_keypair(tmp_path, "node1")
     with pytest.raises(KeyFileError, match="does not exist"):
         load_keypair(tmp_path, "nobody")
+
+
+def garble(path: Path, field: str, value: str) -> None:
+    """Replace ``field = "..."`` in a zmq certificate file with ``value``."""
+    lines = [f'    {field} = "{value}"' if line.strip().startswith(f"{field} =") else line
+             for line in path.read_text().splitlines()]
+    path.write_text("\n".join(lines) + "\n")
+
+
+@pytest.mark.parametrize(("field", "value", "why"), [
+    ("public-key", "abc", "3 characters; expected 40"),
+    ("public-key", "x" * 39 + "~", "not Z85 text"),
+    ("secret-key", "#" * 40, "not Z85 text"),
+    ("secret-key", "0" * 32, "32 characters; expected 40"),
+])
+def test_a_damaged_key_file_is_refused_when_read(tmp_path: Path, field: str, value: str,
+                                                 why: str) -> None:
+    """zmq.auth reads anything between the quotes; libzmq would refuse such a key only
+    when a socket is made, with a traceback instead of this one line."""
+    ensure_keypair(tmp_path, "node1")
+    garble(secret_path(tmp_path, "node1"), field, value)
+    with pytest.raises(KeyFileError) as caught:
+        load_keypair(tmp_path, "node1")
+    assert f"{field} in {secret_path(tmp_path, 'node1')} is not a CURVE key ({why})" in str(
+        caught.value)
+    assert value not in str(caught.value) or field == "public-key"
+    if field == "public-key":
+        garble(public_path(tmp_path, "node1"), field, value)
+        with pytest.raises(KeyFileError, match="is not a CURVE key"):
+            load_public(public_path(tmp_path, "node1"))
 
 
 def test_gatekeeper_admits_only_what_the_policy_allows(tmp_path: Path) -> None:

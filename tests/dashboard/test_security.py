@@ -23,7 +23,7 @@ from bus.security import Gatekeeper, ensure_keypair, load_keypair, secret_path
 from bus.sockets import CurveKeys, make_socket
 from config.schema import DashboardSecurity
 from dashboard.feed import Feed
-from dashboard.security import WHAT_TO_DO, dashboard_keys
+from dashboard.security import dashboard_keys
 from tests.integration.conftest import ROOT, child_env
 
 DOMAIN = "ptap.pub"
@@ -133,7 +133,8 @@ def test_a_malformed_key_is_one_line(tmp_path: Path, name: str, field: str, valu
     text = startup_error(curve(keys_dir))
     assert text.startswith(f"[security] keys_dir = {keys_dir}: {field} in {keys_dir / name} "
                            "is not a CURVE key (")
-    assert reason in text and text.endswith(f"— {WHAT_TO_DO}")
+    assert reason in text and text.endswith("copy it again, or delete a damaged pair to "
+                                            "have it made anew")
     if field == "secret-key":
         assert value not in text  # a secret, even a broken one, stays out of logs
 

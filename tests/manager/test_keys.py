@@ -36,6 +36,25 @@ def test_a_server_secret_others_can_read_stops_the_store(tmp_path: Path) -> None
         KeyStore(tmp_path)
 
 
+def test_a_damaged_key_file_is_ignored_with_a_warning(tmp_path: Path,
+                                                     caplog: pytest.LogCaptureFixture) -> None:
+    """One bad file an operator dropped into the folders neither stops the manager
+    nor admits anyone; the keys beside it still count."""
+    store = KeyStore(tmp_path)
+    good = new_key()
+    assert store.request(good, "node1", auto_accept=True) is KeyState.ACCEPTED
+    (tmp_path / "agents" / "accepted" / "node2.key").write_text('metadata\ncurve\n'
+                                                             '    public-key = "abc"\n')
+    (tmp_path / "clients" / "broken.key").write_text("not a certificate at all\n")
+    with caplog.at_level("WARNING", logger="manager.keys"):
+        store.reload()
+    assert store.who(good) == Principal(Role.AGENT, "node1")
+    assert store.who(b"abc") == Principal(Role.UNKNOWN)
+    warned = [r.getMessage() for r in caplog.records]
+    assert len(warned) == 2 and all("ignoring key file" in w for w in warned)
+    assert any("node2.key" in w and "is not a CURVE key" in w for w in warned)
+
+
 def test_request_pending_accept_and_the_zap_policy(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     key = new_key()
