@@ -14,6 +14,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 OUTPUT_ROOT = ROOT / "test-output"
 
+#: Log files of the processes a test started, attached to its report if it fails
+#: (the hook is in tests/integration/conftest.py).
+LOGS_KEY = pytest.StashKey[list[Path]]()
+
 if (Path(__file__).parent / "conftest_influx.py").exists():
     pytest_plugins = ["tests.conftest_influx"]
 
@@ -25,3 +29,17 @@ def output_dir(request: pytest.FixtureRequest) -> Path:
     path = OUTPUT_ROOT / name
     path.mkdir(parents=True, exist_ok=True)
     return path
+
+
+@pytest.fixture(scope="module")
+def module_logs() -> list[Path]:
+    """Log files of the processes a module-scoped cluster starts."""
+    return []
+
+
+@pytest.fixture
+def attach_module_logs(request: pytest.FixtureRequest, module_logs: list[Path]) -> None:
+    """Attach ``module_logs`` to each test's report if it fails; a module using a
+    module-scoped cluster imports both fixtures and marks itself with
+    ``pytest.mark.usefixtures("attach_module_logs")``."""
+    request.node.stash[LOGS_KEY] = module_logs

@@ -30,7 +30,6 @@ import pytest
 from tests.conftest_influx import InfluxFixture
 from tests.dashboard.cdp import Browser
 from tests.integration.conftest import (  # noqa: F401  (the hook attaches logs to failures)
-    LOGS_KEY,
     ROOT,
     Cluster,
     child_env,
@@ -99,14 +98,9 @@ class DashboardProc:
             self.proc.wait(10)
 
 
-@pytest.fixture(scope="module")
-def module_logs() -> list[Path]:
-    return []
-
-
 @pytest.fixture(autouse=True)
-def _attach_logs(request: pytest.FixtureRequest, module_logs: list[Path]) -> None:
-    request.node.stash[LOGS_KEY] = module_logs
+def _attach_logs(attach_module_logs: None) -> None:
+    """Every dashboard test gets the module cluster's logs in its failure report."""
 
 
 @pytest.fixture(scope="module")

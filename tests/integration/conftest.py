@@ -35,14 +35,13 @@ from typing import Any, NamedTuple, TypeVar
 
 import pytest
 
+from tests.conftest import LOGS_KEY  # re-exported: tests import it from here
 from tests.conftest_influx import InfluxFixture
 
 ROOT = Path(__file__).resolve().parents[2]
 HEARTBEAT = 0.2
 START_TIMEOUT = 30.0
 T = TypeVar("T")
-
-LOGS_KEY = pytest.StashKey[list[Path]]()
 
 
 def wait_for(predicate: Callable[[], T | None], timeout: float = 15.0,

@@ -22,19 +22,9 @@ import pytest
 
 from bus.security import ensure_keypair
 from tests.dashboard.conftest import DashboardProc
-from tests.integration.conftest import LOGS_KEY, Cluster, unused_port, wait_for
+from tests.integration.conftest import Cluster, unused_port, wait_for
 
-pytestmark = pytest.mark.integration
-
-
-@pytest.fixture(scope="module")
-def module_logs() -> list[Path]:
-    return []
-
-
-@pytest.fixture(autouse=True)
-def _attach_logs(request: pytest.FixtureRequest, module_logs: list[Path]) -> None:
-    request.node.stash[LOGS_KEY] = module_logs
+pytestmark = [pytest.mark.integration, pytest.mark.usefixtures("attach_module_logs")]
 
 
 @pytest.fixture(scope="module")
