@@ -47,11 +47,11 @@ from __future__ import annotations
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
-from manager.lineproto_rows import PLAIN, VECTOR_MIN, RowWriter
+from manager.lineproto_rows import VECTOR_MIN, RowWriter
 
 __all__ = ["encode_batch", "encode_series", "encode_lines", "encode_str_lines",
            "escape_measurement", "escape_key", "Encoded", "MIN_TS", "MAX_TS", "MAX_BATCH_CHARS",
-           "PLAIN", "ENCODER"]
+           "ENCODER"]
 
 try:  # built by setup.py where a C compiler and Python's headers are installed
     from manager._lineproto_c import encode_rows as _compiled_rows
