@@ -55,6 +55,11 @@ MAX_ROWS_PER_BATCH = 25
 #: benchmark — is cut down, before decoding; its charts then show part of its
 #: batches (a refresh reads them all from InfluxDB).
 MAX_BATCHES_PER_S = 20.0
+#: Handshakes in a row that failed with no detail before that becomes the feed's
+#: problem. Such a failure is a connection lost mid-handshake: when the manager
+#: refuses the mechanism it may hang up before its own greeting is read (EPIPE),
+#: and libzmq reconnects, where the next attempt usually says what is wrong.
+NO_DETAIL_FAILURES_REPORTED = 3
 
 #: Handshake outcomes the feed's socket monitor reports.
 HANDSHAKE_EVENTS = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
@@ -95,6 +100,7 @@ class Feed:
         self._metrics: dict[str, list[MetricWatcher]] = {}
         self._events: list[EventWatcher] = []
         self.counters: Counter[str] = Counter()
+        self._no_detail_in_a_row = 0
         self._last_warning = 0.0
         self._allowance: dict[str, tuple[float, float]] = {}  # node → (tokens, when)
 
@@ -181,14 +187,24 @@ class Feed:
 
     def _on_handshake(self, event: int, value: int) -> None:
         """Count each handshake; log a line only when the outcome changes. (libzmq
-        4.3 gives up on a refused handshake, but one that timed out is retried.)"""
+        4.3 gives up on a refused handshake, but one that timed out or lost its
+        connection is retried, so those count only once they repeat.)"""
         if event == zmq.EVENT_HANDSHAKE_SUCCEEDED:
             self.counters["handshakes"] += 1
+            self._no_detail_in_a_row = 0
             if self.problem:
                 log.info("feed: handshake with the manager at %s succeeded", self.address)
             self.problem = ""
             return
         self.counters["handshake_failures"] += 1
+        if event == zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL:
+            self._no_detail_in_a_row += 1
+            if self._no_detail_in_a_row < NO_DETAIL_FAILURES_REPORTED:
+                log.debug("feed: handshake with the manager at %s lost (code %#x); "
+                          "libzmq retries it", self.address, value)
+                return
+        else:
+            self._no_detail_in_a_row = 0
         problem = handshake_problem(event, value, self.address, self.curve is not None)
         if problem != self.problem:
             log.warning("feed: %s", problem)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import errno
 import time
 from typing import Any
 
@@ -111,6 +112,29 @@ def test_a_failing_handshake_monitor_is_one_warning_and_events_still_flow(
     assert len(lines) == 1 and lines[0][0] == "WARNING", lines
     assert "handshake" in lines[0][1] and "Invalid event message format" in lines[0][1]
     assert "\n" not in lines[0][1]
+
+
+def test_a_handshake_lost_mid_way_is_a_problem_only_when_it_repeats() -> None:
+    # A CURVE manager may hang up on a NULL client before the client reads its
+    # greeting (EPIPE, "no detail"); libzmq reconnects and the next attempt says
+    # what is wrong. The events are libzmq's own numbers, as the monitor gives them.
+    ctx = zmq.asyncio.Context()
+    try:
+        f = Feed("tcp://127.0.0.1:1", ctx)  # never started: the outcomes are fed in
+        f._on_handshake(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, errno.EPIPE)
+        assert f.problem == ""
+        f._on_handshake(zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL,
+                        zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH)
+        assert "uses CURVE and the dashboard does not" in f.problem
+
+        g = Feed("tcp://127.0.0.1:1", ctx)
+        for _ in range(feed_module.NO_DETAIL_FAILURES_REPORTED):
+            g._on_handshake(zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL, errno.ECONNRESET)
+        assert f"code {errno.ECONNRESET:#x}" in g.problem
+        g._on_handshake(zmq.EVENT_HANDSHAKE_SUCCEEDED, 0)
+        assert g.problem == "" and g.counters["handshake_failures"] == 3
+    finally:
+        ctx.term()
 
 
 class RecordingContext(zmq.asyncio.Context):
