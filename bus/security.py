@@ -133,6 +133,16 @@ def peer_key(frame: zmq.Frame) -> bytes | None:
     return user.encode() if isinstance(user, str) and user else None
 
 
+def peer_address(frame: zmq.Frame) -> str:
+    """The remote IP address of the connection ``frame`` came in on (libzmq's
+    ``Peer-Address``), or "" when the transport gives none."""
+    try:
+        address = frame.get("Peer-Address")
+    except zmq.ZMQError:
+        return ""
+    return address if isinstance(address, str) else ""
+
+
 def client_keys(directory: Path, name: str, server_public: bytes) -> CurveKeys:
     """Keys for a connecting socket (agent, CLI, dashboard)."""
     public, secret = load_keypair(directory, name)

@@ -4,16 +4,27 @@ Options are applied before ``bind``/``connect`` because ZeroMQ reads most of
 them (security above all) only then. ``MAXMSGSIZE`` is set on every socket that
 receives, so a peer cannot make us buffer an arbitrarily large message before
 the codec even sees it.
+
+Every receive loop of every daemon goes through :func:`receive` (or
+:func:`receive_forever`), which never lets a socket's transient error end
+the loop: see there.
 """
 
 from __future__ import annotations
 
+import asyncio
+import errno
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 import zmq
 import zmq.asyncio
+
+from bus.ratelimit import RateLimitedLog
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +100,42 @@ def _apply_curve(sock: zmq.Socket, keys: CurveKeys) -> None:
         sock.curve_serverkey = keys.server_public
 
 
+#: The socket or its context is being closed: the loop is over.
+CLOSING_ERRNOS = frozenset({zmq.ETERM, zmq.ENOTSOCK})
+#: Longest pause after repeated errors on one socket, seconds.
+MAX_ERROR_PAUSE = 1.0
+_trouble = RateLimitedLog(log)
+
+
+async def receive(sock: zmq.asyncio.Socket, *, copy: bool = True) -> list[Any]:
+    """The next message of ``sock``, whatever the socket reports meanwhile.
+
+    ``EAGAIN`` is retried: pyzmq resolves an awaited receive with it when the
+    socket said it was readable and the message then was not there (libzmq
+    drops a message over ``MAXMSGSIZE``, or a CURVE connection's first message
+    turns out to be bad, after ``ZMQ_EVENTS`` reported it). ``EINTR`` is
+    retried too. Any other error, but for the socket closing, is logged at
+    most once per period and retried after a pause that doubles up to
+    :data:`MAX_ERROR_PAUSE`: one socket's trouble must never end a daemon.
+    """
+    failures = 0
+    while True:
+        try:
+            return await sock.recv_multipart(copy=copy)
+        except zmq.ZMQError as exc:
+            if exc.errno in CLOSING_ERRNOS or sock.closed:
+                raise
+            failures += 1
+            if exc.errno in (zmq.EAGAIN, errno.EINTR) and failures < 100:
+                # A turn of the loop, so that a readiness report that stays
+                # stale cannot spin here without letting anything else run.
+                await asyncio.sleep(0)
+                continue
+            _trouble.warn(f"recv-{exc.errno}", f"receive failed on a {sock.type.name} "
+                          f"socket ({exc.strerror}); trying again")
+            await asyncio.sleep(min(MAX_ERROR_PAUSE, 0.001 * 2 ** min(failures, 10)))
+
+
 async def receive_forever(
     sock: zmq.asyncio.Socket,
     handle: Callable[[list[Any]], Awaitable[None]],
@@ -98,7 +145,8 @@ async def receive_forever(
 ) -> None:
     """Hand every message of ``sock`` to ``handle``, in order, until cancelled.
 
-    One message is awaited; what else is already waiting (up to ``drain``) is
+    One message is awaited (with :func:`receive`, which survives the socket's
+    transient errors); what else is already waiting (up to ``drain``) is
     taken with non-blocking reads on a synchronous view of the same socket.
     An awaited receive costs ~20 µs of futures and callbacks, a plain one
     ~3 µs, and under load messages arrive faster than the loop turns. The
@@ -107,12 +155,14 @@ async def receive_forever(
     """
     now: zmq.Socket[bytes] = zmq.Socket.shadow(sock.underlying)
     while True:
-        frames = await sock.recv_multipart(copy=copy)
+        frames = await receive(sock, copy=copy)
         for _ in range(drain):
             await handle(frames)
             try:
                 frames = now.recv_multipart(zmq.NOBLOCK, copy=copy)
-            except zmq.Again:
+            except zmq.ZMQError as exc:  # EAGAIN: drained; anything else: await it
+                if exc.errno in CLOSING_ERRNOS:
+                    raise
                 break
         else:
             await handle(frames)

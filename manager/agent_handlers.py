@@ -39,7 +39,7 @@ log = logging.getLogger(__name__)
 
 
 async def handle_register(mgr: Manager, peer: bytes, msg: Register,
-                          key: bytes | None = None) -> None:
+                          key: bytes | None = None, address: str = "") -> None:
     """``agent.register``: a node joins with its facts and the runs it still holds.
 
     Answers ``agent.welcome`` (heartbeat interval, liveness, last metric
@@ -61,7 +61,7 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
                               f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
         return
     if mgr.keys is not None:
-        if not await admit_agent(mgr, peer, msg.node, key):
+        if not await admit_agent(mgr, peer, msg.node, key, address):
             return
         assert key is not None
         mgr.node_keys[msg.node] = key

@@ -91,8 +91,10 @@ def _short(key: bytes | None) -> str:
     return f"{key[:8].decode(errors='replace')}…" if key else "(none)"
 
 
-async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None) -> bool:
-    """``agent.register`` as ``node`` with ``key``: Salt-style acceptance (DESIGN §6).
+async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
+                      address: str = "") -> bool:
+    """``agent.register`` as ``node`` with ``key`` from IP ``address``: Salt-style
+    acceptance (DESIGN §6).
 
     An accepted key must name its own node (else ``key-mismatch``). An unknown
     key is filed as pending (accepted at once with ``auto_accept``); while it is

@@ -47,10 +47,12 @@ if TYPE_CHECKING:
 Handler = Callable[["Manager", bytes, Any], Awaitable[None]]
 
 
-async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = None) -> None:
+async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = None,
+                        address: str = "") -> None:
     """Decode one ROUTER message ``[routing id, type, body]`` and run its handler.
 
-    ``key`` is the z85 public key ZAP authenticated for the connection (with CURVE).
+    ``key`` is the z85 public key ZAP authenticated for the connection, and
+    ``address`` the connection's remote IP address (both with CURVE).
     """
     if not frames:
         return
@@ -73,7 +75,7 @@ async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = N
         return
     if isinstance(msg, Register):
         # The only handler that needs the key: it files or checks it.
-        await handle_register(mgr, peer, msg, key)
+        await handle_register(mgr, peer, msg, key, address)
         return
     await HANDLERS.get(msg.TYPE, handle_unexpected)(mgr, peer, msg)
 

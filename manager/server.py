@@ -33,8 +33,8 @@ from bus import codec, topics
 from bus.codec import DEFAULT_LIMITS, Limits
 from bus.messages import Error, Heartbeat, Message, MetricAck
 from bus.ratelimit import RateLimitedLog
-from bus.security import Gatekeeper, peer_key
-from bus.sockets import CurveKeys, SocketTuning, make_socket, receive_forever
+from bus.security import Gatekeeper, peer_address, peer_key
+from bus.sockets import CurveKeys, SocketTuning, make_socket, receive, receive_forever
 from config.schema import ServerConfig
 from manager import authenticator, authorization, control
 from manager.analysis.query import QueryClient
@@ -290,16 +290,17 @@ class Manager:
 
     async def _router_loop(self) -> None:
         while True:
-            key = None
+            key, address = None, ""
             if self.keys is None:
-                frames = await self._router.recv_multipart()
+                frames = await receive(self._router)
             else:
-                parts = await self._router.recv_multipart(copy=False)
+                parts = await receive(self._router, copy=False)
                 # The first body frame carries the connection's metadata.
                 key = peer_key(parts[1]) if len(parts) > 1 else None
+                address = peer_address(parts[1]) if len(parts) > 1 else ""
                 frames = [p.bytes for p in parts]
             try:
-                await control.handle_frames(self, frames, key)
+                await control.handle_frames(self, frames, key, address)
             except Exception as exc:  # a handler bug must not stop the loop
                 self.bad_frames.warn(
                     "internal",
