@@ -8,6 +8,7 @@ happens, into one of these (the shape follows httpx's ``_exceptions.py``)::
      │    ├── MalformedFrame      wrong frame count, not msgpack, not a map
      │    ├── UnknownMessageType  a type this version does not know
      │    ├── MessageTooLarge     over the configured byte limit
+     │    ├── NotPermitted        a type this peer's key may not send
      │    ├── SchemaError         decoded, but a field is missing or mistyped
      │    └── VersionMismatch     peer speaks another PROTOCOL_VERSION
      └── ClientError              raised to users of bus.client
@@ -41,6 +42,10 @@ class UnknownMessageType(ProtocolError):
 
 class MessageTooLarge(ProtocolError):
     code = "too-large"
+
+
+class NotPermitted(ProtocolError):
+    code = "not-authorized"
 
 
 class SchemaError(ProtocolError):

@@ -28,8 +28,9 @@ from typing import TYPE_CHECKING, Any
 from bus import codec
 from bus.errors import ProtocolError
 from bus.messages import Error, Message, MsgType, Register
+from manager import frame_gate
 from manager.agent_handlers import handle_heartbeat, handle_register, handle_run_update
-from manager.authorization import AGENT_ONLY, authorize, speaks_for_its_node
+from manager.authorization import AGENT_ONLY, authorize, principal, speaks_for_its_node
 from manager.client_handlers import (
     handle_compare_get,
     handle_job_cancel,
@@ -57,6 +58,11 @@ async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = N
     if not frames:
         return
     peer, body = bytes(frames[0]), frames[1:]
+    if mgr.keys is not None:
+        refused = frame_gate.refusal(principal(mgr, key).role, body)
+        if refused is not None:  # dropped before any decoding
+            await reject_frame(mgr, peer, body, refused)
+            return
     if speaks_for_its_node(mgr, peer, key):
         change = mgr.registry.seen(peer, time.monotonic())  # any frame proves life
         if change is not None:
@@ -86,17 +92,18 @@ async def reject_frame(mgr: Manager, peer: bytes, body: list[bytes], exc: Protoc
     await mgr.reply_error(peer, req_id_of(mgr, body), exc.code, str(exc)[:200])
 
 
+#: Bodies whose ``req_id`` is looked for when refusing them: a request is small.
+REQ_ID_SCAN_BYTES = 64 * 1024
+
+
 def req_id_of(mgr: Manager, body: list[bytes]) -> str:
     """The ``req_id`` of an invalid request, when it has one, so the client
-    gets the error instead of waiting for its timeout."""
-    if len(body) != 2 or len(body[1]) > mgr.limits.max_message_bytes:
+    gets the error instead of waiting for its timeout. Only that field is
+    read (:func:`bus.codec.peek_str`), and only in a body of request size."""
+    if len(body) != 2 or len(body[1]) > REQ_ID_SCAN_BYTES:
         return ""
-    try:
-        data = codec.unpack(body[1], mgr.limits)
-    except ProtocolError:
-        return ""
-    req_id = data.get("req_id") if isinstance(data, dict) else None
-    return req_id if isinstance(req_id, str) and len(req_id) <= 64 else ""
+    req_id = codec.peek_str(body, "req_id", mgr.limits)
+    return req_id if req_id is not None and len(req_id) <= 64 else ""
 
 
 async def handle_unexpected(mgr: Manager, peer: bytes, msg: Message) -> None:

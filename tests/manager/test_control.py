@@ -280,12 +280,14 @@ def test_bad_frames_get_errors_and_the_manager_keeps_serving(tmp_path: Path) -> 
             cases = [
                 ([b"job.get", b"\xc1"], "malformed", ""),
                 ([b"job.get"], "malformed", ""),                               # truncated
-                ([b"job.get", good_body[:-2]], "malformed", ""),              # truncated body
+                # A truncated body still names its request: the client hears why.
+                ([b"job.get", good_body[:-2]], "malformed", "r1"),
                 ([b"job.get", msgpack.packb([1, 2])], "malformed", ""),
                 ([b"no.such.type", msgpack.packb({})], "unknown-type", ""),
                 ([b"job.get", msgpack.packb({"req_id": "r2", "job_id": 5})], "schema", "r2"),
                 ([b"job.get", msgpack.packb({"req_id": "r3"})], "schema", "r3"),
-                ([b"x" * 40_000, b"y" * 40_000], "too-large", ""),           # each frame fits
+                ([b"x" * 40_000, b"y" * 40_000], "unknown-type", ""),        # each frame fits
+                ([b"job.get", b"y" * 40_000], "too-large", ""),              # a request's cap
                 (codec.encode(Heartbeat()), "not-registered", ""),
                 (codec.encode(RunUpdate(run=RunReport("a", "b", RunState.RUNNING))),
                  "not-registered", ""),
@@ -302,7 +304,7 @@ def test_bad_frames_get_errors_and_the_manager_keeps_serving(tmp_path: Path) -> 
             assert (await peer.expect(Error)).code == "schema"
             totals = h.mgr.bad_frames.totals
             assert totals["malformed"] == 4 and totals["schema"] == 3
-            assert totals["unknown-type"] == 1 and totals["too-large"] == 1
+            assert totals["unknown-type"] == 2 and totals["too-large"] == 1
             assert totals["peer-error"] == 1 and totals["unexpected"] == 1
 
             # A frame over MAXMSGSIZE: ZeroMQ drops that connection, nothing else.
