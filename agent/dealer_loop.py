@@ -28,7 +28,7 @@ from agent.grid import Alarm, next_beat
 from bus import codec
 from bus.messages import Message, MsgType
 from bus.ratelimit import RateLimitedLog
-from bus.sockets import CurveKeys, SocketTuning, make_socket
+from bus.sockets import CLOSING_ERRNOS, CurveKeys, SocketTuning, make_socket
 
 __all__ = ["DealerLoop", "Outcome"]
 
@@ -107,7 +107,15 @@ class DealerLoop(ABC):
     async def run(self) -> None:
         """Hold a session with the manager, reconnecting for ever; returns only if cancelled."""
         while True:
-            delay = await self._session()
+            try:
+                delay = await self._session()
+            except zmq.ZMQError as exc:
+                if exc.errno in CLOSING_ERRNOS:
+                    raise
+                # One socket's failure ends its session, never the agent.
+                self._trouble.warn("session-failed", f"node {self.node}: connection to "
+                                   f"{self.address} failed ({exc.strerror}); reconnecting")
+                delay = self._next_backoff()
             log.log(logging.DEBUG if self._quiet_retries else logging.INFO,
                     "node %s: new connection to %s in %.2f s", self.node, self.address, delay)
             await asyncio.sleep(delay)

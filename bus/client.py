@@ -18,7 +18,7 @@ import zmq.asyncio
 
 from bus import codec, messages, topics
 from bus.errors import ManagerUnreachable, ProtocolError, RequestFailed
-from bus.sockets import CurveKeys, SocketTuning, make_socket
+from bus.sockets import CurveKeys, SocketTuning, make_socket, receive
 
 log = logging.getLogger(__name__)
 
@@ -108,7 +108,7 @@ class ManagerClient:
     async def _read_replies(self) -> None:
         assert self._sock is not None
         while True:
-            frames = await self._sock.recv_multipart()
+            frames = await receive(self._sock)
             try:
                 msg = codec.decode(frames, REPLY_LIMITS)
             except ProtocolError as exc:
@@ -177,7 +177,7 @@ async def subscribe(
     sock.connect(address)
     try:
         while True:
-            frames = await sock.recv_multipart()
+            frames = await receive(sock)
             if len(frames) != 3:
                 log.warning("ignoring PUB message with %d frames", len(frames))
                 continue

@@ -41,7 +41,7 @@ from zmq.utils.monitor import parse_monitor_message
 from bus import codec, topics
 from bus.errors import ProtocolError
 from bus.messages import Event, MetricBatch
-from bus.sockets import CurveKeys, SocketTuning, make_socket
+from bus.sockets import CurveKeys, SocketTuning, make_socket, receive
 from dashboard.security import handshake_problem
 from dashboard.series import Update, extract, thin
 
@@ -215,7 +215,7 @@ class Feed:
     async def _run(self) -> None:
         assert self._sock is not None
         while True:
-            frames = await self._sock.recv_multipart()
+            frames = await receive(self._sock)
             try:
                 self._dispatch(frames)
             except ProtocolError as exc:

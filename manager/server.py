@@ -23,6 +23,7 @@ import asyncio
 import logging
 import time
 from collections import Counter
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
@@ -152,10 +153,10 @@ class Manager:
             self.bookkeeper.reload()
             loop = asyncio.get_running_loop()
             self._tasks = [
-                loop.create_task(self._router_loop(), name="router"),
-                loop.create_task(self._pull_loop(), name="pull"),
+                loop.create_task(self._restarting("router", self._router_loop), name="router"),
+                loop.create_task(self._restarting("pull", self._pull_loop), name="pull"),
                 loop.create_task(self._housekeeping(), name="housekeeping"),
-                loop.create_task(self.ingest.run(), name="ingest"),
+                loop.create_task(self._restarting("ingest", self.ingest.run), name="ingest"),
             ]
             if self.ready_file is not None and self.ports is not None:
                 write_ready_file(self.ready_file, self.ports)
@@ -287,6 +288,19 @@ class Manager:
             )
 
     # --- loops ----------------------------------------------------------------------
+
+    async def _restarting(self, name: str, loop_fn: Callable[[], Awaitable[None]]) -> None:
+        """Run ``loop_fn`` for ever: a loop that fails (a bug; bad input and a socket's
+        transient errors are handled inside) is logged and started again, so that it
+        cannot end the manager. Housekeeping is not wrapped: it ends the manager on
+        purpose when the authenticator stops."""
+        while True:
+            try:
+                await loop_fn()
+            except Exception as exc:
+                self.bad_frames.warn(f"loop-{name}", f"the {name} loop failed ({exc!r}); "
+                                     "starting it again", time.monotonic(), exc_info=True)
+                await asyncio.sleep(0.1)  # a pause, so a loop failing at once cannot spin
 
     async def _router_loop(self) -> None:
         while True:
