@@ -7,7 +7,11 @@ says whose that key is:
 - a ROUTER client request needs an administrator's key (:func:`authorize`);
 - ``heartbeat`` and ``run.update`` need the key accepted for the node that
   routing id registered as (:func:`authorize`, :func:`speaks_for_its_node`);
-- ``agent.register`` is admitted Salt-style by :func:`admit_agent`;
+- ``agent.register`` is admitted Salt-style by :func:`admit_agent`; with
+  ``auto_accept`` a new key is accepted at once only from ``auto_accept_from``
+  and below ``max_nodes`` (:func:`auto_accept_hold`), and a revoked key is
+  refused until ``ptap keys accept`` (:func:`accept_refusal` keeps that within
+  ``max_nodes`` too);
 - runs go only to a node whose key is still accepted (:func:`may_dispatch`);
 - a metric batch counts only from an agent's key, for its own node
   (:func:`batch_allowed`).
@@ -19,13 +23,17 @@ CURVE off (``mgr.keys`` is None) none of this is consulted.
 
 from __future__ import annotations
 
+import functools
+import ipaddress
 import logging
 import time
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bus import codec
 from bus.messages import Message, MsgType
-from manager.keys import KeyState, Principal, Role
+from config.schema import ServerSecurity
+from manager.keys import KeyState, KeyStore, Principal, Role
 
 if TYPE_CHECKING:
     from manager.server import Manager
@@ -97,28 +105,21 @@ async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
     acceptance (DESIGN §6).
 
     An accepted key must name its own node (else ``key-mismatch``). An unknown
-    key is filed as pending (accepted at once with ``auto_accept``); while it is
-    pending the answer is ``pending``. A rejected key, or an administrator's,
-    gets ``not-authorized``.
+    key is filed as pending (with ``auto_accept``, accepted at once if
+    :func:`auto_accept_hold` has no objection); while it is pending the answer
+    is ``pending``. A revoked or rejected key, or an administrator's, gets
+    ``not-authorized``: a revoked one until ``ptap keys accept``, which its
+    message names.
     """
     assert mgr.keys is not None
     who = principal(mgr, key)
     if key is not None and who.role is Role.UNKNOWN:
-        cap = mgr.max_pending_keys
-        if len(mgr.keys.listing()["pending"]) >= cap:
-            mgr.bad_frames.warn("keys-pending-full", f"not filing the key of node {node}: "
-                                f"{cap} keys are pending already", time.monotonic())
-            await mgr.reply_error(peer, "", "not-authorized",
-                                  f"{cap} agent keys are pending already; ask the manager's "
-                                  "administrator to accept, reject or revoke some")
+        refusal = _refused_until_accepted(mgr, mgr.keys, peer, node, key, address) \
+            or _file_new_key(mgr, mgr.keys, node, key, address)
+        if refusal:
+            await mgr.reply_error(peer, "", "not-authorized", refusal)
             return False
-        state = mgr.keys.request(key, node, mgr.cfg.security.auto_accept)
         who = mgr.keys.who(key)
-        if state is KeyState.REJECTED:
-            await mgr.reply_error(peer, "", "not-authorized",
-                                  f"the key of node {node} was rejected; ptap keys revoke "
-                                  f"{node} on the manager lets it ask again")
-            return False
     if who.role is Role.AGENT:
         if who.node == node:
             return True
@@ -138,9 +139,108 @@ async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
     return False
 
 
+def _refused_until_accepted(mgr: Manager, keys: KeyStore, peer: bytes, node: str,
+                            key: bytes, address: str) -> str:
+    """Why a rejected or revoked key may not register (whatever ``auto_accept`` says),
+    or "" for a key never seen."""
+    state, filed = keys.filed(key) or (None, "")
+    if state is KeyState.REVOKED:
+        mgr.bad_frames.warn("key-revoked", f"refused registration as node {node} from peer "
+                            f"{peer.hex()} ({address or 'address unknown'}): the key of node "
+                            f"{filed} is revoked", time.monotonic())
+        return (f"the key of node {filed} was revoked; ptap keys accept {filed} on the "
+                "manager admits it again")
+    if state is KeyState.REJECTED:  # still connected from before it was rejected
+        return (f"the key of node {filed} was rejected; ptap keys accept {filed} on the "
+                "manager admits it")
+    return ""
+
+
+def _file_new_key(mgr: Manager, keys: KeyStore, node: str, key: bytes, address: str) -> str:
+    """File a key never seen: as pending, or accepted if ``auto_accept`` may.
+    Returns "" once filed, else why the agent is refused."""
+    cap = mgr.max_pending_keys
+    if keys.count(KeyState.PENDING) >= cap:
+        mgr.bad_frames.warn("keys-pending-full", f"not filing the key of node {node}: "
+                            f"{cap} keys are pending already", time.monotonic())
+        return (f"{cap} agent keys are pending already; ask the manager's "
+                "administrator to accept, reject or revoke some")
+    sec = mgr.cfg.security
+    hold = auto_accept_hold(sec, address, keys.count(KeyState.ACCEPTED)) if sec.auto_accept \
+        else None
+    state = keys.request(key, node, sec.auto_accept and hold is None)
+    if hold is not None and state is KeyState.PENDING:
+        filed = keys.who(key).node
+        mgr.bad_frames.warn(hold.kind, f"key of node {filed} is pending, not auto-accepted: "
+                            f"{hold.reason} — run ptap keys accept {filed} on the manager, "
+                            f"or {hold.remedy}", time.monotonic())
+    return ""
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """Why ``auto_accept`` leaves a new key pending: a log kind, what, and what else to do."""
+
+    kind: str
+    reason: str
+    remedy: str
+
+
+def auto_accept_hold(sec: ServerSecurity, address: str, accepted: int) -> Hold | None:
+    """Whether ``auto_accept`` may accept a new key that connects from IP ``address``
+    ("" if unknown) while ``accepted`` keys are accepted: None if it may, else why not.
+
+    Only addresses in ``auto_accept_from`` qualify (a key from anywhere else may
+    be anyone's), and only below ``max_nodes`` (every accepted key is a node that
+    ``targets=all`` jobs run on).
+    """
+    if not address_allowed(address, networks(sec.auto_accept_from)):
+        listed = ", ".join(sec.auto_accept_from) or "(empty)"
+        return Hold("auto-accept-address",
+                    f"{address or 'its address is unknown, so it'} is outside [security] "
+                    f"auto_accept_from = {listed}", "widen auto_accept_from")
+    if accepted >= sec.max_nodes:
+        return Hold("auto-accept-max-nodes",
+                    f"{accepted} agent keys are accepted already, the [security] max_nodes "
+                    "bound", "revoke keys no longer used, or raise max_nodes")
+    return None
+
+
+@functools.lru_cache(maxsize=8)
+def networks(spec: tuple[str, ...]) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+    """``auto_accept_from``'s networks (a bare address is a /32 or /128; host bits are
+    ignored, as config/schema.py checked them already)."""
+    return tuple(ipaddress.ip_network(text, strict=False) for text in spec)
+
+
+def address_allowed(address: str,
+                    nets: tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]) -> bool:
+    """Is IP ``address`` in one of ``nets``? An unknown or unparsable address is not;
+    an IPv4-mapped IPv6 address (a dual-stack socket's IPv4 peer) counts as IPv4."""
+    try:
+        ip = ipaddress.ip_address(address)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in net for net in nets)
+
+
+def accept_refusal(mgr: Manager, node: str) -> str:
+    """Why ``ptap keys accept NODE`` may not accept one more key (``max_nodes``), or ""."""
+    assert mgr.keys is not None
+    accepted, bound = mgr.keys.count(KeyState.ACCEPTED), mgr.cfg.security.max_nodes
+    if accepted < bound:
+        return ""
+    return (f"cannot accept the key of node {node}: {accepted} agent keys are accepted "
+            "already, the [security] max_nodes bound; revoke keys no longer used (ptap keys "
+            "revoke NODE), or raise max_nodes in server.cfg and restart the manager")
+
+
 def may_dispatch(mgr: Manager, name: str) -> bool:
     """With CURVE, only to a node whose key is still accepted for it (a key
-    rejected or revoked while connected keeps its connection)."""
+    rejected or revoked while connected keeps its connection, and a revoked
+    key's agent may even stay registered until its heartbeats lapse)."""
     if mgr.keys is None:
         return True
     key = mgr.node_keys.get(name)
@@ -157,7 +257,7 @@ def batch_allowed(mgr: Manager, key: bytes | None, frames: list[bytes]) -> bool:
     if who.role is not Role.AGENT:
         why = f"key {key[:8].decode() if key else '?'}… is {who.role.value}"
     else:
-        node = codec.peek_str(frames, "node", mgr.limits)
+        node = codec.peek_str(frames, "node", mgr.batch_limits)
         if node == who.node:
             return True
         why = f"key of node {who.node} sent a batch for node {str(node)[:64]!r}"

@@ -50,6 +50,15 @@ MAX_AHEAD_NS = 24 * 3600 * 10**9
 MAX_SEQ = 2**63 - 1
 #: Longest the PULL loop keeps the event loop to itself while batches keep coming.
 YIELD_EVERY = 0.001
+#: A batch's line protocol may be at most this many times its own size (plus
+#: :data:`EXPANSION_SLACK`). Every line repeats its series' tags and field names,
+#: so a small message can ask for a huge payload (a 1 MB tag on 60 rows is 60 MB).
+#: Agents' batches stay under about 16 times (long tags on one-integer rows); a
+#: batch over the bound is refused whole and counted, never half-stored.
+MAX_EXPANSION = 32
+EXPANSION_SLACK = 64 * 1024
+#: Bytes of line protocol per write at most (one batch alone may be larger).
+WRITE_BYTES = 8 * 1024 * 1024
 
 
 @dataclass(slots=True)
@@ -145,8 +154,13 @@ class Ingest:
             self.counters["duplicate"] += 1  # a resend of a batch still being written
             return True
         now = self._clock_ns()
+        bound = MAX_EXPANSION * len(frames[-1]) + EXPANSION_SLACK
         encoded = encode_batch(batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS,
-                               node=batch.node)
+                               node=batch.node, max_chars=bound)
+        if encoded.oversized:
+            return self._refuse("oversized", f"node {batch.node} batch {batch.seq}: refused, "
+                                f"its line protocol would pass {MAX_EXPANSION} times its "
+                                f"{len(frames[-1])} bytes (long tags repeated on many rows)")
         payload, points = encoded.payload, encoded.points
         if encoded.foreign:
             self.counters["foreign-node"] += encoded.foreign
@@ -158,11 +172,6 @@ class Ingest:
             self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped "
                       f"{encoded.dropped} malformed rows or rows with absurd timestamps; "
                       "kept the rest")
-        if encoded.oversized:
-            self.counters["rows-oversized"] += encoded.oversized
-            self._log("rows-oversized", f"node {batch.node} batch {batch.seq}: dropped "
-                      f"{encoded.oversized} rows past the batch's size bound (its series "
-                      "and field names repeat on every line); kept the rest")
         if self._queued_points and (self._queued_points + points > self.max_points
                                     or self._queued_bytes + len(payload) > self.max_bytes):
             return self._refuse("buffer-full", f"ingest buffer full ({self._queued_points} "
@@ -212,14 +221,17 @@ class Ingest:
             log.error("ingest write failed", exc_info=task.exception())
 
     def _take(self) -> list[_Pending]:
-        """Batches from the front of the queue, up to ``write_points`` points (at least one)."""
+        """Batches from the front of the queue, up to ``write_points`` points and
+        :data:`WRITE_BYTES` (at least one batch)."""
         taken: list[_Pending] = []
-        points = 0
+        points = size = 0
         queue = self._queue
-        while queue and (not taken or points + queue[0].points <= self.write_points):
+        while queue and (not taken or (points + queue[0].points <= self.write_points
+                                       and size + len(queue[0].payload) <= WRITE_BYTES)):
             pending = queue.popleft()
             taken.append(pending)
             points += pending.points
+            size += len(pending.payload)
         return taken
 
     async def write_some(self) -> int:

@@ -132,6 +132,10 @@ class _SeriesCode(RowWriter):
 # as the per-row cost. Cleared when full (pids churn through `proc` tags).
 _SERIES_CACHE: dict[tuple[Any, ...], _SeriesCode] = {}
 _MAX_SERIES = 20_000
+#: Headers longer than this are not cached: an agent's are ~100 characters, and
+#: a peer sending new series with megabyte tags must not fill the cache with them
+#: (it holds 20,000 × at most ~1 KiB of text this way).
+_MAX_CACHED_HEADER = 512
 
 
 def _good_header(s: list[Any]) -> bool:
@@ -164,7 +168,7 @@ def _series_code(s: Any) -> _SeriesCode | None:
     if not _good_header(s):
         return None
     code = _SeriesCode(measurement, tags, fields)
-    if key is not None:
+    if key is not None and code.row_chars <= _MAX_CACHED_HEADER:
         if len(_SERIES_CACHE) >= _MAX_SERIES:
             _SERIES_CACHE.clear()
         _SERIES_CACHE[key] = code

@@ -31,7 +31,7 @@ import zmq
 import zmq.asyncio
 
 from bus import codec, topics
-from bus.codec import DEFAULT_LIMITS, Limits
+from bus.codec import DEFAULT_LIMITS, MAX_BODY_BYTES, Limits
 from bus.messages import Error, Heartbeat, Message, MetricAck
 from bus.ratelimit import RateLimitedLog
 from bus.security import Gatekeeper, peer_address, peer_key
@@ -59,6 +59,9 @@ from manager.state import Store
 
 log = logging.getLogger(__name__)
 
+#: The largest body any ROUTER message may have (``agent.register``'s cap).
+ROUTER_MAX_BODY = max(MAX_BODY_BYTES.values())
+
 
 class Manager:
     """The ptap manager. ``async with Manager(cfg) as m: await m.serve_forever()``.
@@ -81,11 +84,17 @@ class Manager:
         authenticator.refuse_open_bus(cfg)
         self.cfg = cfg
         self.ready_file = Path(ready_file) if ready_file else None
+        # The ROUTER takes requests and agents' messages, each capped by type
+        # (bus.codec.MAX_BODY_BYTES); the PULL takes metric batches, as large as
+        # [spool] max_message_bytes. libzmq drops a connection whose frame is
+        # larger than its socket's MAXMSGSIZE before we see any of it.
+        self.limits = Limits(max_message_bytes=ROUTER_MAX_BODY)
         size = cfg.spool.max_message_bytes
-        self.limits = Limits(
-            max_message_bytes=size, max_str_len=min(DEFAULT_LIMITS.max_str_len, size)
-        )
-        self.tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max)
+        self.batch_limits = Limits(max_message_bytes=size,
+                                   max_str_len=min(DEFAULT_LIMITS.max_str_len, size))
+        self.tuning = SocketTuning(max_message_bytes=ROUTER_MAX_BODY,
+                                   backlog=cfg.basic.listen_max)
+        self.pull_tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max)
         self.registry = Registry(cfg.basic.interval, cfg.basic.liveness)
         #: Unfinished jobs and their runs: handlers read it, the bookkeeper keeps it.
         self.book = Book()
@@ -122,7 +131,7 @@ class Manager:
             ack=self._ack_metrics,
             publish=self._publish_metrics,
             is_known_node=lambda name: self.registry.get(name) is not None,
-            limits=self.limits,
+            limits=self.batch_limits,
             max_points=cfg.spool.max_points,
             max_bytes=cfg.spool.max_bytes,
         )
@@ -243,7 +252,7 @@ class Manager:
 
         self._router = make_socket(self._ctx, zmq.ROUTER, self.tuning, curve("router"))
         self._pub = make_socket(self._ctx, zmq.PUB, self.tuning, curve("pub"))
-        self._pull = make_socket(self._ctx, zmq.PULL, self.tuning, curve("pull"))
+        self._pull = make_socket(self._ctx, zmq.PULL, self.pull_tuning, curve("pull"))
         self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)
         self._sockets = [self._router, self._pub, self._pull]
         self.ports = bind_consecutive(self._router, self._pub, self._pull,

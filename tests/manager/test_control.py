@@ -53,11 +53,11 @@ from bus.security import ensure_keypair
 from bus.sockets import SocketTuning, make_socket
 from config.schema import ServerConfig
 from manager.main import main
-from manager.server import Manager
+from manager.server import ROUTER_MAX_BODY, Manager
 from manager.sinks import MemorySink, Sink
 
 WAIT = 5.0
-MAX_BYTES = 65536
+MAX_BYTES = 512 * 1024  # [spool] max_message_bytes: the smallest allowed
 M = TypeVar("M", bound=Message)
 REPO = Path(__file__).resolve().parents[2]
 
@@ -308,7 +308,7 @@ def test_bad_frames_get_errors_and_the_manager_keeps_serving(tmp_path: Path) -> 
             assert totals["peer-error"] == 1 and totals["unexpected"] == 1
 
             # A frame over MAXMSGSIZE: ZeroMQ drops that connection, nothing else.
-            await peer.send_raw([b"job.get", b"z" * (MAX_BYTES + 1)])
+            await peer.send_raw([b"job.get", b"z" * (ROUTER_MAX_BODY + 1)])
             async with h.client() as client:
                 assert await client.nodes() == []
 

@@ -251,6 +251,28 @@ def test_the_buffer_is_bounded_in_bytes_as_well_as_points() -> None:
     asyncio.run(scenario())
 
 
+def test_a_batch_that_would_expand_past_its_bound_is_refused_whole() -> None:
+    """A 1 MB tag on 60 rows is a 1 MB message asking for 60 MB of line protocol:
+    refused (not acked, so never half-stored) and counted, and nothing queued.
+    A 10 kB tag on 10 rows (10 times its size) is what a long tag costs: taken."""
+    async def scenario() -> None:
+        ingest = Ingest(GateSink(), ack=_noop_ack, publish=_noop_publish,
+                        is_known_node=lambda n: True)
+        t = rows(60)
+
+        def frames(seq: int, tag: int, n: int) -> list[bytes]:
+            series = [["cpu", {"node": "n1", "k": "v" * tag}, ["user"],
+                       [[r[0], r[1]] for r in t[:n]]]]
+            return codec.encode(MetricBatch(node="n1", seq=seq, series=series))
+
+        assert not await ingest.accept(frames(1, 1_000_000, 60))
+        assert ingest.counters["oversized"] == 1 and ingest.queued_points == 0
+        assert await ingest.accept(frames(2, 10_000, 10))
+        assert ingest.queued_points == 10
+
+    asyncio.run(scenario())
+
+
 def test_the_byte_bound_comes_from_spool_max_bytes(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with harness(tmp_path / "m.db", **{"spool.max_bytes": "3145728"}) as h:
