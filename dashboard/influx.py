@@ -13,6 +13,7 @@ enter the dashboard (:mod:`dashboard.pages.base`).
 
 from __future__ import annotations
 
+import base64
 import json
 import logging
 import time
@@ -52,9 +53,13 @@ class InfluxReader:
         self.url = cfg.url.rstrip("/")
         self.db = cfg.database
         self._timeout = cfg.timeout
-        self._auth = {"u": cfg.username, "p": cfg.password} if cfg.username else {}
         self._headers = {"Content-Type": "application/x-www-form-urlencoded"}
-        if cfg.token:
+        if cfg.username:
+            # Basic auth: InfluxDB 1.x reads credentials from the URL or this header,
+            # never from a form body.
+            pair = base64.b64encode(f"{cfg.username}:{cfg.password}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {pair}"
+        elif cfg.token:
             self._headers["Authorization"] = f"Token {cfg.token}"
         self._client: AsyncHTTPClient | None = None
 
@@ -72,7 +77,7 @@ class InfluxReader:
     async def query(self, statements: list[str]) -> list[list[dict[str, Any]]]:
         """Run the statements in one request; for each, its series
         (``{"name", "tags", "columns", "values"}``; times as ns integers)."""
-        form = {"q": ";\n".join(statements), "db": self.db, "epoch": "ns", **self._auth}
+        form = {"q": ";\n".join(statements), "db": self.db, "epoch": "ns"}
         request = HTTPRequest(f"{self.url}/query", method="POST", headers=self._headers,
                               body=urllib.parse.urlencode(form),
                               connect_timeout=self._timeout, request_timeout=self._timeout)

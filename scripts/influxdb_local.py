@@ -8,14 +8,21 @@ As a module::
 As a command (used by ``scripts/start-all`` and ``scripts/stop-all``)::
 
     python scripts/influxdb_local.py start --dir var/influxdb --port 8086 --pidfile F
+    python scripts/influxdb_local.py start ... --create-db ptap --auth var
     python scripts/influxdb_local.py stop --pidfile F
 
 ``start`` returns once ``/ping`` answers, prints the URL, and leaves influxd
-running in its own session. Everything influxd writes — meta, data, WAL, its
-config and its log — stays under the data directory, so two of them never
-share state. The config turns off what a private server does not need:
-usage reporting, the ``_internal`` monitor database, pprof, UDP, graphite,
-collectd, opentsdb.
+running in its own session. With ``--auth DIR`` influxd runs with ``[http]
+auth-enabled = true``, and :func:`setup_auth` makes sure it has two users,
+with random passwords kept in DIR at mode 0600: ``admin`` (all privileges,
+password in ``influxdb-admin.secret``) and ``ptap`` (READ and WRITE on each
+``--create-db`` database, password in ``influxdb.secret``). A later start
+reuses both, so the command can be run again and again.
+
+Everything influxd writes — meta, data, WAL, its config and its log — stays
+under the data directory, so two of them never share state. The config
+turns off what a private server does not need: usage reporting, the
+``_internal`` monitor database, pprof, UDP, graphite, collectd, opentsdb.
 
 Only the standard library is used here so that ``start-all`` can run it
 before the project's virtualenv exists.
@@ -24,6 +31,7 @@ before the project's virtualenv exists.
 from __future__ import annotations
 
 import argparse
+import base64
 import contextlib
 import ctypes
 import http.client
@@ -31,14 +39,17 @@ import json
 import logging
 import os
 import re
+import secrets
 import shutil
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import time
 import urllib.parse
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 
@@ -48,6 +59,11 @@ INSTALL_HINT = "influxd not found on PATH — install it with: apt-get install -
 _IN_USE = re.compile(r"listen tcp [^ ]*:(\d+): bind: address already in use")
 _START_ATTEMPTS = 5
 _PR_SET_PDEATHSIG = 1
+
+ADMIN_USER = "admin"
+CLIENT_USER = "ptap"
+ADMIN_SECRET = "influxdb-admin.secret"
+CLIENT_SECRET = "influxdb.secret"
 
 
 class InfluxdNotFound(RuntimeError):
@@ -117,21 +133,184 @@ def ping(url: str, timeout: float = 1.0) -> bool:
     return status == 204
 
 
-def create_database(url: str, db: str, *, timeout: float = 10.0) -> None:
-    """``CREATE DATABASE "db"`` on the InfluxDB at ``url`` (a no-op if it exists)."""
-    name = db.replace("\\", "\\\\").replace('"', '\\"')
-    form = urllib.parse.urlencode({"q": f'CREATE DATABASE "{name}"'}).encode()
+@dataclass(frozen=True)
+class Credentials:
+    """An InfluxDB 1.x user, its password, and the file that keeps the password."""
+
+    username: str
+    password: str
+    path: Path
+
+    def headers(self) -> dict[str, str]:
+        """HTTP basic auth, which InfluxDB 1.x reads as well as ``u``/``p`` URL parameters
+        (and not in a form body); a header stays out of URLs and logs."""
+        pair = base64.b64encode(f"{self.username}:{self.password}".encode()).decode()
+        return {"Authorization": f"Basic {pair}"}
+
+
+def _ident(name: str) -> str:
+    """An InfluxQL identifier (``"..."``)."""
+    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
+
+
+def _literal(text: str) -> str:
+    """An InfluxQL string literal (``'...'``)."""
+    return "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+
+
+def influxql(
+    url: str,
+    statement: str,
+    *,
+    db: str | None = None,
+    auth: Credentials | None = None,
+    timeout: float = 10.0,
+) -> tuple[int, dict[str, object]]:
+    """POST one InfluxQL statement to ``/query``; returns ``(status, answer document)``.
+
+    Credentials go in an ``Authorization`` header, so they appear in no URL and no log.
+    """
+    form = {"q": statement, **({"db": db} if db else {})}
+    headers = {"Content-Type": "application/x-www-form-urlencoded"}
     status, body = request(
         url,
         "POST",
         "/query",
-        body=form,
-        headers={"Content-Type": "application/x-www-form-urlencoded"},
+        body=urllib.parse.urlencode(form).encode(),
+        headers={**headers, **(auth.headers() if auth else {})},
         timeout=timeout,
     )
-    errors = [r["error"] for r in json.loads(body or b"{}").get("results", []) if "error" in r]
-    if status != 200 or errors:
-        raise RuntimeError(f"cannot create database {db!r} at {url}: HTTP {status} {body[:200]!r}")
+    try:
+        doc = json.loads(body or b"{}")
+    except ValueError:
+        doc = {"error": body[:200].decode(errors="replace")}
+    return status, doc if isinstance(doc, dict) else {}
+
+
+def _failure(status: int, doc: dict[str, object]) -> str | None:
+    """Why an :func:`influxql` answer is not a success, or ``None``."""
+    results = doc.get("results")
+    errors = [r["error"] for r in results if "error" in r] if isinstance(results, list) else []
+    if "error" in doc:
+        errors.insert(0, doc["error"])
+    if status == 200 and not errors:
+        return None
+    return f"HTTP {status}" + (f": {errors[0]}" if errors else "")
+
+
+def create_database(
+    url: str, db: str, *, auth: Credentials | None = None, timeout: float = 10.0
+) -> None:
+    """``CREATE DATABASE "db"`` on the InfluxDB at ``url`` (a no-op if it exists)."""
+    status, doc = influxql(url, f"CREATE DATABASE {_ident(db)}", auth=auth, timeout=timeout)
+    failure = _failure(status, doc)
+    if failure:
+        raise RuntimeError(f"cannot create database {db!r} at {url}: {failure}")
+
+
+def read_or_create_secret(path: Path) -> str:
+    """The password kept in ``path``; a new random one, written at mode 0600, if none is.
+
+    A file that group or others may read is refused (the password may have leaked).
+    """
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return _read_secret(path)
+    password = secrets.token_urlsafe(24)
+    with os.fdopen(fd, "w") as f:
+        f.write(password + "\n")
+    return password
+
+
+def _read_secret(path: Path) -> str:
+    mode = stat.S_IMODE(path.stat().st_mode)
+    if mode & 0o077:
+        raise RuntimeError(
+            f"{path} is readable by others (mode {mode:04o}): run chmod 600 {path}, "
+            "and change the password if it may have leaked"
+        )
+    password = path.read_text().strip()
+    if not password:
+        raise RuntimeError(f"{path} is empty; restore the password or delete the file")
+    return password
+
+
+def setup_auth(
+    url: str, secret_dir: Path, databases: list[str], *, timeout: float = 10.0
+) -> tuple[Credentials, Credentials]:
+    """Make sure the influxd at ``url`` (``auth-enabled``) has its two users; return them.
+
+    ``admin`` has all privileges; ``ptap`` has READ and WRITE on each of
+    ``databases``, which are created. Their passwords come from (or, the
+    first time, go to) ``influxdb-admin.secret`` and ``influxdb.secret`` in
+    ``secret_dir``, mode 0600. Idempotent: a later call finds the users and
+    leaves them with the passwords in the files.
+    """
+    admin = Credentials(
+        ADMIN_USER, read_or_create_secret(secret_dir / ADMIN_SECRET), secret_dir / ADMIN_SECRET
+    )
+    client = Credentials(
+        CLIENT_USER, read_or_create_secret(secret_dir / CLIENT_SECRET), secret_dir / CLIENT_SECRET
+    )
+
+    def as_admin(statement: str, what: str) -> dict[str, object]:
+        # ``what`` names the statement in errors: passwords stay out of messages.
+        status, doc = influxql(url, statement, auth=admin, timeout=timeout)
+        failure = _failure(status, doc)
+        if failure:
+            raise RuntimeError(f"InfluxDB at {url} refused {what} as {admin.username}: {failure}")
+        return doc
+
+    status, doc = influxql(url, "SHOW USERS", auth=admin, timeout=timeout)
+    if status in (401, 403):  # 403: "create admin user first"; 401: unknown user, or wrong password
+        # InfluxDB 1.x allows this one statement without credentials while it has no user.
+        status, doc = influxql(
+            url,
+            f"CREATE USER {_ident(admin.username)} WITH PASSWORD {_literal(admin.password)} "
+            "WITH ALL PRIVILEGES",
+            timeout=timeout,
+        )
+        if _failure(status, doc):
+            raise RuntimeError(
+                f"InfluxDB at {url} has users already, and {admin.username!r} does not have "
+                f"the password in {admin.path}: put the right one there, or stop influxd "
+                "and delete its data directory to start afresh (the data is lost)"
+            )
+    elif _failure(status, doc):
+        raise RuntimeError(f"InfluxDB at {url}: SHOW USERS failed: {_failure(status, doc)}")
+    for db in databases:
+        create_database(url, db, auth=admin, timeout=timeout)
+    user, password = _ident(client.username), _literal(client.password)
+    if client.username in _column(as_admin("SHOW USERS", "SHOW USERS"), "user"):
+        # The file decides, even if someone changed the password in InfluxDB.
+        as_admin(f"SET PASSWORD FOR {user} = {password}", f"SET PASSWORD FOR {user}")
+    else:
+        as_admin(f"CREATE USER {user} WITH PASSWORD {password}", f"CREATE USER {user}")
+    for db in databases:
+        grant = f"GRANT ALL ON {_ident(db)} TO {user}"  # ALL on a database: READ and WRITE
+        as_admin(grant, grant)
+    status, _ = influxql(url, "SHOW DATABASES", timeout=timeout)
+    if status != 401:
+        raise RuntimeError(
+            f"InfluxDB at {url} answers without credentials (HTTP {status}): it runs "
+            "without auth-enabled: stop it (scripts/stop-all, for start-all's) and start it "
+            "again with --auth"
+        )
+    return admin, client
+
+
+def _column(doc: dict[str, object], name: str) -> list[object]:
+    """The values of column ``name`` in the first series of the first result."""
+    results = doc.get("results")
+    first = results[0] if isinstance(results, list) and results else {}
+    series = first.get("series") or [{}]
+    columns = series[0].get("columns", [])
+    if name not in columns:
+        return []
+    i = columns.index(name)
+    return [row[i] for row in series[0].get("values", [])]
 
 
 def _toml(text: str | Path) -> str:
@@ -154,6 +333,8 @@ class InfluxServer:
     max-body-size`` (bytes), above which influxd answers 413.
     ``die_with_parent`` makes influxd exit if this process dies without
     stopping it (tests); the command line leaves it off so influxd outlives it.
+    ``auth_enabled`` sets ``[http] auth-enabled``: every request but ``/ping``
+    then needs a user (see :func:`setup_auth`).
     """
 
     def __init__(
@@ -163,12 +344,14 @@ class InfluxServer:
         *,
         max_body_size: int | None = None,
         die_with_parent: bool = False,
+        auth_enabled: bool = False,
     ) -> None:
         self.data_dir = Path(data_dir).resolve()
         self.http_port = http_port
         self.rpc_port: int | None = None
         self.max_body_size = max_body_size
         self.die_with_parent = die_with_parent
+        self.auth_enabled = auth_enabled
         self.config_path = self.data_dir / "influxdb.conf"
         self.log_path = self.data_dir / "influxd.log"
         self._proc: subprocess.Popen[bytes] | None = None
@@ -207,6 +390,7 @@ class InfluxServer:
             "[monitor]\n  store-enabled = false\n"
             f'[http]\n  enabled = true\n  bind-address = "127.0.0.1:{http_port}"\n'
             "  log-enabled = true\n  suppress-write-log = true\n  pprof-enabled = false\n"
+            f"  auth-enabled = {'true' if self.auth_enabled else 'false'}\n"
             f"{body}"
             "[logging]\n  suppress-logo = true\n"
             "[continuous_queries]\n  log-enabled = false\n"
@@ -381,6 +565,15 @@ def _read_pid(pidfile: Path) -> int | None:
         return None
 
 
+def _prepare(url: str, args: argparse.Namespace) -> None:
+    """Create the ``--create-db`` databases, and with ``--auth`` the users too."""
+    if args.auth:
+        setup_auth(url, Path(args.auth), args.create_db)
+        return
+    for db in args.create_db:
+        create_database(url, db)
+
+
 def _cmd_start(args: argparse.Namespace) -> int:
     data_dir = Path(args.dir)
     pidfile = Path(args.pidfile) if args.pidfile else data_dir / "influxd.pid"
@@ -392,15 +585,15 @@ def _cmd_start(args: argparse.Namespace) -> int:
                 f"influxd pid {old} from {pidfile} is running but not on port {args.port}; "
                 f"run: stop --pidfile {pidfile}"
             )
-        for db in args.create_db:
-            create_database(url, db)
+        _prepare(url, args)
         print(url)
         return 0
-    server = InfluxServer(data_dir, args.port or None, max_body_size=args.max_body_size)
+    server = InfluxServer(
+        data_dir, args.port or None, max_body_size=args.max_body_size, auth_enabled=bool(args.auth)
+    )
     server.start(timeout=args.timeout)
     try:
-        for db in args.create_db:
-            create_database(server.url, db)
+        _prepare(server.url, args)
         pidfile.parent.mkdir(parents=True, exist_ok=True)
         pidfile.write_text(f"{server.pid}\n")
     except BaseException:
@@ -438,6 +631,12 @@ def _parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME",
         help="create this database once it runs (repeatable)",
+    )
+    start.add_argument(
+        "--auth",
+        metavar="DIR",
+        help=f"auth-enabled, with users {ADMIN_USER!r} and {CLIENT_USER!r} (READ and WRITE on "
+        f"each --create-db); their passwords in DIR/{ADMIN_SECRET} and DIR/{CLIENT_SECRET}",
     )
     start.set_defaults(func=_cmd_start)
     stop = sub.add_parser("stop", help="stop the influxd named by a pidfile")

@@ -23,6 +23,7 @@ forever). ``tests/manager/test_sinks.py`` checks that against a real influxd.
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import gzip as gzip_module
 import json
@@ -35,7 +36,13 @@ import msgpack
 import urllib3
 from urllib3.exceptions import HTTPError as Urllib3Error
 
-from .base import SinkRejected, SinkUnavailable, error_detail, error_for_status
+from .base import (
+    SinkMisconfigured,
+    SinkRejected,
+    SinkUnavailable,
+    error_detail,
+    error_for_status,
+)
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +58,8 @@ def _is_msgpack(response: urllib3.BaseHTTPResponse) -> bool:
 class InfluxV1Sink:
     """Writes line protocol to ``{url}/write?db=...&precision=ns`` and reads with InfluxQL.
 
-    ``username``/``password`` go as the ``u``/``p`` parameters (1.x auth),
+    ``username``/``password`` go as HTTP basic auth (1.x auth; 1.x reads
+    credentials from the URL or this header, never from a form body), else
     ``token`` as an ``Authorization: Token`` header (2.x/3.x v1-compat).
     ``gzip=True`` compresses bodies and asks for compressed query answers
     (worth it across a network, not on loopback: influxd gzips a 26 MB
@@ -78,17 +86,17 @@ class InfluxV1Sink:
         self._gzip = gzip
         self._timeout = timeout
         self._max_clients = max_clients
-        self._auth: dict[str, str] = {}
-        if username is not None:
-            self._auth = {"u": username, "p": password or ""}
-        params = {"db": db, "precision": "ns", **self._auth}
+        params = {"db": db, "precision": "ns"}
         if rp:
             params["rp"] = rp
         base = urllib.parse.urlsplit(self.url).path.rstrip("/")
         self._write_path = f"{base}/write?{urllib.parse.urlencode(params)}"
         self._query_path = f"{base}/query"
         self._headers = {"Content-Type": "text/plain; charset=utf-8"}
-        if token:
+        if username is not None:
+            pair = base64.b64encode(f"{username}:{password or ''}".encode()).decode()
+            self._headers["Authorization"] = f"Basic {pair}"
+        elif token:
             self._headers["Authorization"] = f"Token {token}"
         if gzip:
             self._headers["Content-Encoding"] = "gzip"
@@ -152,7 +160,7 @@ class InfluxV1Sink:
         (a report reads hundreds of thousands of rows); the document is the
         same. A server that ignores the header answers JSON, decoded as such.
         """
-        form = {"q": influxql, **self._auth}
+        form = {"q": influxql}
         if db is not None or self.db:
             form["db"] = db if db is not None else self.db
         if epoch:
@@ -187,9 +195,21 @@ class InfluxV1Sink:
         return doc
 
     async def prepare(self) -> None:
-        """Create the database if it is missing (``CREATE DATABASE`` is idempotent)."""
+        """Create the database if it is missing (``CREATE DATABASE`` is idempotent).
+
+        A user without admin rights may not run it (HTTP 403), and needs not
+        to when the database exists and it may see it (READ or WRITE on it).
+        """
         name = self.db.replace("\\", "\\\\").replace('"', '\\"')
-        await self.query(f'CREATE DATABASE "{name}"', db="")
+        try:
+            await self.query(f'CREATE DATABASE "{name}"', db="")
+        except SinkMisconfigured as exc:
+            if exc.status != 403:
+                raise
+            shown = await self.query("SHOW DATABASES", db="")
+            series = shown["results"][0].get("series") or [{}]
+            if [self.db] not in series[0].get("values", []):
+                raise
 
     async def close(self) -> None:
         """Close the connections; the sink cannot be used afterwards.

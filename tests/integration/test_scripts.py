@@ -6,9 +6,11 @@ it never meets a developer's own cluster in ``var/`` on the default ports.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
+import stat
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -17,6 +19,7 @@ from pathlib import Path
 import psutil
 import pytest
 
+from scripts.influxdb_local import Credentials, influxql, request
 from tests.integration.conftest import ROOT, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
@@ -68,6 +71,38 @@ def alive(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
+
+
+def open_to_others(var: Path) -> list[str]:
+    """Everything under ``var`` (symlinks aside) that grants group or others anything."""
+    found = []
+    for top, dirs, files in os.walk(var):
+        for name in [*dirs, *files]:
+            with contextlib.suppress(FileNotFoundError):  # influxd and the agent keep working
+                st = os.lstat(os.path.join(top, name))
+                if not stat.S_ISLNK(st.st_mode) and st.st_mode & 0o077:
+                    found.append(f"{stat.filemode(st.st_mode)} {os.path.join(top, name)}")
+    if stat.S_IMODE(var.stat().st_mode) != 0o700:
+        found.append(f"{stat.filemode(var.stat().st_mode)} {var}")
+    return found
+
+
+def cpu_points(url: str, user: Credentials, node: str) -> int:
+    """How many cpu rows InfluxDB holds for ``node`` (read as ``user``)."""
+    status, doc = influxql(url, f"SELECT count(idle) FROM cpu WHERE node = '{node}'",
+                           db="ptap", auth=user)
+    assert status == 200, doc
+    series = doc["results"][0].get("series")  # type: ignore[index]
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+def report_cpu_samples(manager: str, keys: Path, job: str) -> int:
+    """Samples of cpu.busy in the job's report, which the manager reads from InfluxDB."""
+    rc, out, err = run_cli(["--manager", manager, "--keys", str(keys), "--timeout", "30",
+                            "report", job, "--format", "json"])
+    assert rc == 0, err
+    busy = json.loads(out)["overall"]["metrics"].get("cpu.busy") or {}
+    return int(busy.get("count") or 0)
 
 
 @pytest.fixture
@@ -125,10 +160,41 @@ def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
     rc, out, _ = run_cli(["--manager", manager, "--keys", str(keys), "jobs", "--json"])
     assert rc == 0 and json.loads(out) == []
 
+    # InfluxDB wants a user; the manager writes as ptap, with the password from var/.
+    var = Path(cluster_env["PTAP_VAR"])
+    secret = var / "influxdb.secret"
+    assert str(secret) in started.stdout and str(var / "influxdb-admin.secret") in started.stdout
+    password = secret.read_text()
+    url = f"http://127.0.0.1:{cluster_env['PTAP_INFLUX_PORT']}"
+    status, _ = request(url, "POST", "/write", params={"db": "ptap"}, body=b"intruder v=1i")
+    assert status == 401
+    status, _ = influxql(url, "SHOW DATABASES")
+    assert status == 401
+    ptap = Credentials("ptap", password.strip(), secret)
+    node = cluster_env["PTAP_NODE"]
+    wait_for(lambda: cpu_points(url, ptap, node), 30, "the agent's cpu points in InfluxDB")
+    # ... and reads reports back as ptap.
+    rc, out, err = run_cli(["--manager", manager, "--keys", str(keys), "run", "--wait",
+                            "--", "sleep", "2"])
+    assert rc == 0, err
+    job = out.split()[0]
+    wait_for(lambda: report_cpu_samples(manager, keys, job), 30, "cpu samples in the report")
+    # The dashboard reads its run summaries from InfluxDB itself, as ptap too.
+    dashboard = f"http://127.0.0.1:{cluster_env['PTAP_DASHBOARD_PORT']}"
+    status, page = request(dashboard, "GET", f"/report/{job}", timeout=30)
+    assert status == 200 and b"cpu busy %" in page and b"HTTP 401" not in page, page[-2000:]
+    # The password is on no command line: ps shows those to every user.
+    for pid in pids.values():
+        assert password.strip() not in " ".join(psutil.Process(pid).cmdline())
+    assert open_to_others(var) == []
+
     again = script("start-all", cluster_env, tmp_path)  # idempotent: nothing new starts
     assert again.returncode == 0, again.stderr
     assert pids_in(run_dir) == pids
     assert "already running" in again.stdout
+    assert secret.read_text() == password  # the same users and passwords
+    assert cpu_points(url, ptap, node) > 0
+    assert open_to_others(var) == []
 
     stopped = script("stop-all", cluster_env, tmp_path, timeout=120)
     assert stopped.returncode == 0, stopped.stderr

@@ -2,24 +2,34 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import socket
+import stat
 import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import scripts.influxdb_local as local
+from config.schema import InfluxDB
+from dashboard.influx import HistoryUnavailable, InfluxReader
+from manager.sinks import InfluxV1Sink, SinkMisconfigured
 from scripts.influxdb_local import (
+    Credentials,
     InfluxdNotFound,
     InfluxServer,
     InfluxStartError,
     create_database,
+    influxql,
     ping,
+    read_or_create_secret,
     request,
+    setup_auth,
     stop_pid,
 )
 
@@ -129,3 +139,161 @@ def test_command_line_start_and_stop(tmp_path: Path) -> None:
         assert local._pid_state(pid) in (None, "Z")
     finally:
         stop_pid(pid)  # only if the test failed before stopping it
+
+
+# -- authentication (--auth, setup_auth) ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def auth_influxd(tmp_path_factory: pytest.TempPathFactory
+                 ) -> Iterator[tuple[InfluxServer, Credentials, Credentials]]:
+    """One auth-enabled influxd with database ``ptap`` and its two users."""
+    tmp = tmp_path_factory.mktemp("auth")
+    server = InfluxServer(tmp / "influx", auth_enabled=True, die_with_parent=True)
+    server.start()
+    try:
+        admin, client = setup_auth(server.url, tmp, ["ptap"])
+        yield server, admin, client
+    finally:
+        server.stop()
+
+
+def write(url: str, lines: bytes, auth: Credentials | None = None) -> int:
+    headers = auth.headers() if auth else {}
+    status, _ = request(url, "POST", "/write", params={"db": "ptap"}, body=lines,
+                        headers=headers)
+    return status
+
+
+def test_auth_refuses_a_write_without_credentials(
+    auth_influxd: tuple[InfluxServer, Credentials, Credentials],
+) -> None:
+    server, admin, client = auth_influxd
+    assert server.config_path.read_text().count("auth-enabled = true") == 1
+    assert write(server.url, b"m v=1i 1") == 401
+    wrong = Credentials(client.username, client.password + "x", client.path)
+    assert write(server.url, b"m v=1i 1", wrong) == 401
+    assert write(server.url, b"m v=1i 1", client) == 204
+    status, doc = influxql(server.url, "SELECT count(v) FROM m", db="ptap", auth=client)
+    assert status == 200 and doc["results"][0]["series"][0]["values"][0][1] == 1  # type: ignore[index]
+    # ptap reads and writes its database, and nothing more.
+    status, doc = influxql(server.url, 'CREATE DATABASE "other"', auth=client)
+    assert status == 403 and "requires admin privilege" in str(doc)
+    status, _ = influxql(server.url, "SHOW USERS", auth=admin)
+    assert status == 200
+
+
+def test_auth_secrets_are_owner_only_and_reused(
+    auth_influxd: tuple[InfluxServer, Credentials, Credentials],
+) -> None:
+    server, admin, client = auth_influxd
+    assert {admin.path.name, client.path.name} == {"influxdb-admin.secret", "influxdb.secret"}
+    for cred in (admin, client):
+        assert stat.S_IMODE(cred.path.stat().st_mode) == 0o600
+        assert cred.path.read_text() == cred.password + "\n" and len(cred.password) >= 32
+    assert admin.password != client.password
+    assert setup_auth(server.url, client.path.parent, ["ptap"]) == (admin, client)  # idempotent
+    assert write(server.url, b"m v=2i 2", client) == 204
+
+
+def test_a_secret_others_can_read_is_refused(tmp_path: Path) -> None:
+    secret = tmp_path / "influxdb.secret"
+    assert read_or_create_secret(secret) == read_or_create_secret(secret)
+    secret.chmod(0o640)
+    with pytest.raises(RuntimeError, match=f"chmod 600 {secret}"):
+        read_or_create_secret(secret)
+
+
+def test_lost_admin_password_is_one_clear_error(
+    auth_influxd: tuple[InfluxServer, Credentials, Credentials], tmp_path: Path,
+) -> None:
+    server, _, _ = auth_influxd
+    with pytest.raises(RuntimeError, match="does not have the password in"):
+        setup_auth(server.url, tmp_path, ["ptap"])  # new passwords, users already there
+
+
+def test_command_line_auth_survives_a_restart(tmp_path: Path) -> None:
+    pidfile, data, secrets_dir = tmp_path / "influxd.pid", tmp_path / "data", tmp_path / "var"
+    args = ("start", "--dir", str(data), "--port", "0", "--pidfile", str(pidfile),
+            "--create-db", "ptap", "--auth", str(secrets_dir))
+    started = cli(*args)
+    assert started.returncode == 0, started.stderr
+    url, pid = started.stdout.strip(), int(pidfile.read_text())
+    try:
+        password = (secrets_dir / "influxdb.secret").read_text()
+        client = Credentials("ptap", password.strip(), secrets_dir / "influxdb.secret")
+        assert write(url, b"m v=1i 1") == 401 and write(url, b"m v=1i 1", client) == 204
+        again = cli(*args[:4], url.rsplit(":", 1)[1], *args[5:])  # running: users checked
+        assert again.returncode == 0 and again.stdout.strip() == url, again.stderr
+        assert cli("stop", "--pidfile", str(pidfile)).returncode == 0
+        restarted = cli(*args[:4], url.rsplit(":", 1)[1], *args[5:])
+        assert restarted.returncode == 0, restarted.stderr
+        pid = int(pidfile.read_text())
+        assert (secrets_dir / "influxdb.secret").read_text() == password
+        assert write(url, b"m v=2i 2") == 401 and write(url, b"m v=2i 2", client) == 204
+        status, doc = influxql(url, "SELECT count(v) FROM m", db="ptap", auth=client)
+        assert doc["results"][0]["series"][0]["values"][0][1] == 2  # type: ignore[index]
+    finally:
+        cli("stop", "--pidfile", str(pidfile))
+        stop_pid(pid)  # only if the test failed before stopping it
+
+
+# The manager's sink and the dashboard's reader with the ptap user: InfluxDB 1.x reads
+# credentials from the URL or an Authorization header, never from a form body.
+
+
+def test_manager_sink_with_the_ptap_user(
+    auth_influxd: tuple[InfluxServer, Credentials, Credentials],
+) -> None:
+    server, _, client = auth_influxd
+
+    async def go() -> dict[str, Any]:
+        sink = InfluxV1Sink(server.url, "ptap", username=client.username,
+                            password=client.password)
+        try:
+            await sink.prepare()  # CREATE DATABASE is refused (403), the database is there
+            await sink.write(b"sinkm v=1i 1", 1)
+            return await sink.query("SELECT count(v) FROM sinkm")
+        finally:
+            await sink.close()
+
+    doc = asyncio.run(go())
+    assert doc["results"][0]["series"][0]["values"][0][1] == 1
+
+
+@pytest.mark.parametrize(("db", "password", "status"), [("ptap", "wrong", 401),
+                                                        ("elsewhere", None, 403)])
+def test_manager_sink_refused(auth_influxd: tuple[InfluxServer, Credentials, Credentials],
+                              db: str, password: str | None, status: int) -> None:
+    server, _, client = auth_influxd
+
+    async def go() -> None:
+        sink = InfluxV1Sink(server.url, db, username=client.username,
+                            password=password or client.password)
+        try:
+            await sink.prepare()
+        finally:
+            await sink.close()
+
+    with pytest.raises(SinkMisconfigured) as info:
+        asyncio.run(go())
+    assert info.value.status == status
+
+
+def test_dashboard_reader_with_the_ptap_user(
+    auth_influxd: tuple[InfluxServer, Credentials, Credentials],
+) -> None:
+    server, _, client = auth_influxd
+    assert write(server.url, b"readm v=7i 1", client) == 204
+
+    async def go(password: str) -> list[list[dict[str, Any]]]:
+        reader = InfluxReader(InfluxDB(url=server.url, database="ptap",
+                                       username=client.username, password=password))
+        try:
+            return await reader.query(["SELECT v FROM readm"])
+        finally:
+            reader.close()
+
+    assert asyncio.run(go(client.password))[0][0]["values"] == [[1, 7]]
+    with pytest.raises(HistoryUnavailable, match="HTTP 401"):
+        asyncio.run(go("wrong"))
