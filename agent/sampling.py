@@ -271,7 +271,10 @@ class Sampler:
         self.shipper.ship(pending)
 
     def _stats(self) -> dict[str, int]:
-        return {"samples_dropped": self.spool.points_dropped, "spool_depth": len(self.spool)}
+        # Both are points collected and never sent: the spool's oldest, pushed out
+        # while the manager was away, and rows too large for any batch.
+        dropped = self.spool.points_dropped + self.shipper.rows_too_large
+        return {"samples_dropped": dropped, "spool_depth": len(self.spool)}
 
 
 def _read_proc(system: SystemCollector | None, trees: list[ProcessTreeCollector | None],

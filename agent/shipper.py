@@ -21,12 +21,13 @@ from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import zmq
 import zmq.asyncio
 
 from bus import codec, messages
-from bus.metrics import Series, count_points, series_to_wire
+from bus.metrics import BATCH_SPLIT_BYTES, Series, count_points, series_to_wire, split_wire
 
 log = logging.getLogger(__name__)
 
@@ -136,19 +137,41 @@ class Shipper:
         self.seq = max([time.time_ns() // 1000, *self.spool._batches.keys()])
         self.points_shipped = 0
         self.deferred_sends = 0
+        #: Rows too large to send in any batch (see :func:`bus.metrics.split_wire`).
+        self.rows_too_large = 0
 
     def attach(self, push: zmq.asyncio.Socket) -> None:
         self._push = zmq.Socket.shadow(push.underlying)
 
     def ship(self, series: list[Series]) -> int | None:
-        """Spool and send one batch of ``series``; returns its sequence (None if empty)."""
+        """Spool and send one batch of ``series``; returns its (last) sequence, None if empty.
+
+        A batch over :data:`bus.metrics.BATCH_SPLIT_BYTES` goes as several, so
+        that the manager always takes it (a sampling tick weighs a few kB; a
+        program reporting many points a tick can make it weigh megabytes).
+        """
         wire = series_to_wire(series)
         if not wire:
             return None
+        frames = self._frames(wire)
+        if len(frames[1]) <= BATCH_SPLIT_BYTES:
+            return self._ship(frames, count_points(wire))
+        parts, dropped = split_wire(wire)
+        if dropped:
+            self.rows_too_large += dropped
+            log.warning("node %s: %d rows dropped, each larger than a whole batch "
+                        "(%d bytes) with its series' header", self.node, dropped,
+                        BATCH_SPLIT_BYTES)
+        seq = None
+        for part in parts:
+            seq = self._ship(self._frames(part), count_points(part))
+        return seq
+
+    def _frames(self, wire: list[list[Any]]) -> list[bytes]:
+        return codec.encode(messages.MetricBatch(node=self.node, seq=self.seq + 1, series=wire))
+
+    def _ship(self, frames: list[bytes], points: int) -> int:
         self.seq += 1
-        batch = messages.MetricBatch(node=self.node, seq=self.seq, series=wire)
-        frames = codec.encode(batch)
-        points = count_points(wire)
         self.spool.add(self.seq, frames, points)
         self.points_shipped += points
         self._send(self.seq, time.monotonic())

@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from agent.shipper import Shipper, Spool
 from bus import codec, messages
-from bus.metrics import Series
+from bus.metrics import BATCH_SPLIT_BYTES, Series
 from bus.sockets import make_socket
 
 
@@ -134,3 +134,28 @@ def test_disk_spool_survives_a_restart(ctx: zmq.asyncio.Context, tmp_path: Path)
     assert not (tmp_path / "garbage.batch").exists()
     again = Shipper("n1", reloaded, push)
     assert again.seq >= b  # sequence numbers never go back
+
+
+def test_a_heavy_tick_goes_as_several_batches_each_under_the_split_size(
+        ctx: zmq.asyncio.Context) -> None:
+    """A program reporting many points a tick: the tick's rows arrive whole, in
+    batches the manager always takes; a row too large for any batch is counted."""
+    async def scenario() -> None:
+        push, pull = pair(ctx)
+        shipper = Shipper("n1", Spool(1000), push)
+        small = [cpu_series(2) for _ in range(3)]
+        big = cpu_series(40_000)  # ~1 MB: over the split size alone
+        huge = Series("app", {"node": "n1"}, ("log",))
+        huge.add(1, "x" * (BATCH_SPLIT_BYTES + 1))
+        last = shipper.ship([*small, big, huge])
+        assert shipper.rows_too_large == 1
+        got = []
+        while not got or got[-1].seq != last:
+            got.append(await recv_batch(pull))
+        assert len(got) > 3
+        assert sum(len(s[3]) for b in got for s in b.series) == 3 * 2 + 40_000
+        assert all(len(codec.encode(b)[1]) <= BATCH_SPLIT_BYTES for b in got)
+        rows = [r for b in got for s in b.series if len(s[3]) > 2 for r in s[3]]
+        assert rows == big.rows  # cut between rows, in order
+
+    asyncio.run(scenario())
