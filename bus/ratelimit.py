@@ -17,11 +17,14 @@ __all__ = ["RateLimitedLog"]
 
 
 class RateLimitedLog:
-    """At most one warning per ``period`` seconds per kind, carrying the counts."""
+    """At most one line (a warning unless ``level`` says otherwise) per ``period``
+    seconds per kind, carrying the counts."""
 
-    def __init__(self, logger: logging.Logger, period: float = 10.0) -> None:
+    def __init__(self, logger: logging.Logger, period: float = 10.0,
+                 level: int = logging.WARNING) -> None:
         self._log = logger
         self.period = period
+        self.level = level
         self.totals: Counter[str] = Counter()
         self._last: dict[str, float] = {}
         self._quiet: Counter[str] = Counter()
@@ -42,6 +45,6 @@ class RateLimitedLog:
         quiet = self._quiet.pop(kind, 0)
         self._last[kind] = now
         extra = f" ({quiet} more not logged in the last {self.period:g} s)" if quiet else ""
-        self._log.warning("%s [%s: %d in total]%s", text, kind, self.totals[kind], extra,
-                          exc_info=exc_info)
+        self._log.log(self.level, "%s [%s: %d in total]%s", text, kind, self.totals[kind],
+                      extra, exc_info=exc_info)
         return True

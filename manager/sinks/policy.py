@@ -29,9 +29,13 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, fields
 
+from bus.ratelimit import RateLimitedLog
+
 from .base import Sink, SinkMisconfigured, SinkRejected, SinkTooLarge, SinkUnavailable
 
 log = logging.getLogger(__name__)
+_trouble = RateLimitedLog(log)
+_trouble_errors = RateLimitedLog(log, level=logging.ERROR)
 
 __all__ = ["Backoff", "WriteCounters", "WriteResult", "write_payload", "write_with_policy"]
 
@@ -191,12 +195,17 @@ class _Writer:
 
     @staticmethod
     def _log_retry(exc: SinkUnavailable, attempt: int, delay: float) -> None:
-        # One warning when an outage starts, then one every 20 retries.
+        # One line when an outage starts, then one every 20 retries; and, as
+        # every write has its own count, at most one per period across writes.
         if attempt % 20:
             log.debug("sink still unavailable (retry %d in %.2f s): %s", attempt + 1, delay, exc)
             return
-        level = logging.ERROR if isinstance(exc, SinkMisconfigured) else logging.WARNING
-        log.log(level, "sink unavailable, retry %d in %.2f s: %s", attempt + 1, delay, exc)
+        if isinstance(exc, SinkMisconfigured):
+            _trouble_errors.warn("sink-misconfigured", f"sink misconfigured, retry "
+                                 f"{attempt + 1} in {delay:.2f} s: {exc}")
+        else:
+            _trouble.warn("sink-unavailable", f"sink unavailable, retry {attempt + 1} in "
+                          f"{delay:.2f} s: {exc}")
 
 
 def _chunks(lines: list[bytes], max_bytes: int | None) -> list[list[bytes]]:
@@ -266,11 +275,7 @@ async def write_payload(
             await writer.write(chunk)
     result = WriteResult(writer.mine, writer.dropped_lines, writer.detail)
     if result.dropped:
-        log.warning(
-            "dropped %d of %d lines the sink rejected (first: %.200r; %.300s)",
-            result.dropped,
-            points,
-            result.dropped_lines[0],
-            result.detail or "too large",
-        )
+        _trouble.warn("sink-rejected", f"dropped {result.dropped} of {points} lines the sink "
+                      f"rejected (first: {result.dropped_lines[0]!r:.200}; "
+                      f"{(result.detail or 'too large'):.300})")
     return result

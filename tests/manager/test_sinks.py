@@ -31,6 +31,7 @@ from manager.sinks import (
     SinkTooLarge,
     SinkUnavailable,
     WriteCounters,
+    policy,
     write_with_policy,
 )
 from manager.sinks.base import error_for_status, parse_retry_after
@@ -177,6 +178,28 @@ def test_garbage_line_alone_is_dropped(influxdb: InfluxFixture, influx_db: str) 
     assert result.counters.dropped_bad == 1
     assert result.counters.requests == 2  # influxd named the line: no bisection needed
     assert count_points(influxdb, influx_db) == 100
+
+
+def test_a_flood_of_rejected_lines_is_one_warning(influxdb: InfluxFixture, influx_db: str,
+                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Each write with a line influxd rejects is counted; the log says so once a
+    period, with the count, however many writes there were."""
+    async def body() -> list[Any]:
+        sink = InfluxV1Sink(influxdb.url, influx_db)
+        try:
+            return [await write_with_policy(sink, [b"not line protocol", *cpu_lines(2)],
+                                            backoff=FAST) for _ in range(50)]
+        finally:
+            await sink.close()
+
+    before = policy._trouble.totals["sink-rejected"]
+    with caplog.at_level("WARNING", logger="manager.sinks.policy"):
+        results = run(body())
+    assert all(r.dropped_lines == [b"not line protocol"] for r in results)
+    assert policy._trouble.totals["sink-rejected"] - before == 50
+    # One line at most (none if an earlier test's line opened the period).
+    warnings = [r.getMessage() for r in caplog.records if r.name == "manager.sinks.policy"]
+    assert len(warnings) <= 1 and all("[sink-rejected: " in w for w in warnings), warnings
 
 
 def test_type_conflict_found_by_bisection(influxdb: InfluxFixture, influx_db: str) -> None:
