@@ -26,6 +26,8 @@ import subprocess
 import time
 from collections.abc import Callable, Mapping
 
+from bus.daemon import INHERITED_UMASK
+
 __all__ = ["CannotStart", "ProcessPipes", "live_members", "signal_group", "spawn_in_new_group",
            "wait_group_empty"]
 
@@ -75,7 +77,8 @@ async def spawn_in_new_group(argv: list[str], cwd: str, env: Mapping[str, str],
         return await loop.subprocess_exec(
             lambda: ProcessPipes(on_stdout, on_stderr), *argv,
             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            cwd=cwd, env=env, start_new_session=True)
+            cwd=cwd, env=env, start_new_session=True,
+            umask=INHERITED_UMASK)  # the daemon's own (077) is not the job's business
     except FileNotFoundError as exc:
         # The child's chdir fails the same way as its exec: the filename tells which.
         if exc.filename == cwd:

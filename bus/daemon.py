@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Awaitable, Callable
@@ -52,13 +53,23 @@ def setup_logging(level: str) -> None:
     )
 
 
+#: The umask a daemon was started with, before :func:`run` set its own; the
+#: agent gives it back to the jobs it runs.
+INHERITED_UMASK = os.umask(0o022)
+os.umask(INHERITED_UMASK)
+
+
 def run(prog: str, main: Callable[[], Awaitable[None]],
         expected: tuple[type[BaseException], ...] = ()) -> int:
     """Run ``main()`` on a fresh asyncio loop until it returns or a stop signal arrives.
 
     ``expected`` lists exception types (besides :class:`PtapError` and
     ``OSError``) that mean "cannot start": they become one line and exit 2.
+    Everything a daemon creates (state database and its WAL, spools, keys,
+    logs it opens) is its owner's alone: job environments, commands and keys
+    are in there.
     """
+    os.umask(0o077)
     catch: tuple[type[BaseException], ...] = (PtapError, OSError, *expected)
     try:
         asyncio.run(_until_signalled(main))

@@ -50,8 +50,8 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     runs with the manager's (docs/protocol.md).
     """
     if msg.protocol != PROTOCOL_VERSION:
-        log.warning("refused node %r: protocol %d, manager speaks %d",
-                    msg.node[:64], msg.protocol, PROTOCOL_VERSION)
+        mgr.bad_frames.warn("version", f"refused node {msg.node[:64]!r}: protocol "
+                            f"{msg.protocol}, manager speaks {PROTOCOL_VERSION}")
         await mgr.reply_error(peer, "", VersionMismatch.code,
                               f"agent speaks protocol {msg.protocol}, manager speaks "
                               f"{PROTOCOL_VERSION}: install the same ptap version on both")
@@ -67,7 +67,8 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
         mgr.node_keys[msg.node] = key
     reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time())
     if not reg.accepted:
-        log.warning("refused node %s from peer %s: name taken by a live peer", msg.node, peer.hex())
+        mgr.bad_frames.warn("name-taken", f"refused node {msg.node} from peer {peer.hex()}: "
+                            "name taken by a live peer")
         await mgr.reply_error(peer, "", "name-taken",
                               f"node name {msg.node} is held by another live agent")
         return
@@ -92,8 +93,8 @@ async def _reconcile(mgr: Manager, peer: bytes, msg: Register) -> None:
         try:
             took, answer = _take_report(run, report)
         except InvalidTransition as exc:
-            log.warning("run %s on node %s: ignoring reported %s: %s",
-                        run.id, msg.node, report.state.value, exc)
+            mgr.bad_frames.warn("bad-report", f"run {run.id} on node {msg.node}: ignoring "
+                                f"reported {report.state.value}: {exc}")
             continue
         changed += [run] if took else []
         replies += answer
@@ -141,11 +142,12 @@ def _answer_unknown(mgr: Manager, node: str, report: RunReport) -> list[Message]
     stored = mgr.store.run(report.run_id)
     if report.state.final:
         if stored is None or stored.node != node:
-            log.warning("node %s reported unknown run %r (%s); acking it",
-                        node, report.run_id[:80], report.state.value)
+            mgr.bad_frames.warn("unknown-run", f"node {node} reported unknown run "
+                                f"{report.run_id[:80]!r} ({report.state.value}); acking it")
         return [RunAck(run_id=report.run_id)]
-    log.warning("node %s still runs %r, which the manager holds as %s; cancelling it",
-                node, report.run_id[:80], stored.state.value if stored else "unknown")
+    mgr.bad_frames.warn("unknown-run", f"node {node} still runs {report.run_id[:80]!r}, "
+                        "which the manager holds as "
+                        f"{stored.state.value if stored else 'unknown'}; cancelling it")
     return [RunCancel(run_id=report.run_id, reason="the manager holds no such active run")]
 
 

@@ -9,6 +9,7 @@ pid), never by name across the machine.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -116,6 +117,20 @@ def test_run_wait_succeeds_and_prints_only_the_id_on_stdout(cluster: Cluster) ->
     [job_id] = out.splitlines()
     assert cluster.job(job_id)["state"] == "succeeded"
     assert cluster.job(job_id)["name"] == "quick"
+
+
+def test_state_is_private_and_jobs_keep_the_umask_the_agent_was_given(cluster: Cluster) -> None:
+    """The manager's database (and WAL: job environments) is its owner's alone;
+    a job's own files follow the umask the agent was started with, not the
+    daemon's private one."""
+    made = cluster.tmp / "made-by-the-job"
+    rc, _, err = cluster.cli("run", "--wait", "--", "sh", "-c", 'echo > "$0"', str(made))
+    assert rc == 0, err
+    for path in cluster.tmp.glob("manager.db*"):
+        assert path.stat().st_mode & 0o077 == 0, f"{path} is {oct(path.stat().st_mode)}"
+    inherited = os.umask(0o022)
+    os.umask(inherited)
+    assert made.stat().st_mode & 0o777 == 0o666 & ~inherited
 
 
 def test_timeout_ends_the_run_and_its_process(cluster: Cluster) -> None:
