@@ -7,9 +7,10 @@ The sample files beside this module list every key with its default.
 
 from __future__ import annotations
 
+import ipaddress
 from dataclasses import dataclass
 
-from config.loader import key, section
+from config.loader import ConfigError, key, section
 
 # --- shared sections ------------------------------------------------------------
 
@@ -51,10 +52,28 @@ class ServerBasic:
 @dataclass(frozen=True)
 class ServerSecurity:
     curve: bool = key(False, doc="encrypt and authenticate with CURVE (needed off loopback)")
-    auto_accept: bool = key(False, doc="accept new agent keys without ptap keys accept")
+    auto_accept: bool = key(False, doc="accept new agent keys without ptap keys accept "
+                            "(only from auto_accept_from, only up to max_nodes)")
+    auto_accept_from: tuple[str, ...] = key(
+        ("127.0.0.0/8", "::1/128"),
+        doc="networks (comma-separated) whose agents auto_accept may accept; a new key "
+            "from anywhere else waits as pending")
+    # Thousands of nodes is the target; 10,000 leaves room for that, while a flood
+    # of keys (each one a node that targets=all jobs run on) stops there.
+    max_nodes: int = key(10_000, lo=1, hi=1_000_000,
+                         doc="agent keys accepted at most: auto_accept stops there, "
+                             "and ptap keys accept is refused")
     keys_dir: str = key("var/keys", doc="where the manager keeps its keys and agents' keys")
     allow_insecure: bool = key(False, doc="serve a non-loopback bind_addr without CURVE "
                                "(anyone who reaches it can run commands: isolated labs only)")
+
+    def __post_init__(self) -> None:
+        for text in self.auto_accept_from:
+            try:
+                ipaddress.ip_network(text, strict=False)
+            except ValueError:
+                raise ConfigError(f"[security] auto_accept_from: {text!r} is not a network "
+                                  "— write e.g. 10.0.0.0/24, 10.0.0.5 or ::1/128") from None
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ from bus.daemon import StartupError
 from bus.security import AuthenticatorStopped, Gatekeeper
 from bus.sockets import CurveKeys
 from config.schema import ServerConfig
-from manager.keys import KeyStore
+from manager.keys import KeyState, KeyStore
 
 log = logging.getLogger(__name__)
 
@@ -82,12 +82,23 @@ def check_running(gate: Gatekeeper | None) -> None:
 
 
 def log_status(cfg: ServerConfig, keys: KeyStore | None) -> None:
-    """Say at start-up whose keys are accepted, or warn of a bus anyone may reach."""
+    """Say at start-up how many agent keys are accepted of how many allowed, and who
+    auto_accept admits; or warn of a bus anyone may reach."""
     if keys is not None:
-        listing = keys.listing()
-        log.info("CURVE on: keys in %s (%d agents accepted, %d pending%s)",
-                 keys.dir, len(listing["accepted"]), len(listing["pending"]),
-                 ", new keys accepted at once" if cfg.security.auto_accept else "")
+        sec = cfg.security
+        accepted = keys.count(KeyState.ACCEPTED)
+        auto = (f"; new keys from {', '.join(sec.auto_accept_from)} accepted at once"
+                if sec.auto_accept and sec.auto_accept_from else
+                "; auto_accept is on but auto_accept_from is empty, so new keys wait"
+                if sec.auto_accept else "")
+        log.info("CURVE on: keys in %s (%d of at most %d agents accepted, %d pending, "
+                 "%d revoked%s)", keys.dir, accepted, sec.max_nodes,
+                 keys.count(KeyState.PENDING), keys.count(KeyState.REVOKED), auto)
+        if accepted > sec.max_nodes:
+            log.warning("%d agent keys are accepted, more than [security] max_nodes = %d: "
+                        "they stay accepted, but no other key is until some are revoked "
+                        "(ptap keys revoke NODE) or max_nodes is raised", accepted,
+                        sec.max_nodes)
     elif cfg.basic.bind_addr not in LOOPBACK:
         log.warning(
             "bus on %s has no CURVE: anyone who reaches it can run commands on every node",

@@ -29,9 +29,9 @@ from bus.messages import (
     RunCancel,
     RunState,
 )
-from manager import scheduler
+from manager import authorization, scheduler
 from manager.analysis.service import AnalysisError, check_format, check_threshold
-from manager.keys import KeyState
+from manager.keys import KeyState, KeyStore
 from manager.scheduler import Job, SpecError
 
 if TYPE_CHECKING:
@@ -128,15 +128,25 @@ async def _cancel_runs(mgr: Manager, job_id: str) -> None:
 # --- agent keys ---------------------------------------------------------------------
 
 
+#: ``keys`` actions that change a key, and the state each one files it in.
+_KEY_STATES = {"accept": KeyState.ACCEPTED, "reject": KeyState.REJECTED,
+               "revoke": KeyState.REVOKED}
+
+
 async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
-    """``keys``: agent key acceptance (``action`` ``list|accept|reject|revoke``, ``node``).
+    """``keys``: agent key acceptance (``action`` ``list|summary|accept|reject|revoke``,
+    ``node``).
 
     Reply: for ``list`` ``{"pending": [{"node", "key"}], "accepted": [...],
-    "rejected": [...]}``; otherwise the changed entry ``{"node", "state",
-    "key"}`` (state ``revoked`` once forgotten). ``not-found`` for a node
-    without a key; ``bad-request`` while CURVE is off. An accepted key may open
-    new PUB and PULL connections at once; a rejected or revoked one loses its
-    node (its messages are refused) though ZeroMQ keeps its open connections.
+    "rejected": [...], "revoked": [...]}``; for ``summary`` the count in each
+    state with the bounds, ``{"pending": 1, "accepted": 3, "rejected": 0,
+    "revoked": 0, "max_nodes": 10000, "max_pending": 1000}``; otherwise the
+    changed entry ``{"node", "state", "key"}``. ``not-found`` for a node
+    without a key; ``bad-request`` while CURVE is off, or for an ``accept``
+    beyond ``[security] max_nodes``. An accepted key may open new PUB and PULL
+    connections at once; a rejected or revoked one loses its node (its
+    messages are refused) though ZeroMQ keeps its open connections, and stays
+    refused, even by ``auto_accept``, until it is accepted again.
     """
     keys = mgr.keys
     if keys is None:
@@ -146,9 +156,12 @@ async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
     if msg.action == "list":
         await mgr.send(peer, Reply(req_id=msg.req_id, result=keys.listing()))
         return
-    if msg.action not in ("accept", "reject", "revoke"):
+    if msg.action == "summary":
+        await mgr.send(peer, Reply(req_id=msg.req_id, result=_key_summary(mgr, keys)))
+        return
+    if msg.action not in _KEY_STATES:
         await mgr.reply_error(peer, msg.req_id, "bad-request",
-                              f"keys action {msg.action[:20]!r} is not list, accept, "
+                              f"keys action {msg.action[:20]!r} is not list, summary, accept, "
                               "reject or revoke")
         return
     entry = _key_entry(keys.listing(), msg.node) if KEY_NODE_NAME.fullmatch(msg.node) else None
@@ -156,15 +169,22 @@ async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
         await mgr.reply_error(peer, msg.req_id, "not-found",
                               f"no agent key for node {msg.node[:80]!r}; see ptap keys list")
         return
-    if msg.action == "revoke":
-        keys.revoke(msg.node)
-        entry["state"] = "revoked"
-    else:
-        keys.set_state(msg.node, KeyState.ACCEPTED if msg.action == "accept"
-                       else KeyState.REJECTED)
-        entry = _key_entry(keys.listing(), msg.node) or entry
+    target = _KEY_STATES[msg.action]
+    full = authorization.accept_refusal(mgr, msg.node) \
+        if target is KeyState.ACCEPTED and entry["state"] != target else ""
+    if full:
+        await mgr.reply_error(peer, msg.req_id, "bad-request", full)
+        return
+    keys.set_state(msg.node, target)
+    entry = _key_entry(keys.listing(), msg.node) or entry
     log.info("key of node %s: %s", msg.node, entry["state"])
     await mgr.send(peer, Reply(req_id=msg.req_id, result=entry))
+
+
+def _key_summary(mgr: Manager, keys: KeyStore) -> dict[str, int]:
+    counts = {state.value: keys.count(state) for state in KeyState}
+    return {**counts, "max_nodes": mgr.cfg.security.max_nodes,
+            "max_pending": mgr.max_pending_keys}
 
 
 def _key_entry(listing: dict[str, list[dict[str, str]]], node: str) -> dict[str, str] | None:

@@ -6,13 +6,22 @@ Layout under ``[security] keys_dir``::
     admin.key / admin.key_secret       the administrators' key pair (CLI, dashboard)
     agents/pending/NODE.key            keys that asked to register, not yet accepted
     agents/accepted/NODE.key           keys allowed to act as NODE
-    agents/rejected/NODE.key           keys refused
+    agents/rejected/NODE.key           keys refused, even a connection to ask
+    agents/revoked/NODE.key            keys taken back: told so when they ask, never
+                                       filed again (not even by auto_accept)
     clients/NAME.key                   more administrator keys (copy a public key here)
 
 A key is bound to one node name when it is accepted; from then on the
 manager attributes every message by the key that ZeroMQ authenticated
 (``User-Id``), never by the name a peer claims. The store is plain files so
 that an operator can inspect and repair it with ``ls`` and ``mv``.
+
+Rejected and revoked keys both stay refused until ``ptap keys accept``. The
+difference is the connection: ZAP turns a rejected key away at the handshake
+(it is not worth an answer), while a revoked key may still reach the ROUTER,
+so that its agent is answered why it is refused and what would admit it.
+A revoked key keeps its node name, so another key asking for that name waits
+as pending under a name of its own.
 """
 
 from __future__ import annotations
@@ -32,6 +41,7 @@ class KeyState(StrEnum):
     PENDING = "pending"
     ACCEPTED = "accepted"
     REJECTED = "rejected"
+    REVOKED = "revoked"
 
 
 class Role(StrEnum):
@@ -40,7 +50,7 @@ class Role(StrEnum):
     ADMIN = "admin"      # may do everything a client can
     AGENT = "agent"      # an accepted node
     PENDING = "pending"  # a node waiting for ptap keys accept
-    UNKNOWN = "unknown"  # anyone else: may only ask to register
+    UNKNOWN = "unknown"  # anyone else (rejected and revoked keys too): may only ask
 
 
 @dataclass(frozen=True, slots=True)
@@ -75,7 +85,8 @@ class KeyStore:
         self._admins = {self.admin_public, *(key for key in clients if key is not None)}
 
     def who(self, key: bytes) -> Principal:
-        """The principal behind an authenticated z85 public key."""
+        """The principal behind an authenticated z85 public key (a rejected or revoked
+        key is nobody's: :meth:`filed` tells those apart from keys never seen)."""
         if key in self._admins:
             return Principal(Role.ADMIN)
         state, node = self._index.get(key, (None, ""))
@@ -85,8 +96,17 @@ class KeyStore:
             return Principal(Role.PENDING, node)
         return Principal(Role.UNKNOWN)
 
+    def filed(self, key: bytes) -> tuple[KeyState, str] | None:
+        """The state ``key`` is filed in and the node it is filed for; None if never seen."""
+        return self._index.get(key)
+
+    def count(self, state: KeyState) -> int:
+        """How many agent keys are in ``state``."""
+        return sum(1 for s, _ in self._index.values() if s is state)
+
     def allowed(self, domain: str, key: bytes) -> bool:
-        """ZAP policy: anyone may reach the ROUTER (to ask); PUB and PULL need acceptance."""
+        """ZAP policy: anyone not rejected may reach the ROUTER (to ask, or to be told
+        that its key is revoked); PUB and PULL need acceptance."""
         role = self.who(key).role
         if domain == "ptap.router":
             return self._index.get(key, (None,))[0] is not KeyState.REJECTED
@@ -97,7 +117,9 @@ class KeyStore:
         return False
 
     def request(self, key: bytes, node: str, auto_accept: bool) -> KeyState:
-        """An unknown key asks to register as ``node``: file it as pending (or accept it)."""
+        """An unknown key asks to register as ``node``: file it as pending, or accepted
+        if ``auto_accept`` (the caller's decision: address and bound) and the name is free.
+        A known key keeps its state, whatever ``auto_accept`` says."""
         state, bound = self._index.get(key, (None, ""))
         if state is not None:
             return state
@@ -111,7 +133,7 @@ class KeyStore:
         return target
 
     def set_state(self, node: str, target: KeyState) -> bool:
-        """``ptap keys accept|reject NODE``; False if no key has that node name."""
+        """``ptap keys accept|reject|revoke NODE``; False if no key has that node name."""
         for state in KeyState:
             path = self.dir / "agents" / state / f"{node}.key"
             if path.exists():
@@ -120,18 +142,9 @@ class KeyStore:
                 return True
         return False
 
-    def revoke(self, node: str) -> bool:
-        """Forget a node's key entirely; the agent must ask again."""
-        for state in KeyState:
-            path = self.dir / "agents" / state / f"{node}.key"
-            if path.exists():
-                path.unlink()
-                self.reload()
-                return True
-        return False
-
     def listing(self) -> dict[str, list[dict[str, str]]]:
-        """``{"pending": [{"node", "key"}], "accepted": [...], "rejected": [...]}``."""
+        """``{"pending": [{"node", "key"}], "accepted": [...], "rejected": [...],
+        "revoked": [...]}``."""
         out: dict[str, list[dict[str, str]]] = {s.value: [] for s in KeyState}
         for key, (state, node) in sorted(self._index.items(), key=lambda kv: kv[1][1]):
             out[state.value].append({"node": node, "key": key.decode()})

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from bus import messages
+from bus.errors import RequestFailed
 from manager.cli import follow, render
 from manager.cli.session import EXIT_USAGE, CliError, Session
 
@@ -98,25 +99,48 @@ def _emit(result: Any, fmt: str, output: str | None) -> None:
 
 
 async def cmd_keys(session: Session, args: argparse.Namespace) -> int:
-    """``ptap keys list|accept|reject|revoke [NODE]``: agent key acceptance, passed through."""
+    """``ptap keys list|accept|reject|revoke [NODE]``: agent key acceptance, passed through.
+
+    ``list`` as text ends with how many keys are accepted of how many allowed
+    (the manager's ``keys summary``).
+    """
     if args.action != "list" and not args.node:
         raise CliError(f"keys {args.action} needs a NODE — e.g. ptap keys {args.action} node1",
                        EXIT_USAGE)
+    summary = None
     async with session.client() as client:
         result = await client.keys(args.action, args.node or "")
-    _print(render.to_json(result) if args.json else _keys_text(result))
+        if args.action == "list" and not args.json:
+            try:
+                summary = await client.keys("summary")
+            except RequestFailed:  # a manager older than the summary: the table alone
+                summary = None
+    _print(render.to_json(result) if args.json else _keys_text(result, summary))
     return 0
 
 
-def _keys_text(result: Any) -> str:
-    """``keys list`` as a table (state, node, key); a changed entry as one line."""
+def _keys_text(result: Any, summary: Any = None) -> str:
+    """``keys list`` as a table (state, node, key), then the counts and bounds of
+    ``summary``; a changed entry as one line."""
     if isinstance(result, dict) and {"node", "state"} <= result.keys():
         return f"node {result['node']}: key {result['state']} ({result.get('key', '')})"
     if isinstance(result, dict) and all(isinstance(v, list) for v in result.values()):
         rows = [[state, e.get("node"), e.get("key")] for state, entries in result.items()
                 for e in entries if isinstance(e, dict)]
-        return render.table(["STATE", "NODE", "KEY"], rows) if rows else "no agent keys"
+        text = render.table(["STATE", "NODE", "KEY"], rows) if rows else "no agent keys"
+        return text + (f"\n{_keys_summary(summary)}" if isinstance(summary, dict) else "")
     return result if isinstance(result, str) else render.to_json(result)
+
+
+def _keys_summary(summary: dict[str, Any]) -> str:
+    """``3 of at most 10000 nodes accepted ([security] max_nodes); 1 pending (at most
+    1000), 0 rejected, 1 revoked``."""
+    count = {state: summary.get(state, 0) for state in
+             ("accepted", "pending", "rejected", "revoked")}
+    return (f"{count['accepted']} of at most {summary.get('max_nodes', '?')} nodes accepted "
+            f"([security] max_nodes); {count['pending']} pending (at most "
+            f"{summary.get('max_pending', '?')}), {count['rejected']} rejected, "
+            f"{count['revoked']} revoked")
 
 
 async def cmd_run(session: Session, args: argparse.Namespace) -> int:

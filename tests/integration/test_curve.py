@@ -3,11 +3,14 @@
 A real manager with ``[security] curve = yes`` on 127.0.0.1 and its keys in the
 test's tmp dir, real agents with the manager's ``server.key`` copied to them,
 and the real CLI with ``--keys`` (the admin key), without keys, and with a
-valid key pair that is not the admin's.
+valid key pair that is not the admin's. With ``auto_accept``: a key from outside
+``auto_accept_from`` waits, ``max_nodes`` bounds the accepted keys, and a
+revoked key is refused and gets no run until it is accepted again.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -15,6 +18,7 @@ import subprocess
 import sys
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -28,6 +32,18 @@ pytestmark = pytest.mark.integration
 def curve_cluster(tmp_path: Path, process_logs: list[Path]) -> Iterator[Cluster]:
     """A running CURVE manager, no agents yet."""
     c = Cluster(tmp_path, process_logs, security="curve = yes\n")
+    try:
+        c.manager.start()
+        yield c
+    finally:
+        c.stop()
+
+
+@contextlib.contextmanager
+def auto_accepting(tmp_path: Path, process_logs: list[Path], more: str = ""
+                   ) -> Iterator[Cluster]:
+    """A running CURVE manager with ``auto_accept = yes`` and ``more`` [security] lines."""
+    c = Cluster(tmp_path, process_logs, security=f"curve = yes\nauto_accept = yes\n{more}")
     try:
         c.manager.start()
         yield c
@@ -96,7 +112,7 @@ def test_a_key_accepted_for_one_node_cannot_be_another(curve_cluster: Cluster) -
     assert key_state(c, "node2") is None
 
 
-def test_rejected_key_then_revoked_asks_again(curve_cluster: Cluster) -> None:
+def test_rejected_then_revoked_key_stays_refused_until_accepted(curve_cluster: Cluster) -> None:
     c = curve_cluster
     c.add_agent("node1", wait=False)
     wait_for(lambda: key_state(c, "node1") == "pending", 20, "node1's key to be pending")
@@ -104,9 +120,100 @@ def test_rejected_key_then_revoked_asks_again(curve_cluster: Cluster) -> None:
     assert rc == 0 and "rejected" in out, err
     rc, out, err = c.cli("keys", "accept", "ghost")
     assert rc == 1 and "no agent key for node 'ghost'" in err
-    assert c.cli("keys", "revoke", "node1").rc == 0
-    # Forgotten: the agent's next attempt files it as pending again.
-    wait_for(lambda: key_state(c, "node1") == "pending", 30, "node1 to ask again")
+    rc, out, err = c.cli("keys", "revoke", "node1")
+    assert rc == 0 and "key revoked" in out, err
+    # Revoked, it may reach the manager again, only to be told what would admit it.
+    wait_for(lambda: "the key of node node1 was revoked; ptap keys accept node1 on the "
+             "manager admits it again" in log_of(c, "node1"), 30, "node1 to be told")
+    assert key_state(c, "node1") == "revoked" and c.node_state("node1") is None
+    assert c.cli("keys", "accept", "node1").rc == 0
+    restart(c, "node1")  # rather than wait out its slow retry
+    c.wait_node_state("node1", "ready", timeout=30)
+
+
+def restart(cluster: Cluster, name: str) -> None:
+    agent = cluster.agents[name]
+    agent.stop()
+    agent.spawn()
+
+
+def run_everywhere(cluster: Cluster) -> dict[str, Any]:
+    """``ptap run --nodes all --wait -- true``: the finished job."""
+    rc, out, err = cluster.cli("run", "--nodes", "all", "--wait", "--", "true")
+    assert rc == 0, err
+    return cluster.job(out.splitlines()[0])
+
+
+def test_a_revoked_agent_is_refused_and_gets_no_job(tmp_path: Path,
+                                                     process_logs: list[Path]) -> None:
+    """The review's finding: under auto_accept a revoked agent registered again at
+    once and ran 5 of 5 later jobs. Now it is refused, and only node1 runs them."""
+    with auto_accepting(tmp_path, process_logs) as c:
+        c.add_agent("node1")
+        c.add_agent("node2")
+        assert sorted(r["node"] for r in run_everywhere(c)["runs"]) == ["node1", "node2"]
+        rc, out, err = c.cli("keys", "revoke", "node2")
+        assert rc == 0 and out.strip().startswith("node node2: key revoked"), err
+        wait_for(lambda: "manager refused this agent's key (not-authorized)"
+                 in log_of(c, "node2"), 20, "node2's heartbeats to be refused")
+        c.wait_node_state("node2", "lost")
+        # Restarted, it asks at once, as a new key would: refused all the same.
+        restart(c, "node2")
+        wait_for(lambda: "the key of node node2 was revoked; ptap keys accept node2 on the "
+                 "manager admits it again" in log_of(c, "node2"), 30, "node2 to be refused")
+        dispatched_before = c.manager.log_path.read_text().count("dispatched to node node2")
+        for _ in range(5):
+            job = run_everywhere(c)
+            assert [(r["node"], r["state"]) for r in job["runs"]] == [("node1", "succeeded")]
+        assert key_state(c, "node2") == "revoked" and c.node_state("node2") == "lost"
+        manager_log = c.manager.log_path.read_text()
+        assert manager_log.count("dispatched to node node2") == dispatched_before
+        assert "the key of node node2 is revoked" in manager_log
+
+        assert c.cli("keys", "accept", "node2").rc == 0
+        restart(c, "node2")
+        c.wait_node_state("node2", "ready", timeout=30)
+        assert sorted(r["node"] for r in run_everywhere(c)["runs"]) == ["node1", "node2"]
+
+
+def test_auto_accept_leaves_a_key_from_elsewhere_pending(tmp_path: Path,
+                                                         process_logs: list[Path]) -> None:
+    """On one host every agent connects from loopback: leaving loopback out of
+    auto_accept_from makes it an address auto_accept must not trust."""
+    with auto_accepting(tmp_path, process_logs, "auto_accept_from = 10.255.255.0/24\n") as c:
+        c.add_agent("node1", wait=False)
+        wait_for(lambda: key_state(c, "node1") == "pending", 20, "node1's key to be pending")
+        wait_for(lambda: "key for node node1 is pending; run ptap keys accept node1"
+                 in log_of(c, "node1"), 20, "the agent to log why it waits")
+        assert c.node_state("node1") is None
+        assert ("key of node node1 is pending, not auto-accepted: 127.0.0.1 is outside "
+                "[security] auto_accept_from = 10.255.255.0/24 — run ptap keys accept node1 "
+                "on the manager, or widen auto_accept_from") in c.manager.log_path.read_text()
+        assert c.cli("keys", "accept", "node1").rc == 0
+        c.wait_node_state("node1", "ready", timeout=30)
+
+
+def test_max_nodes_bounds_accepted_keys(tmp_path: Path, process_logs: list[Path]) -> None:
+    with auto_accepting(tmp_path, process_logs, "max_nodes = 1\n") as c:
+        assert ("CURVE on: keys in " in c.manager.log_path.read_text()
+                and "(0 of at most 1 agents accepted, 0 pending, 0 revoked; new keys from "
+                "127.0.0.0/8, ::1/128 accepted at once)" in c.manager.log_path.read_text())
+        c.add_agent("node1")
+        c.add_agent("node2", wait=False)
+        wait_for(lambda: key_state(c, "node2") == "pending", 20, "node2's key to be pending")
+        assert "1 agent keys are accepted already, the [security] max_nodes bound" \
+            in c.manager.log_path.read_text()
+        rc, out, err = c.cli("keys", "list")
+        assert rc == 0, err
+        assert out.splitlines()[-1] == ("1 of at most 1 nodes accepted ([security] max_nodes); "
+                                        "1 pending (at most 1000), 0 rejected, 0 revoked")
+        rc, out, err = c.cli("keys", "accept", "node2")
+        assert rc == 1 and out == ""
+        assert err == ("ptap: cannot accept the key of node node2: 1 agent keys are accepted "
+                       "already, the [security] max_nodes bound — revoke keys no longer used "
+                       "(ptap keys revoke NODE), or raise max_nodes in server.cfg and restart "
+                       "the manager\n")
+        assert key_state(c, "node2") == "pending" and c.node_state("node2") is None
 
 
 def test_secret_key_others_can_read_is_refused(tmp_path: Path) -> None:

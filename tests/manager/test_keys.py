@@ -20,13 +20,14 @@ def test_first_start_creates_private_server_and_admin_keys(tmp_path: Path) -> No
     store = KeyStore(tmp_path / "keys")
     for name in ("server", "admin"):
         assert secret_path(tmp_path / "keys", name).stat().st_mode & 0o777 == 0o600
-    for sub in ("agents/pending", "agents/accepted", "agents/rejected", "clients"):
+    for sub in ("agents/pending", "agents/accepted", "agents/rejected", "agents/revoked",
+                "clients"):
         assert (tmp_path / "keys" / sub).is_dir()
     again = KeyStore(tmp_path / "keys")
     assert (again.server_public, again.admin_public) == (store.server_public, store.admin_public)
     assert store.who(store.admin_public) == Principal(Role.ADMIN)
     assert store.who(new_key()) == Principal(Role.UNKNOWN)
-    assert store.listing() == {"pending": [], "accepted": [], "rejected": []}
+    assert store.listing() == {"pending": [], "accepted": [], "rejected": [], "revoked": []}
 
 
 def test_a_server_secret_others_can_read_stops_the_store(tmp_path: Path) -> None:
@@ -96,7 +97,7 @@ def test_auto_accept_but_never_a_second_key_for_a_taken_name(tmp_path: Path) -> 
     assert store.who(first) == Principal(Role.AGENT, "node1")
 
 
-def test_reject_and_revoke(tmp_path: Path) -> None:
+def test_reject_refuses_even_the_connection_to_ask(tmp_path: Path) -> None:
     store = KeyStore(tmp_path)
     key = new_key()
     store.request(key, "node1", auto_accept=False)
@@ -104,8 +105,34 @@ def test_reject_and_revoke(tmp_path: Path) -> None:
     assert store.who(key) == Principal(Role.UNKNOWN)
     assert not store.allowed("ptap.router", key)  # not even to ask again
     assert store.request(key, "node1", auto_accept=True) is KeyState.REJECTED
-    assert store.revoke("node1")
-    assert store.listing() == {"pending": [], "accepted": [], "rejected": []}
+    assert store.set_state("node1", KeyState.ACCEPTED)
+    assert store.who(key) == Principal(Role.AGENT, "node1")
+    assert not store.set_state("ghost", KeyState.ACCEPTED)
+
+
+def test_a_revoked_key_stays_refused_until_accepted_again(tmp_path: Path) -> None:
+    """Revoking files the key under revoked/: it is never filed afresh (so not even
+    auto_accept admits it again), it may reach the ROUTER only to be told so, and
+    it keeps its node name; accepting it is the one way back."""
+    store = KeyStore(tmp_path)
+    key, other = new_key(), new_key()
+    assert store.request(key, "node1", auto_accept=True) is KeyState.ACCEPTED
+    assert store.set_state("node1", KeyState.REVOKED)
+    assert (tmp_path / "agents" / "revoked" / "node1.key").exists()
+    assert not (tmp_path / "agents" / "accepted" / "node1.key").exists()
+    assert store.who(key) == Principal(Role.UNKNOWN)
+    assert store.filed(key) == (KeyState.REVOKED, "node1")
     assert store.allowed("ptap.router", key)
-    assert store.request(key, "node1", auto_accept=False) is KeyState.PENDING
-    assert not store.set_state("ghost", KeyState.ACCEPTED) and not store.revoke("ghost")
+    assert not store.allowed("ptap.pub", key) and not store.allowed("ptap.pull", key)
+    assert store.request(key, "node1", auto_accept=True) is KeyState.REVOKED
+    assert store.request(key, "node2", auto_accept=True) is KeyState.REVOKED
+    assert store.listing()["revoked"] == [{"node": "node1", "key": key.decode()}]
+    assert [store.count(s) for s in KeyState] == [0, 0, 0, 1]
+    # The name stays the revoked key's: another key asking for it waits.
+    assert store.request(other, "node1", auto_accept=True) is KeyState.PENDING
+    assert store.who(other).node.startswith("node1~")
+    # A restarted manager reads the same decision.
+    assert KeyStore(tmp_path).filed(key) == (KeyState.REVOKED, "node1")
+    assert store.set_state("node1", KeyState.ACCEPTED)
+    assert store.who(key) == Principal(Role.AGENT, "node1")
+    assert [store.count(s) for s in KeyState] == [1, 1, 0, 0]

@@ -22,6 +22,7 @@ import pytest
 import zmq
 import zmq.asyncio
 
+import config
 from bus import codec
 from bus.client import ManagerClient
 from bus.errors import RequestFailed
@@ -34,10 +35,15 @@ from bus.messages import (
     MetricBatch,
     NodeFacts,
     Register,
+    RunDispatch,
     Welcome,
 )
 from bus.security import AuthenticatorStopped, load_keypair
 from bus.sockets import CurveKeys, SocketTuning, make_socket
+from config.schema import ServerSecurity
+from manager import authorization
+from manager.authorization import auto_accept_hold
+from manager.keys import KeyState
 from manager.server import Manager
 from manager.sinks import MemorySink
 from tests.manager.test_control import WAIT, server_config, until
@@ -210,6 +216,154 @@ def test_a_revoked_key_loses_its_node_on_an_open_connection(tmp_path: Path) -> N
             finally:
                 beating.cancel()
             assert (await admin.job(job["id"]))["runs"][0]["state"] == "queued"
+
+    asyncio.run(scenario())
+
+
+# --- acceptance with bounds: auto_accept_from, max_nodes, revoked keys ------------------
+
+
+def test_auto_accept_holds_keys_from_elsewhere_then_at_the_bound() -> None:
+    """The policy as a plain function: address first (an unknown one never
+    qualifies), then the number of keys accepted already."""
+    sec = ServerSecurity(auto_accept=True)
+    for address in ("127.0.0.1", "127.9.8.7", "::1", "::ffff:127.0.0.1"):
+        assert auto_accept_hold(sec, address, 0) is None, address
+    for address in ("10.1.2.3", "::ffff:10.1.2.3", "2001:db8::1", "", "not-an-ip"):
+        hold = auto_accept_hold(sec, address, 0)
+        assert hold is not None and hold.kind == "auto-accept-address", address
+    hold = auto_accept_hold(sec, "10.1.2.3", 0)
+    assert hold is not None and hold.reason == ("10.1.2.3 is outside [security] "
+                                                "auto_accept_from = 127.0.0.0/8, ::1/128")
+    assert hold.remedy == "widen auto_accept_from"
+    hold = auto_accept_hold(sec, "", 0)
+    assert hold is not None and hold.reason.startswith("its address is unknown, so it is outside")
+
+    lab = ServerSecurity(auto_accept=True, auto_accept_from=("10.0.0.0/8", "192.168.1.7"),
+                         max_nodes=2)
+    assert auto_accept_hold(lab, "10.200.0.1", 1) is None
+    assert auto_accept_hold(lab, "192.168.1.7", 1) is None
+    assert auto_accept_hold(lab, "192.168.1.8", 1) is not None
+    assert auto_accept_hold(lab, "127.0.0.1", 1) is not None  # loopback only if listed
+    hold = auto_accept_hold(lab, "10.200.0.1", 2)
+    assert hold is not None and hold.kind == "auto-accept-max-nodes"
+    assert hold.reason == "2 agent keys are accepted already, the [security] max_nodes bound"
+    nowhere = ServerSecurity(auto_accept=True, auto_accept_from=())
+    assert auto_accept_hold(nowhere, "127.0.0.1", 0) is not None
+
+
+def test_auto_accept_from_must_name_networks() -> None:
+    cfg = config.load_server(None, env={"PTAP_SECURITY_AUTO_ACCEPT_FROM": "10.1.2.0/24, ::1"})
+    assert cfg.security.auto_accept_from == ("10.1.2.0/24", "::1")
+    with pytest.raises(config.ConfigError, match=r"^\[security\] auto_accept_from: "
+                       r"'10.0.0.0/33' is not a network — write e.g. 10.0.0.0/24"):
+        config.load_server(None, env={"PTAP_SECURITY_AUTO_ACCEPT_FROM": "10.0.0.0/8,10.0.0.0/33"})
+    with pytest.raises(config.ConfigError, match="is below the minimum 1"):
+        config.load_server(None, env={"PTAP_SECURITY_MAX_NODES": "0"})
+
+
+def warnings_about(caplog: pytest.LogCaptureFixture, text: str) -> list[str]:
+    return [r.getMessage() for r in caplog.records
+            if r.levelname == "WARNING" and text in r.getMessage()]
+
+
+def test_auto_accept_only_from_allowed_networks(tmp_path: Path,
+                                                caplog: pytest.LogCaptureFixture) -> None:
+    """From loopback, over real CURVE sockets: outside auto_accept_from the key
+    waits as pending (one log line saying what to do). Inside it, it is welcomed:
+    loopback by default, as the tests below show."""
+    async def scenario() -> None:
+        async with curve_manager(tmp_path, **{
+                "security.auto_accept": "yes",
+                "security.auto_accept_from": "10.255.255.0/24"}) as c, c.admin() as admin:
+            reply = await register(c.dealer(c.keys(*zmq.curve_keypair())), "n1")
+            assert isinstance(reply, Error) and reply.code == "pending"
+            assert [e["node"] for e in (await admin.keys("list"))["pending"]] == ["n1"]
+            [line] = warnings_about(caplog, "not auto-accepted")
+            assert line.startswith(
+                "key of node n1 is pending, not auto-accepted: 127.0.0.1 is outside [security] "
+                "auto_accept_from = 10.255.255.0/24 — run ptap keys accept n1 on the manager, "
+                "or widen auto_accept_from [auto-accept-address: 1 in total]")
+            # Addresses a single host cannot connect from, through the same decision:
+            # an unknown address never qualifies; a listed one does.
+            for node, address, state in (("n2", "", KeyState.PENDING),
+                                         ("n3", "10.255.255.9", KeyState.ACCEPTED)):
+                key = zmq.curve_keypair()[0]
+                admitted = await authorization.admit_agent(c.mgr, b"gone", node, key, address)
+                assert admitted is (state is KeyState.ACCEPTED)
+                assert c.mgr.keys is not None and c.mgr.keys.who(key).node == node
+                listing = await admin.keys("list")
+                assert node in [e["node"] for e in listing[state.value]]
+
+    asyncio.run(scenario())
+
+
+def test_max_nodes_bounds_auto_accept_and_ptap_keys_accept(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    async def scenario() -> None:
+        async with curve_manager(tmp_path, **{"security.auto_accept": "yes",
+                                              "security.max_nodes": "1"}) as c, \
+                c.admin() as admin:
+            assert isinstance(await register(c.dealer(c.keys(*zmq.curve_keypair())), "n1"),
+                              Welcome)
+            second = c.dealer(c.keys(*zmq.curve_keypair()))
+            reply = await register(second, "n2")
+            assert isinstance(reply, Error) and reply.code == "pending"
+            [line] = warnings_about(caplog, "not auto-accepted")
+            assert ("key of node n2 is pending, not auto-accepted: 1 agent keys are accepted "
+                    "already, the [security] max_nodes bound — run ptap keys accept n2 on the "
+                    "manager, or revoke keys no longer used, or raise max_nodes") in line
+            assert await admin.keys("summary") == {
+                "pending": 1, "accepted": 1, "rejected": 0, "revoked": 0,
+                "max_nodes": 1, "max_pending": 1000}
+            with pytest.raises(RequestFailed) as info:
+                await admin.keys("accept", "n2")
+            assert info.value.code == "bad-request"
+            assert info.value.message == (
+                "cannot accept the key of node n2: 1 agent keys are accepted already, the "
+                "[security] max_nodes bound; revoke keys no longer used (ptap keys revoke "
+                "NODE), or raise max_nodes in server.cfg and restart the manager")
+            assert (await admin.keys("accept", "n1"))["state"] == "accepted"  # no change: fine
+            assert (await admin.keys("revoke", "n1"))["state"] == "revoked"
+            assert (await admin.keys("accept", "n2"))["state"] == "accepted"
+            assert isinstance(await register(second, "n2"), Welcome)
+
+    asyncio.run(scenario())
+
+
+def test_a_revoked_key_is_refused_and_gets_no_run_even_under_auto_accept(
+        tmp_path: Path) -> None:
+    """The review's finding: a revoked key registered again at once under
+    auto_accept. Now it is told it is revoked, and nothing is dispatched to its
+    node, though its connection (and, until its heartbeats lapse, its node) is
+    still there; ptap keys accept is the way back."""
+    async def scenario() -> None:
+        async with curve_manager(tmp_path, **{"security.auto_accept": "yes"}) as c, \
+                c.admin() as admin:
+            n1, n2 = c.dealer(c.keys(*zmq.curve_keypair())), c.dealer(c.keys(*zmq.curve_keypair()))
+            for sock, node in ((n1, "n1"), (n2, "n2")):
+                assert isinstance(await register(sock, node), Welcome)
+            assert authorization.may_dispatch(c.mgr, "n1")
+            assert (await admin.keys("revoke", "n1"))["state"] == "revoked"
+            reply = await register(n1, "n1")
+            assert isinstance(reply, Error) and reply.code == "not-authorized"
+            assert reply.message == ("the key of node n1 was revoked; ptap keys accept n1 on "
+                                     "the manager admits it again")
+            assert c.mgr.keys is not None
+            assert c.mgr.keys.filed(c.mgr.node_keys["n1"]) == (KeyState.REVOKED, "n1")
+            assert not authorization.may_dispatch(c.mgr, "n1")
+            assert authorization.may_dispatch(c.mgr, "n2")
+            job = await admin.submit(JobSpec(command=["true"], targets=["all"]))
+            assert sorted(r["node"] for r in job["runs"]) == ["n1", "n2"]  # n1 not lost yet
+            dispatched = await expect(n2, RunDispatch)
+            assert dispatched.job_id == job["id"]
+            runs = {r["node"]: r for r in (await admin.job(job["id"]))["runs"]}
+            assert runs["n1"]["state"] == "queued" and runs["n1"]["dispatched_at"] is None
+            assert (await admin.keys("list"))["revoked"][0]["node"] == "n1"
+
+            assert (await admin.keys("accept", "n1"))["state"] == "accepted"
+            assert isinstance(await register(n1, "n1"), Welcome)
+            assert (await expect(n1, RunDispatch)).job_id == job["id"]
 
     asyncio.run(scenario())
 
