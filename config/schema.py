@@ -84,9 +84,12 @@ class ServerState:
 @dataclass(frozen=True)
 class ServerSpool:
     max_points: int = key(2_000_000, lo=1000, doc="points held in memory while InfluxDB is down")
-    max_bytes: int = key(512 * 1024 * 1024, lo=1024 * 1024,
-                         doc="bytes of line protocol held in memory while InfluxDB is down")
-    max_message_bytes: int = key(16 * 1024 * 1024, lo=4096, doc="largest frame accepted")
+    max_bytes: int = key(128 * 1024 * 1024, lo=1024 * 1024,
+                         doc="bytes of line protocol held in memory while InfluxDB is down "
+                         "(the manager's RSS is bounded by about 200 MB more than this)")
+    max_message_bytes: int = key(1024 * 1024, lo=512 * 1024, hi=64 * 1024 * 1024,
+                                 doc="largest metric batch accepted (agents cut theirs at "
+                                 "256 KiB; decoding costs up to 60 bytes per byte)")
 
 
 @dataclass(frozen=True)

@@ -166,8 +166,11 @@ class Bookkeeper:
             await self.sync_node(name)
 
     async def publish_job(self, job: Job) -> None:
-        """Publish ``job``'s state (without output tails) on its event topic."""
+        """Publish ``job``'s state (without output tails, nor the environment given to
+        its command: it holds tokens and passwords; ``job.get`` shows it to an
+        administrator) on its event topic."""
         detail = job.to_dict(self.book.runs_of(job.id), tails=False)
+        detail["spec"].pop("env", None)
         await self._publish(
             topics.job_events(job.id),
             codec.encode(

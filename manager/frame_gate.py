@@ -25,6 +25,7 @@ from bus.errors import (
     UnknownMessageType,
 )
 from bus.messages import MsgType
+from manager.authorization import NOT_AUTHORIZED
 from manager.keys import Role
 
 #: Body caps of an unaccepted key: it may only ask to register.
@@ -56,6 +57,8 @@ def refusal(role: Role, body: list[bytes]) -> ProtocolError | None:
         return UnknownMessageType(f"unknown message type {raw_type!r}")
     cap = CAPS[role].get(msg_type)
     if cap is None:
+        if msg_type in _CLIENT_TYPES:
+            return NotPermitted(NOT_AUTHORIZED)
         return NotPermitted(f"a key that is {role.value} may not send {msg_type.value}")
     if len(body[1]) > cap:
         return MessageTooLarge(f"{msg_type.value} of {len(body[1])} bytes from a key that is "

@@ -106,12 +106,14 @@ class KeyStore:
 
     def allowed(self, domain: str, key: bytes) -> bool:
         """ZAP policy: anyone not rejected may reach the ROUTER (to ask, or to be told
-        that its key is revoked); PUB and PULL need acceptance."""
+        that its key is revoked); PUB is for administrators, PULL for accepted agents."""
         role = self.who(key).role
         if domain == "ptap.router":
             return self._index.get(key, (None,))[0] is not KeyState.REJECTED
         if domain == "ptap.pub":
-            return role in (Role.ADMIN, Role.AGENT)
+            # Events name every node's jobs: administrators only. Agents never
+            # subscribe; an accepted agent key must not learn of other nodes' work.
+            return role is Role.ADMIN
         if domain == "ptap.pull":
             return role is Role.AGENT
         return False

@@ -68,7 +68,8 @@ def test_request_pending_accept_and_the_zap_policy(tmp_path: Path) -> None:
     assert not store.allowed("ptap.pull", key)
     assert store.set_state("node1", KeyState.ACCEPTED)
     assert store.who(key) == Principal(Role.AGENT, "node1")
-    assert all(store.allowed(d, key) for d in ("ptap.router", "ptap.pub", "ptap.pull"))
+    assert all(store.allowed(d, key) for d in ("ptap.router", "ptap.pull"))
+    assert not store.allowed("ptap.pub", key)  # other nodes' jobs are not an agent's business
     assert not store.allowed("ptap.other", key)
     assert store.listing()["accepted"] == [{"node": "node1", "key": key.decode()}]
     # Plain files: a new store (a restarted manager) reads the same decisions.
