@@ -253,3 +253,49 @@ def test_auto_accept_admits_a_new_agent_at_once(tmp_path: Path,
         assert rc == 0, err
     finally:
         c.stop()
+
+
+def test_an_accepted_agent_key_cannot_subscribe_to_events(tmp_path: Path,
+                                                          process_logs: list[Path]) -> None:
+    """Events name every node's jobs: an agent's key is refused at PUB's handshake
+    and hears nothing of node2's job, while the admin key hears it."""
+    import zmq  # noqa: PLC0415 - the one test here that speaks ZeroMQ itself
+    from zmq.utils.monitor import recv_monitor_message  # noqa: PLC0415
+
+    with auto_accepting(tmp_path, process_logs) as c:
+        c.add_agent("node1")
+        c.add_agent("node2")
+        ctx = zmq.Context()
+        server_public = zmq.auth.load_certificate(str(c.manager.keys_dir / "server.key"))[0]
+        subs = {}
+        try:
+            for who, (directory, name) in {"agent": (tmp_path / "agent-keys-node1", "agent"),
+                                           "admin": (c.manager.keys_dir, "admin")}.items():
+                public, secret = zmq.auth.load_certificate(str(secret_path(directory, name)))
+                sub = ctx.socket(zmq.SUB)
+                sub.curve_publickey, sub.curve_secretkey = public, secret
+                sub.curve_serverkey = server_public
+                sub.setsockopt(zmq.SUBSCRIBE, b"")
+                monitor = sub.get_monitor_socket(zmq.EVENT_HANDSHAKE_SUCCEEDED
+                                                 | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+                sub.connect(f"tcp://127.0.0.1:{c.manager.router_port + 1}")
+                assert monitor.poll(20_000), f"no handshake outcome for the {who} key"
+                subs[who] = (sub, recv_monitor_message(monitor)["event"])
+                monitor.close(linger=0)
+            assert subs["agent"][1] == zmq.EVENT_HANDSHAKE_FAILED_AUTH
+            assert subs["admin"][1] == zmq.EVENT_HANDSHAKE_SUCCEEDED
+            rc, out, err = c.cli("run", "--wait", "--nodes", "node2", "--env", "TOKEN=s3cret",
+                                 "--", "true")
+            assert rc == 0, err
+            topic = f"evt.job.{out.strip()}".encode()
+            admin_heard: list[list[bytes]] = []
+            while not any(f[0] == topic and b"succeeded" in f[-1] and b"\xa3job" in f[-1]
+                          for f in admin_heard):  # up to the job's final event
+                assert subs["admin"][0].poll(20_000), "the admin heard no job event"
+                admin_heard.append(subs["admin"][0].recv_multipart())
+            assert not any(b"s3cret" in b"".join(frames) for frames in admin_heard)
+            assert subs["agent"][0].poll(0) == 0  # nothing, not one message
+        finally:
+            for sub, _ in subs.values():
+                sub.close(linger=0)
+            ctx.term()
