@@ -61,8 +61,15 @@ async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:
     is refused with ``bad-request``.
     """
     job_id = uuid.uuid4().hex[:12]
+    # A node whose key was revoked or rejected while connected is still listed
+    # until it goes lost, but gets no run: `all` and labels pass it over, and
+    # naming it is refused, rather than leave a run queued for ever.
+    nodes = {n.name: n for n in mgr.registry.nodes() if authorization.may_dispatch(mgr, n.name)}
+    barred = [t for t in msg.spec.targets if t not in nodes and mgr.registry.get(t) is not None]
     try:
-        runs = scheduler.expand(job_id, msg.spec, {n.name: n for n in mgr.registry.nodes()})
+        if barred:
+            raise SpecError(f"node {barred[0]}'s key is not accepted (see ptap keys list)")
+        runs = scheduler.expand(job_id, msg.spec, nodes)
     except SpecError as exc:
         await mgr.reply_error(peer, msg.req_id, "bad-request", f"job refused: {exc}")
         return

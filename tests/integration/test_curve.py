@@ -154,6 +154,9 @@ def test_a_revoked_agent_is_refused_and_gets_no_job(tmp_path: Path,
         assert sorted(r["node"] for r in run_everywhere(c)["runs"]) == ["node1", "node2"]
         rc, out, err = c.cli("keys", "revoke", "node2")
         assert rc == 0 and out.strip().startswith("node node2: key revoked"), err
+        # Still listed (not yet lost), but passed over: the job does not wait on it.
+        job = run_everywhere(c)
+        assert [(r["node"], r["state"]) for r in job["runs"]] == [("node1", "succeeded")]
         wait_for(lambda: "manager refused this agent's key (not-authorized)"
                  in log_of(c, "node2"), 20, "node2's heartbeats to be refused")
         c.wait_node_state("node2", "lost")
