@@ -32,12 +32,13 @@ from tornado.netutil import bind_sockets
 from bus.daemon import StartupError
 from config.schema import DashboardConfig
 from dashboard import live
-from dashboard.auth import Auth
+from dashboard.auth import TOKEN_PATH, Auth
 from dashboard.documents import application
 from dashboard.feed import Feed
 from dashboard.influx import InfluxReader
 from dashboard.pages import job as job_page
 from dashboard.pages import overview, routes
+from dashboard.pages.base import Page, PageError
 from dashboard.security import DashboardClient, dashboard_keys
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,38 @@ def manager_addresses(cfg: DashboardConfig) -> tuple[str, str]:
         host = f"[{host}]"  # an IPv6 literal
     port = cfg.remote_server.server_port
     return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+
+
+class TokenLoginPage(Page):
+    """``GET /login/token?token=T``: the login link ``scripts/start-all`` prints.
+
+    The right ``T`` (:func:`dashboard.auth.login_token` of the password) sets the
+    same login cookie as the password form, then redirects to ``/``, so the token
+    leaves the address bar and no page is ever shown at a URL holding it. A GET
+    that logs in could log a victim into someone else's session (login CSRF), but
+    only with that dashboard's own token, which only its owner has; the cookie
+    stays SameSite=Strict.
+    """
+
+    open_page = True
+
+    def get(self) -> None:
+        remote = self.request.remote_ip or "?"
+        if not self.auth.login_possible:
+            raise PageError(403, "Login is off: [web] password is empty in the dashboard's "
+                                 "configuration, so this dashboard is read-only.")
+        if self.auth.locked_out(remote):
+            raise PageError(429, "Too many failed logins; wait a minute.")
+        if not self.auth.check_token(self.get_argument("token", ""), remote):
+            raise PageError(403, "This login link is wrong, or from before the password "
+                                 "changed: log in with the password instead.")
+        self.set_login_cookie(self.auth.new_login())
+        log.info("dashboard login from %s (login link)", remote)
+        self.redirect("/")
+
+    def _request_summary(self) -> str:
+        # Tornado's access and error logs print the URI: never the token, a login in itself.
+        return f"{self.request.method} {self.request.path} ({self.request.remote_ip})"
 
 
 class Dashboard:
@@ -127,7 +160,8 @@ class Dashboard:
                                    partial(job_page.build_job, self)),
         }
         return BokehTornado(
-            apps, extra_patterns=routes(self), use_index=False, redirect_root=False,
+            apps, extra_patterns=[(TOKEN_PATH, TokenLoginPage, {"dash": self}), *routes(self)],
+            use_index=False, redirect_root=False,
             secret_key=auth.bokeh_secret, sign_sessions=True, generate_session_ids=True,
             extra_websocket_origins=auth.origins, auth_provider=auth.bokeh_auth_provider(),
             # Nothing from the browser's headers or cookies goes into session tokens
@@ -147,7 +181,8 @@ class Dashboard:
                  else "no CURVE", self.influx.url, self.influx.db)
         log.info("viewing: %s; changes: %s; websocket origins: %s",
                  "login required (not loopback)" if auth.view_requires_login else "open (loopback)",
-                 "login with [web] password" if auth.login_possible
+                 f"login with [web] password or the link {TOKEN_PATH}?token=…"
+                 if auth.login_possible
                  else "nobody ([web] password is empty: read-only)", ", ".join(auth.origins))
         if auth.random_secret:
             log.info("[web] cookie_secret is empty: using a random secret; logins and open "

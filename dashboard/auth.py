@@ -7,6 +7,12 @@ The rules (DESIGN §6):
 * Creating or cancelling a job always needs a login. A login is the
   ``[web] password``; an empty password means nobody can log in, so the
   dashboard is read-only.
+* The login link (``/login/token?token=T``, which ``scripts/start-all``
+  prints, as Jupyter prints its token URL) logs in as the password does.
+  ``T`` is :func:`login_token` of the password, not the password, so the
+  password is never in a URL, a browser's history or a ``Referer``. A wrong
+  ``T`` is a failed login like a wrong password, and counts toward the same
+  lockout.
 * A login is a random id kept here (so logging out ends it at once) and
   carried in a Tornado secure cookie signed with ``cookie_secret``.
 * Bokeh sessions are signed with a key derived from the same secret. When a
@@ -29,6 +35,7 @@ import secrets
 import socket
 import time
 from collections.abc import Callable
+from functools import cached_property
 from typing import Any
 
 from bokeh.server.auth_provider import AuthProvider
@@ -45,6 +52,27 @@ LOGIN_SECONDS = 12 * 3600
 TOKEN_KEY = "ptap_login"  # the login id's key in the Bokeh session token payload
 FAILED_LOGINS = 5  # per address and window before further attempts are refused
 FAILED_WINDOW_S = 60.0
+TOKEN_PATH = "/login/token"  # the login link: TOKEN_PATH?token=<login_token(password)>
+# PBKDF2 rounds for the link's token: a user's own (maybe weak) [web] password must not be
+# cheap to recover from a link left in a browser's history. About 50 ms, once per process.
+TOKEN_ROUNDS = 100_000
+
+
+def login_token(password: str) -> str:
+    """The secret of the login link for ``password`` (64 hex digits); ``""`` for no password.
+
+    Derived from the password (PBKDF2-HMAC-SHA256), so the dashboard and
+    ``scripts/start-all`` agree on it without storing a second secret, it
+    survives restarts with the password, and changing the password revokes
+    every link handed out. It is long-lived, as Jupyter's token is: the
+    printed link keeps working in any browser for as long as the password
+    stands (a single-use one would need state across restarts and would fail
+    on the second click, in a second browser, or after a restart).
+    """
+    if not password:
+        return ""
+    return hashlib.pbkdf2_hmac("sha256", password.encode(), b"ptap-dashboard-login-link",
+                               TOKEN_ROUNDS).hex()
 
 
 def is_loopback(addr: str) -> bool:
@@ -89,19 +117,30 @@ class Auth:
     def login_possible(self) -> bool:
         return bool(self._password)
 
+    @cached_property
+    def _token(self) -> str:
+        return login_token(self._password)
+
     # --- logins ------------------------------------------------------------------------
 
     def check_password(self, password: str, remote: str) -> bool:
         """True for the right password; a burst of wrong ones locks ``remote`` out a while."""
+        return self._attempt(password, self._password, remote, "password")
+
+    def check_token(self, token: str, remote: str) -> bool:
+        """True for the login link's token; a wrong one is a failed login (same lockout)."""
+        return self._attempt(token, self._token, remote, "login link")
+
+    def _attempt(self, given: str, expected: str, remote: str, what: str) -> bool:
         now = time.monotonic()
         recent = [t for t in self._failures.get(remote, []) if now - t < FAILED_WINDOW_S]
         if not self._password or len(recent) >= FAILED_LOGINS:
             self._failures[remote] = recent
             return False
-        ok = hmac.compare_digest(password.encode(), self._password.encode())
+        ok = hmac.compare_digest(given.encode(), expected.encode())
         if not ok:
             recent.append(now)
-            log.warning("failed dashboard login from %s", remote)
+            log.warning("failed dashboard login from %s (wrong %s)", remote, what)
         self._failures[remote] = [] if ok else recent
         return ok
 

@@ -2,6 +2,9 @@
 
 The cluster they start lives in a temporary ``PTAP_VAR`` on free ports, so
 it never meets a developer's own cluster in ``var/`` on the default ports.
+Those are the only ``PTAP_*`` variables set: no password and no keys folder
+come from the caller. The dashboard is used as a person would, through the
+login link start-all prints, in a real headless Chromium.
 """
 
 from __future__ import annotations
@@ -9,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import socket
 import stat
 import subprocess
@@ -19,12 +23,15 @@ from pathlib import Path
 import psutil
 import pytest
 
+from dashboard.auth import TOKEN_PATH
 from scripts.influxdb_local import Credentials, influxql, request
+from tests.dashboard.cdp import Browser
 from tests.integration.conftest import ROOT, run_cli, wait_for
 
 pytestmark = pytest.mark.integration
 
-COMPONENTS = ("influxdb", "manager", "agent")
+COMPONENTS = ("influxdb", "manager", "agent", "dashboard")
+FINAL_STATES = {"succeeded", "failed", "timeout", "cancelled", "lost"}
 
 
 def free_port_run(count: int) -> int:
@@ -105,6 +112,69 @@ def report_cpu_samples(manager: str, keys: Path, job: str) -> int:
     return int(busy.get("count") or 0)
 
 
+def login_link(stdout: str, env: dict[str, str]) -> str:
+    """The one login link start-all printed (for this cluster's dashboard)."""
+    base = re.escape(f"http://127.0.0.1:{env['PTAP_DASHBOARD_PORT']}{TOKEN_PATH}")
+    links = re.findall(rf"{base}\?token=[0-9a-f]{{64}}\b", stdout)
+    assert len(links) == 1, stdout
+    return str(links[0])
+
+
+def link_status(link: str) -> int:
+    """The status of opening ``link`` (no redirect followed): 302 logs in, 403 refuses."""
+    base, path, query = link.partition(TOKEN_PATH)
+    return request(base, "GET", path + query, timeout=10)[0]
+
+
+def create_task_in_chromium(link: str, node: str, profile: Path, output_dir: Path) -> str:
+    """Open ``link`` in headless Chromium, create a task with /jobs/new; the job id."""
+    browser = Browser(profile / "profile", profile / "chromium.log")
+    browser.start()
+    tab = None
+    try:
+        tab = browser.new_tab(link)
+        tab.wait("location.pathname === '/' && document.getElementById('logout') !== null", 15,
+                 "the overview, logged in")
+        assert "token" not in tab.js("location.href")  # the redirect took it out
+        tab.screenshot(output_dir / "logged-in.png")
+        tab.navigate(link.partition(TOKEN_PATH)[0] + "/jobs/new")
+        assert "You are not logged in" not in tab.js("document.body.innerText")
+        tab.js("document.getElementById('command').value = 'echo hello from the portal';"
+               "document.getElementById('name').value = 'portal';"
+               f"document.querySelector('input[name=nodes][value={json.dumps(node)}]')"
+               ".checked = true;")
+        tab.screenshot(output_dir / "new-task.png")
+        tab.js("document.getElementById('create-task').click()")
+        job = tab.wait("location.pathname.startsWith('/jobs/') && location.pathname != "
+                       "'/jobs/new' && location.pathname.split('/')[2]", 15, "the job's page")
+        tab.screenshot(output_dir / "job.png")
+        return str(job)
+    finally:
+        if tab is not None:
+            tab.close()
+        browser.stop()
+
+
+def finished_job(manager: str, keys: Path, job: str) -> dict[str, object] | None:
+    rc, out, err = run_cli(["--manager", manager, "--keys", str(keys), "job", job, "--json"])
+    assert rc == 0, err
+    doc: dict[str, object] = json.loads(out)
+    return doc if doc["state"] in FINAL_STATES else None
+
+
+def restart_dashboard(env: dict[str, str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """End the dashboard start-all started (by its pid), then start-all again."""
+    run_dir = Path(env["PTAP_VAR"]) / "run"
+    dashboard = psutil.Process(pids_in(run_dir)["dashboard"])
+    dashboard.terminate()
+    dashboard.wait(15)
+    done = script("start-all", env, cwd)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "manager already running" in done.stdout
+    assert "dashboard already running" not in done.stdout
+    return done
+
+
 @pytest.fixture
 def cluster_env(tmp_path: Path) -> Iterator[dict[str, str]]:
     """Environment for the scripts: temp var folder, free ports; stops what is left."""
@@ -137,6 +207,7 @@ def test_stop_all_with_nothing_running_is_a_no_op(cluster_env: dict[str, str],
 def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
                                  output_dir: Path) -> None:
     run_dir = Path(cluster_env["PTAP_VAR"]) / "run"
+    assert not {"PTAP_WEB_PASSWORD", "PTAP_KEYS", "PTAP_MANAGER"} & set(cluster_env)
     # From another directory: the scripts must not depend on the caller's cwd.
     started = script("start-all", cluster_env, tmp_path)
     (output_dir / "start-all.out").write_text(started.stdout + started.stderr)
@@ -183,10 +254,26 @@ def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
     dashboard = f"http://127.0.0.1:{cluster_env['PTAP_DASHBOARD_PORT']}"
     status, page = request(dashboard, "GET", f"/report/{job}", timeout=30)
     assert status == 200 and b"cpu busy %" in page and b"HTTP 401" not in page, page[-2000:]
-    # The password is on no command line: ps shows those to every user.
+    # The dashboard's password: made on this first start, 0600, printed this once.
+    web_secret = var / "dashboard.secret"
+    web_password = web_secret.read_text().strip()
+    assert len(web_password) >= 32 and stat.S_IMODE(web_secret.stat().st_mode) == 0o600
+    assert f"for /login in another browser: {web_password}" in started.stdout
+    link = login_link(started.stdout, cluster_env)
+    assert web_password not in link
+    # No password is on a command line: ps shows those to every user.
     for pid in pids.values():
-        assert password.strip() not in " ".join(psutil.Process(pid).cmdline())
+        cmdline = " ".join(psutil.Process(pid).cmdline())
+        assert password.strip() not in cmdline and web_password not in cmdline
     assert open_to_others(var) == []
+
+    # The printed link logs Chromium in, and a task made with /jobs/new runs on the agent.
+    portal_job = create_task_in_chromium(link, node, tmp_path / "chromium", output_dir)
+    done = wait_for(lambda: finished_job(manager, keys, portal_job), 60, "the portal's task")
+    runs = done["runs"]
+    assert isinstance(runs, list) and done["name"] == "portal"
+    assert [(r["node"], r["state"], r["exit_code"]) for r in runs] == [(node, "succeeded", 0)]
+    assert "hello from the portal" in runs[0]["stdout_tail"]
 
     again = script("start-all", cluster_env, tmp_path)  # idempotent: nothing new starts
     assert again.returncode == 0, again.stderr
@@ -195,6 +282,21 @@ def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
     assert secret.read_text() == password  # the same users and passwords
     assert cpu_points(url, ptap, node) > 0
     assert open_to_others(var) == []
+    assert web_secret.read_text().strip() == web_password
+    assert login_link(again.stdout, cluster_env) == link
+    assert web_password not in again.stdout and f"in {web_secret}" in again.stdout
+
+    # A restarted dashboard keeps the password, so the link printed before still logs in ...
+    restarted = restart_dashboard(cluster_env, tmp_path)
+    assert web_secret.read_text().strip() == web_password
+    assert login_link(restarted.stdout, cluster_env) == link and link_status(link) == 302
+    # ... and the caller's own PTAP_WEB_PASSWORD wins, without touching the file.
+    mine = restart_dashboard({**cluster_env, "PTAP_WEB_PASSWORD": "my own password"}, tmp_path)
+    assert "yours, from PTAP_WEB_PASSWORD" in mine.stdout and "my own password" not in mine.stdout
+    own_link = login_link(mine.stdout, cluster_env)
+    assert link_status(own_link) == 302 and link_status(link) == 403
+    assert web_secret.read_text().strip() == web_password
+    pids = pids_in(run_dir)
 
     stopped = script("stop-all", cluster_env, tmp_path, timeout=120)
     assert stopped.returncode == 0, stopped.stderr
