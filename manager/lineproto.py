@@ -44,6 +44,7 @@ Rules (as InfluxDB 1.x parses them, and as Telegraf writes them):
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable
 from typing import Any, NamedTuple
 
@@ -139,11 +140,36 @@ _MAX_CACHED_HEADER = 512
 
 
 def _good_header(s: list[Any]) -> bool:
-    """``[measurement, {tag: str}, [field: str, ...], rows]`` with a non-empty measurement."""
+    """``[measurement, {tag: str}, [field: str, ...], rows]`` with a non-empty
+    measurement, and names InfluxDB 1.x reads back as written (:func:`_readable`)."""
     return (type(s[0]) is str and s[0] != ""
             and type(s[1]) is dict and all(type(k) is str and type(v) is str
                                            for k, v in s[1].items())
-            and type(s[2]) is list and all(type(f) is str for f in s[2]))
+            and type(s[2]) is list and all(type(f) is str for f in s[2])
+            and _readable(s[0], s[1], s[2]))
+
+
+#: A backslash InfluxDB 1.x cannot read back: before an escaped character or
+#: another backslash (its scanner pairs ``\\\\`` and never unescapes it, so
+#: ``a\\\\ b`` cannot be written at all), or before t, n, r or f (which would
+#: collide with our escaped control characters: a newline and backslash-n are
+#: both written ``\\n``).
+_UNREADABLE_BACKSLASH = re.compile(r"\\[\\,= \t\n\r\ftnrf]")
+
+
+def _readable(measurement: str, tags: dict[str, str], fields: list[str]) -> bool:
+    """False for names no escaping makes InfluxDB 1.x store as written, so that
+    their series is dropped and counted instead of stored under another name or
+    refused with the lines around it: a backslash as :data:`_UNREADABLE_BACKSLASH`
+    says, a measurement starting with ``#`` (a comment line: nothing is stored,
+    yet InfluxDB answers 204), a measurement or field key starting with NUL
+    (skipped as blank)."""
+    if measurement[0] in "#\x00" or _UNREADABLE_BACKSLASH.search(measurement):
+        return False
+    if any(_UNREADABLE_BACKSLASH.search(k) or _UNREADABLE_BACKSLASH.search(v)
+           for k, v in tags.items()):
+        return False
+    return not any(f[:1] == "\x00" or _UNREADABLE_BACKSLASH.search(f) for f in fields)
 
 
 def _series_code(s: Any) -> _SeriesCode | None:
