@@ -127,8 +127,16 @@ class Bookkeeper:
             )
             if await self._send(node.routing_id, msg):
                 scheduler.set_state(run, RunState.DISPATCHED, wall)
-                log.info("run %s dispatched to node %s", run.id, node.name)
+                log.debug("run %s dispatched to node %s", run.id, node.name)
                 sent.append(run)
+        # One line per job and pass, not per run: a job to 1,000 nodes is one line.
+        by_job: dict[str, list[str]] = {}
+        for run in sent:
+            by_job.setdefault(run.job_id, []).append(run.node)
+        for job_id, names in by_job.items():
+            shown = ", ".join(sorted(names)[:8]) + (f" and {len(names) - 8} more"
+                                                    if len(names) > 8 else "")
+            log.info("job %s: %d runs dispatched to %s", job_id, len(names), shown)
         await self.commit(sent)
 
     async def commit(self, runs: Iterable[Run]) -> None:
