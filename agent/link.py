@@ -29,7 +29,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -83,6 +84,8 @@ class Link(DealerLoop):
     ``await run()`` until cancelled, then ``await aclose()`` to end the runs.
     :attr:`registered` is set while a welcome holds; :attr:`sessions` counts DEALER
     sockets opened so far; :attr:`runs` are the runs held until the manager acks them.
+    :attr:`beat_stats`, when set, gives each heartbeat its ``spool_depth`` and
+    ``samples_dropped`` (the metrics side's counts).
     """
 
     def __init__(self, address: str, node: str, facts: NodeFacts, *,
@@ -100,7 +103,7 @@ class Link(DealerLoop):
         self.registered = asyncio.Event()
         self._timing = timing
         self._held = HeldRuns(node, runner_options, self.hooks, self._send, trouble)
-        self._beats: dict[int, list[bytes]] = {}  # heartbeat frames by running count
+        self.beat_stats: Callable[[], Mapping[str, int]] | None = None
         self._version_logged = False
         self._refusals = RateLimitedLog(log, timing.refusal_log_period)
         self._handlers: dict[MsgType, Callable[[Any], Outcome]] = {
@@ -134,12 +137,22 @@ class Link(DealerLoop):
         """Every heartbeat interval: heartbeat, and resend final updates not yet acked."""
         if not self.registered.is_set():
             return  # a heartbeat before the welcome would only earn not-registered
-        running = self._held.running()
-        beat = self._beats.get(running)
-        if beat is None:  # the same few bytes every second: encoded once
-            beat = self._beats[running] = codec.encode(Heartbeat(running=running))
-        self._send_frames(beat, MsgType.HEARTBEAT)
+        self._send(self._heartbeat())
         self._held.resend_finals()
+
+    def _heartbeat(self) -> Heartbeat:
+        """This beat: runs held, the clock stamp (the manager's offset reading) and,
+        when the metrics side says, its spool depth and dropped samples."""
+        stats: Mapping[str, int] = {}
+        if self.beat_stats is not None:
+            try:
+                stats = self.beat_stats()
+            except Exception:  # the metrics side's bug must not stop the heartbeats
+                self._trouble.warn("beat-stats", f"node {self.node}: beat stats failed",
+                                   exc_info=True)
+        return Heartbeat(running=self._held.running(), sent_at=time.time(),
+                         spool_depth=_count(stats.get("spool_depth")),
+                         samples_dropped=_count(stats.get("samples_dropped")))
 
     def _handle(self, frames: list[bytes]) -> Outcome:
         try:
@@ -166,7 +179,7 @@ class Link(DealerLoop):
                 "node %s: registering with %s (%d run(s) held)", self.node, self.address,
                 len(runs))
         self._send(Register(protocol=PROTOCOL_VERSION, node=self.node, facts=self.facts,
-                            runs=runs))
+                            runs=runs, sent_at=time.time()))
 
     # --- one handler per message type (the run messages are HeldRuns') ----------------
 
@@ -228,3 +241,9 @@ class Link(DealerLoop):
         self._trouble.warn("manager-error",
                            f"node {self.node}: manager error {msg.code}: {msg.message}")
         return None
+
+
+def _count(value: object) -> int | None:
+    """A count for the wire, or None: the manager's schema refuses a whole heartbeat
+    whose field is not an integer."""
+    return value if type(value) is int else None

@@ -138,7 +138,9 @@ class Register(Message):
     """agent → manager: "I am ``node``, here are my facts and the runs I hold".
 
     ``runs`` lists runs still running and finished runs the manager has not
-    acknowledged yet, so a restarted manager learns their outcome.
+    acknowledged yet, so a restarted manager learns their outcome. ``sent_at`` is
+    the agent's wall clock (``time.time()``) when it sent this: the manager's
+    first reading of the node's clock offset (None from an older agent).
     """
 
     TYPE: ClassVar[MsgType] = MsgType.REGISTER
@@ -146,6 +148,7 @@ class Register(Message):
     node: str
     facts: NodeFacts
     runs: list[RunReport] = field(default_factory=list)
+    sent_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -165,10 +168,20 @@ class Welcome(Message):
 
 @dataclass(frozen=True, slots=True)
 class Heartbeat(Message):
-    """Either way, every ``heartbeat_interval``. Any message counts as proof of life."""
+    """Either way, every ``heartbeat_interval``. Any message counts as proof of life.
+
+    An agent's heartbeat also carries its wall clock when sent (``sent_at``, for
+    the manager's clock-offset estimate), the metric batches its spool holds
+    unacked (``spool_depth``) and the samples it has dropped since it started
+    (``samples_dropped``). None: not known (the manager's heartbeats, an older
+    agent).
+    """
 
     TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
     running: int = 0
+    sent_at: float | None = None
+    spool_depth: int | None = None
+    samples_dropped: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -29,7 +29,7 @@ from bus.messages import (
 )
 from manager import scheduler
 from manager.authorization import admit_agent
-from manager.registry import valid_node_name
+from manager.registry import Node, valid_node_name
 from manager.scheduler import InvalidTransition, Run
 
 if TYPE_CHECKING:
@@ -65,7 +65,8 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
             return
         assert key is not None
         mgr.node_keys[msg.node] = key
-    reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time())
+    reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time(),
+                                msg.sent_at)
     if not reg.accepted:
         mgr.bad_frames.warn("name-taken", f"refused node {msg.node} from peer {peer.hex()}: "
                             "name taken by a live peer")
@@ -79,6 +80,8 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     await mgr.send(peer, Welcome(node=msg.node, heartbeat_interval=mgr.cfg.basic.interval,
                                  liveness=mgr.cfg.basic.liveness, last_seq=mgr.last_seq(msg.node)))
     await mgr.bookkeeper.node_changed(reg.changes)
+    if reg.node is not None:
+        _check_clock(mgr, reg.node)
     await _reconcile(mgr, peer, msg)
     # A restarted manager learns here what the node holds.
     await mgr.bookkeeper.sync_node(msg.node)
@@ -152,7 +155,30 @@ def _answer_unknown(mgr: Manager, node: str, report: RunReport) -> list[Message]
 
 
 async def handle_heartbeat(mgr: Manager, peer: bytes, msg: Heartbeat) -> None:
-    """``heartbeat``: proof of life from a registered agent (already counted); no reply."""
+    """``heartbeat``: proof of life from a registered agent (already counted); no reply.
+
+    Its clock stamp updates the node's clock offset (a warning when it exceeds
+    the sampling interval), and its spool depth and dropped samples are kept
+    for ``nodes.list`` (``ptap nodes``, ``ptap doctor``).
+    """
+    node = mgr.registry.beat(peer, time.time(), msg.sent_at, msg.spool_depth,
+                             msg.samples_dropped)
+    if node is not None:
+        _check_clock(mgr, node)
+
+
+def _check_clock(mgr: Manager, node: Node) -> None:
+    """Warn (rate-limited) while a node's clock is off by more than the sampling
+    interval: its samples then land in another interval than other nodes' do."""
+    if not mgr.registry.clock_skewed(node):
+        return
+    offset = node.clock_offset
+    assert offset is not None
+    mgr.bad_frames.warn("clock-offset", f"node {node.name}: its clock is {abs(offset):.3f} s "
+                        f"{'behind' if offset > 0 else 'ahead of'} the manager's, more than "
+                        f"the {mgr.registry.interval:g} s sampling interval, so its samples "
+                        "are misplaced on a multi-node timeline; synchronise both clocks "
+                        "(chrony or systemd-timesyncd)")
 
 
 async def handle_run_update(mgr: Manager, peer: bytes, msg: RunUpdate) -> None:

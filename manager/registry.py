@@ -15,11 +15,21 @@ States (:class:`bus.messages.NodeState`)::
       silent for  │  │ any message
       liveness ×  ▼  │
       interval    LOST
+
+Clock offsets: each ``agent.register`` and agent ``heartbeat`` carries the
+agent's wall clock when it was sent (``sent_at``), and the manager's wall time
+at receipt minus that stamp is one reading of the node's offset. A reading also
+holds the one-way delay (network, queues, the manager's loop), which only ever
+adds, so the estimate is the smallest of the last :data:`OFFSET_WINDOW`
+readings, as NTP's clock filter keeps its lowest-delay sample: on a LAN it is
+within about a millisecond, and a clock that is stepped shows within a window.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -30,6 +40,13 @@ from bus.messages import NodeFacts, NodeState
 #: Node names end up in PUB topics and run ids, so they are kept plain.
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
+#: Clock readings the offset estimate is the smallest of (one per heartbeat).
+OFFSET_WINDOW = 10
+#: Readings needed before an offset counts as skewed: a registration queued on
+#: the agent while the manager was away reads seconds too high, and the next
+#: heartbeats bring the estimate down.
+OFFSET_MIN_READINGS = 3
+
 
 def valid_node_name(name: str) -> bool:
     """True for a name usable as a node name (1–64 of letters, digits, ``_.-``)."""
@@ -38,7 +55,13 @@ def valid_node_name(name: str) -> bool:
 
 @dataclass
 class Node:
-    """One registered node. ``last_seen`` is monotonic; ``registered_at`` is wall time."""
+    """One registered node. ``last_seen`` is monotonic; ``registered_at`` is wall time.
+
+    ``clock_offset`` is the manager's wall clock minus the agent's, in seconds
+    (positive: the agent's clock is behind), None until the agent sent a stamp.
+    ``spool_depth`` and ``samples_dropped`` are what its last heartbeat said
+    (None: not reported).
+    """
 
     name: str
     routing_id: bytes
@@ -47,14 +70,29 @@ class Node:
     last_seen: float
     registered_at: float
     running: list[str] = field(default_factory=list)
+    spool_depth: int | None = None
+    samples_dropped: int | None = None
+    offsets: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_WINDOW),
+                                  repr=False)
 
     @property
     def lost(self) -> bool:
         return self.state is NodeState.LOST
 
+    @property
+    def clock_offset(self) -> float | None:
+        return min(self.offsets) if self.offsets else None
+
+    def read_clock(self, sent_at: float | None, wall: float) -> None:
+        """One reading: the agent stamped ``sent_at``, the manager received it at ``wall``."""
+        # A stamp is the peer's word: nothing that is not a plausible time is kept.
+        if sent_at is not None and math.isfinite(sent_at) and sent_at > 0:
+            self.offsets.append(wall - sent_at)
+
     def to_dict(self, now: float, wall: float) -> dict[str, Any]:
         """The stable JSON shape of docs/protocol.md (``ptap nodes --json``)."""
         silent = max(0.0, now - self.last_seen)
+        offset = self.clock_offset
         return {
             "name": self.name,
             "state": self.state.value,
@@ -63,6 +101,9 @@ class Node:
             "silent_for": round(silent, 3),
             "registered_at": self.registered_at,
             "running": list(self.running),
+            "clock_offset": None if offset is None else round(offset, 4),
+            "spool_depth": self.spool_depth,
+            "samples_dropped": self.samples_dropped,
             "facts": codec.to_dict(self.facts),
         }
 
@@ -139,13 +180,13 @@ class Registry:
     # --- events -------------------------------------------------------------------
 
     def register(self, name: str, routing_id: bytes, facts: NodeFacts,
-                 now: float, wall: float) -> Registration:
-        """A peer asks to be node ``name``.
+                 now: float, wall: float, sent_at: float | None = None) -> Registration:
+        """A peer asks to be node ``name``; ``sent_at`` is its clock's stamp, if any.
 
         Refused when another peer that is not lost owns the name; the agent
         retries, and once the old peer is lost the name is free. The same
         peer registering again (after a manager restart, or to refresh its
-        facts) is accepted.
+        facts) is accepted, with its clock readings started afresh.
         """
         owner = self._by_name.get(name)
         if owner is not None and owner.routing_id != routing_id and not owner.lost:
@@ -165,6 +206,7 @@ class Registry:
         node = Node(name=name, routing_id=routing_id, facts=facts,
                     state=NodeState.BUSY if running else NodeState.READY,
                     last_seen=now, registered_at=wall, running=running)
+        node.read_clock(sent_at, wall)
         self._by_name[name] = node
         self._by_routing[routing_id] = node
         changes.append(StateChange(name, old_state, node.state))
@@ -180,6 +222,27 @@ class Registry:
             node.state = _active_state(node)
             return StateChange(node.name, NodeState.LOST, node.state)
         return None
+
+    def beat(self, routing_id: bytes, wall: float, sent_at: float | None,
+             spool_depth: int | None = None, samples_dropped: int | None = None
+             ) -> Node | None:
+        """What an agent's heartbeat says beyond "alive" (:meth:`seen` counts that):
+        a clock reading, received at ``wall``, and its metric backlog. The node, or
+        None for a peer that has not registered."""
+        node = self._by_routing.get(routing_id)
+        if node is None:
+            return None
+        node.read_clock(sent_at, wall)
+        node.spool_depth = spool_depth
+        node.samples_dropped = samples_dropped
+        return node
+
+    def clock_skewed(self, node: Node) -> bool:
+        """True when ``node``'s clock is off the manager's by more than ``interval`` (the
+        sampling interval by default: its samples would land in another interval)."""
+        offset = node.clock_offset
+        return (offset is not None and len(node.offsets) >= OFFSET_MIN_READINGS
+                and abs(offset) > self.interval)
 
     def set_running(self, name: str, run_ids: list[str]) -> StateChange | None:
         """Record the runs a node holds (dispatched or running); READY ⇄ BUSY follows."""

@@ -72,16 +72,28 @@ def perf_capability(facts: dict[str, Any]) -> str:
     return kind if paranoid is None else f"{kind} (paranoid {paranoid})"
 
 
+def clock_offset(offset: float | None) -> str:
+    """A node's ``clock_offset`` (the manager's clock minus the agent's): ``+0.4ms``,
+    ``-2.50s``, or ``-`` when the agent sends no clock stamps."""
+    if not isinstance(offset, (int, float)):
+        return "-"
+    if abs(offset) < 1:
+        return f"{offset * 1000:+.1f}ms"
+    return f"{offset:+.2f}s"
+
+
 def nodes_table(nodes: list[dict[str, Any]]) -> str:
+    """``ptap nodes``; OFFSET is the manager's clock minus the node's (docs/protocol.md)."""
     if not nodes:
         return "no nodes registered — start one with ptap-agent --server HOST:PORT"
     rows = []
     for n in sorted(nodes, key=lambda n: n.get("name", "")):
         facts = n.get("facts") or {}
         rows.append([n.get("name"), n.get("state"), n.get("address") or facts.get("address"),
-                     f"{span(n.get('silent_for'))} ago", facts.get("cpus"),
-                     perf_capability(facts), len(n.get("running") or [])])
-    return table(["NAME", "STATE", "ADDRESS", "HEARTBEAT", "CPUS", "PERF", "RUNNING"], rows)
+                     f"{span(n.get('silent_for'))} ago", clock_offset(n.get("clock_offset")),
+                     facts.get("cpus"), perf_capability(facts), len(n.get("running") or [])])
+    return table(["NAME", "STATE", "ADDRESS", "HEARTBEAT", "OFFSET", "CPUS", "PERF", "RUNNING"],
+                 rows)
 
 
 def run_counts(job: dict[str, Any]) -> str:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from bus.messages import NodeFacts, NodeState
-from manager.registry import Decision, Registry, StateChange, valid_node_name
+from manager.registry import OFFSET_WINDOW, Decision, Registry, StateChange, valid_node_name
 
 FACTS = NodeFacts(hostname="h", address="10.0.0.5", cpus=2, memory_bytes=1, kernel="6.1",
                   labels=["fast"])
@@ -102,3 +104,64 @@ def test_node_names() -> None:
     assert valid_node_name("node-1.example_a")
     for bad in ("", "-x", "a b", "a/b", "x" * 65, "é"):
         assert not valid_node_name(bad), bad
+
+
+def test_clock_offset_is_the_smallest_recent_reading() -> None:
+    """A reading is the manager's receipt time minus the agent's stamp: offset plus a
+    delay that only ever adds, so the smallest of the recent ones is kept."""
+    reg = make(interval=1.0)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=1000.250, sent_at=1000.0)  # queued 0.25 s
+    node = reg.get("n1")
+    assert node is not None and node.clock_offset == pytest.approx(0.25)
+    assert reg.beat(b"A", 1001.002, 1001.0, spool_depth=2, samples_dropped=0) is node
+    assert node.clock_offset == pytest.approx(0.002)
+    reg.beat(b"A", 1002.009, 1002.0)
+    assert node.clock_offset == pytest.approx(0.002), "a slower reading changes nothing"
+    assert node.to_dict(now=0.0, wall=1002.0)["clock_offset"] == 0.002
+    assert (node.spool_depth, node.samples_dropped) == (None, None), "the last beat's word"
+    for i in range(OFFSET_WINDOW):  # the clock was stepped 3 s back on the agent
+        reg.beat(b"A", 1003.0 + i, 1000.0 + i - 0.001 * (i % 3))
+    assert node.clock_offset == pytest.approx(3.0), "the old readings age out"
+
+
+def test_clock_readings_from_a_peer_are_checked() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=10.0)  # an older agent: no stamp
+    node = reg.get("n1")
+    assert node is not None and node.clock_offset is None
+    assert node.to_dict(now=0.0, wall=10.0)["clock_offset"] is None
+    for bad in (float("nan"), float("inf"), -5.0, 0.0, None):
+        reg.beat(b"A", 11.0, bad)
+    assert node.clock_offset is None
+    assert reg.beat(b"Z", 11.0, 10.0) is None, "a peer that never registered"
+
+
+def test_skewed_only_beyond_the_interval_and_after_a_few_readings() -> None:
+    reg = make(interval=1.0)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=100.0, sent_at=97.0)
+    node = reg.get("n1")
+    assert node is not None and not reg.clock_skewed(node), "one reading may be a queued one"
+    reg.beat(b"A", 101.0, 98.0)
+    reg.beat(b"A", 102.0, 99.0)
+    assert reg.clock_skewed(node) and node.clock_offset == pytest.approx(3.0)
+    ahead = reg.register("n2", b"B", FACTS, now=0.0, wall=100.0, sent_at=101.5).node
+    assert ahead is not None
+    for wall in (101.0, 102.0):
+        reg.beat(b"B", wall, wall + 1.5)
+    assert reg.clock_skewed(ahead) and ahead.clock_offset == pytest.approx(-1.5)
+    near = reg.register("n3", b"C", FACTS, now=0.0, wall=100.0, sent_at=99.2).node
+    assert near is not None
+    for wall in (101.0, 102.0):
+        reg.beat(b"C", wall, wall - 0.8)
+    assert not reg.clock_skewed(near), "0.8 s is within a 1 s interval"
+
+
+def test_node_json_carries_clock_spool_and_dropped() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=5.0, sent_at=4.9)
+    reg.beat(b"A", 6.0, 5.95, spool_depth=3, samples_dropped=12)
+    shape = reg.get("n1").to_dict(now=0.5, wall=6.0)  # type: ignore[union-attr]
+    assert (shape["clock_offset"], shape["spool_depth"], shape["samples_dropped"]) == (
+        0.05, 3, 12)
+    assert list(shape)[:8] == ["name", "state", "address", "last_seen", "silent_for",
+                               "registered_at", "running", "clock_offset"]

@@ -6,7 +6,8 @@ from bus import messages
 from manager.cli import render
 
 NODE = {"name": "node1", "state": "ready", "address": "10.0.0.5", "last_seen": 1.0,
-        "silent_for": 0.4, "registered_at": 0.0, "running": [],
+        "silent_for": 0.4, "registered_at": 0.0, "running": [], "clock_offset": -0.0123,
+        "spool_depth": 0, "samples_dropped": 0,
         "facts": {"cpus": 2, "perf_available": True, "perf_paranoid": 2,
                   "pmu_hardware": False}}
 RUN = {"id": "j1.node1.1", "job_id": "j1", "node": "node1", "iteration": 1,
@@ -26,13 +27,20 @@ def test_span_is_short_and_human() -> None:
     assert render.span(None) == "-"
 
 
-def test_nodes_table_shows_state_heartbeat_and_perf() -> None:
+def test_nodes_table_shows_state_heartbeat_clock_offset_and_perf() -> None:
     header, row = render.nodes_table([NODE]).splitlines()
-    assert header.split() == ["NAME", "STATE", "ADDRESS", "HEARTBEAT", "CPUS", "PERF",
+    assert header.split() == ["NAME", "STATE", "ADDRESS", "HEARTBEAT", "OFFSET", "CPUS", "PERF",
                               "RUNNING"]
-    assert row.split()[:5] == ["node1", "ready", "10.0.0.5", "0.4s", "ago"]
+    assert row.split()[:7] == ["node1", "ready", "10.0.0.5", "0.4s", "ago", "-12.3ms", "2"]
     assert "sw (paranoid 2)" in row
+    older = {k: v for k, v in NODE.items() if k != "clock_offset"}  # an agent without stamps
+    assert render.nodes_table([older]).splitlines()[1].split()[5] == "-"
     assert "no nodes" in render.nodes_table([])
+
+
+def test_clock_offset_in_ms_below_a_second() -> None:
+    assert [render.clock_offset(x) for x in (0.0004, -0.0123, 2.5, -61.0, None)] == [
+        "+0.4ms", "-12.3ms", "+2.50s", "-61.00s", "-"]
 
 
 def test_job_view_has_runs_exit_codes_and_tails() -> None:
