@@ -6,6 +6,7 @@ manager that speaks the protocol in ``docs/protocol.md``.
 
 Modules: :mod:`manager.cli.main` (arguments, error translation),
 :mod:`manager.cli.session` (addresses, client, ZeroMQ context),
+:mod:`manager.cli.discovery` (the local cluster's manager and keys, when not given),
 :mod:`manager.cli.commands` (one function per command),
 :mod:`manager.cli.follow` (``run --wait`` and ``watch``),
 :mod:`manager.cli.render` (tables and human views).

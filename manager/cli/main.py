@@ -16,7 +16,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from bus.errors import ManagerUnreachable, PtapError, RequestFailed
-from manager.cli import commands
+from manager.cli import commands, discovery
+from manager.cli.discovery import Target
 from manager.cli.session import (
     DEFAULT_MANAGER,
     DEFAULT_TIMEOUT,
@@ -26,7 +27,6 @@ from manager.cli.session import (
     CliError,
     Session,
     admin_keys,
-    parse_manager,
 )
 from manager.cli.shell import Shell
 
@@ -72,15 +72,18 @@ def _count(text: str) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="ptap", description="Command line for a ptap cluster.")
     parser.add_argument("--manager", metavar="HOST:PORT", default=None,
-                        help=f"manager ROUTER address (env PTAP_MANAGER, default {DEFAULT_MANAGER})")
+                        help="manager ROUTER address (env PTAP_MANAGER; default: the local "
+                             f"cluster's, {DEFAULT_MANAGER} unless start-all was given a port)")
     parser.add_argument("--timeout", metavar="S", type=_positive, default=DEFAULT_TIMEOUT,
                         dest="request_timeout", help="seconds to wait for each reply (default 3)")
     parser.add_argument("--keys", metavar="DIR", default=None,
                         help="a CURVE manager's keys_dir: use its admin.key_secret and "
-                             "server.key (env PTAP_KEYS)")
+                             "server.key (env PTAP_KEYS; default: the local cluster's var/keys, "
+                             "then ~/.config/ptap/keys; '' for none)")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    p = sub.add_parser("nodes", help="nodes with state, last heartbeat, capabilities")
+    p = sub.add_parser("nodes", help="nodes with state, last heartbeat, clock offset, "
+                                        "capabilities")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
     p.set_defaults(func=commands.cmd_nodes)
     _add_run(sub)
@@ -159,12 +162,18 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.set_defaults(func=commands.cmd_run)
 
 
-def _keys_dir(args: argparse.Namespace) -> str | None:
-    return args.keys or os.environ.get("PTAP_KEYS") or None
+def _target(args: argparse.Namespace) -> Target:
+    """The manager and keys for this command (:mod:`manager.cli.discovery`), found once."""
+    target: Target | None = getattr(args, "target", None)
+    if target is None:
+        target = args.target = discovery.resolve(
+            args.manager, args.keys, os.environ, discovery.checkout_root(),
+            discovery.config_home(os.environ))
+    return target
 
 
 async def _dispatch(args: argparse.Namespace) -> int:
-    session = Session(parse_manager(args.manager), args.request_timeout, _keys_dir(args))
+    session = Session(_target(args), args.request_timeout)
     try:
         return await args.func(session, args)
     finally:
@@ -181,9 +190,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command_name == "shell":
         return _shell(args)
     try:
+        _target(args)
         return asyncio.run(_dispatch(args))
     except ManagerUnreachable as exc:
-        return _fail(_unreachable(exc, _keys_dir(args)), EXIT_UNREACHABLE)
+        return _fail(_unreachable(exc, _target(args)), EXIT_UNREACHABLE)
     except RequestFailed as exc:
         return _fail(_refusal(exc, args.command_name), EXIT_FAILURE)
     except CliError as exc:
@@ -198,23 +208,27 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
 
 
-def _unreachable(exc: ManagerUnreachable, keys_dir: str | None) -> str:
+def _unreachable(exc: ManagerUnreachable, target: Target) -> str:
     """No reply: with CURVE a wrong or missing key looks just like that."""
-    if keys_dir:
-        return f"{exc} — with CURVE, check that {keys_dir}/server.key is this manager's"
+    if target.keys_dir:
+        named = target.keys_from in ("", "--keys", "PTAP_KEYS")
+        found = "" if named else f" (found as {target.keys_from})"
+        return (f"{exc} — with CURVE, check that {target.keys_dir}/server.key{found} "
+                "is this manager's")
     return f"{exc} — if the manager uses CURVE, pass --keys DIR (its keys_dir)"
 
 
 def _shell(args: argparse.Namespace) -> int:
-    """``ptap shell``: each line runs through :func:`main` with the same global options."""
-    manager = args.manager or os.environ.get("PTAP_MANAGER") or DEFAULT_MANAGER
-    keys_dir = _keys_dir(args)
-    prefix = ["--manager", manager, "--timeout", str(args.request_timeout)]
-    prefix += ["--keys", keys_dir] if keys_dir else []
+    """``ptap shell``: each line runs through :func:`main` with the same manager and keys."""
     try:
-        curve = admin_keys(keys_dir) if keys_dir else None
+        target = _target(args)
+        curve = admin_keys(target.keys_dir, target.keys_from) if target.keys_dir else None
     except CliError as exc:
         return _fail(str(exc), exc.exit_code)
+    manager = str(target.endpoint)
+    # "--keys ''" keeps a shell without keys from finding some on each line.
+    prefix = ["--manager", manager, "--timeout", str(args.request_timeout),
+              "--keys", target.keys_dir or ""]
     shell = Shell(build_parser(), lambda words: main([*prefix, *words]), manager,
                   args.request_timeout, curve=curve)
     return shell.loop()

@@ -1,10 +1,11 @@
-"""Where the CLI finds the manager, and the one ZeroMQ context a command uses.
+"""How the CLI reaches the manager, and the one ZeroMQ context a command uses.
 
 ``--manager HOST:PORT`` (or ``PTAP_MANAGER``) names the manager's ROUTER
 port; its PUB port is the next one (docs/protocol.md, "Ports"). ``--keys DIR``
 (or ``PTAP_KEYS``) names a CURVE manager's ``keys_dir``: every request and
 subscription then uses ``DIR/admin.key_secret`` and the manager's
-``DIR/server.key``.
+``DIR/server.key``. Without them, :mod:`manager.cli.discovery` looks for the
+local cluster's.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
 import zmq.asyncio
@@ -20,6 +22,9 @@ from bus.client import ManagerClient
 from bus.errors import PtapError
 from bus.security import KeyFileError, client_keys, load_public, public_path
 from bus.sockets import CurveKeys
+
+if TYPE_CHECKING:
+    from manager.cli.discovery import Target
 
 DEFAULT_MANAGER = "127.0.0.1:54321"
 DEFAULT_TIMEOUT = 3.0
@@ -76,30 +81,36 @@ def parse_manager(text: str | None) -> Endpoint:
     return Endpoint(host, port)
 
 
-def admin_keys(directory: str) -> CurveKeys:
-    """The administrator's CURVE keys from a manager's ``keys_dir`` (``--keys DIR``)."""
+def admin_keys(directory: str, source: str = "") -> CurveKeys:
+    """The administrator's CURVE keys from a manager's ``keys_dir`` (``--keys DIR``, or
+    where ``source`` says it was found)."""
     path = Path(directory)
     server = public_path(path, "server")
-    if not server.exists():
-        raise CliError(f"--keys {directory}: no {server} — pass the manager's "
-                       "[security] keys_dir (or a copy of its server.key and admin.key_secret)",
-                       EXIT_USAGE)
+    where = f"--keys {directory}" if source in ("", "--keys") else f"keys in {directory} ({source})"
     try:
+        if not server.exists():
+            raise CliError(f"{where}: no {server} — pass the manager's [security] keys_dir "
+                           "(or a copy of its server.key and admin.key_secret)", EXIT_USAGE)
         return client_keys(path, "admin", load_public(server))
     except KeyFileError as exc:
-        raise CliError(f"--keys {directory}: {exc}", EXIT_USAGE) from None
+        raise CliError(f"{where}: {exc}", EXIT_USAGE) from None
+    except OSError as exc:  # not ours to read (another user's keys), or not a file
+        raise CliError(f"{where}: cannot read {exc.filename or path}: "
+                       f"{exc.strerror or exc} — use a keys folder of your own "
+                       "(--keys DIR)", EXIT_USAGE) from None
 
 
 class Session:
     """What one command needs to reach the manager. Create it inside the event loop.
 
-    ``keys_dir`` (``--keys``): talk CURVE with the administrator's key from there.
+    With ``target.keys_dir`` it talks CURVE with the administrator's key from there.
     """
 
-    def __init__(self, endpoint: Endpoint, timeout: float, keys_dir: str | None = None) -> None:
-        self.endpoint = endpoint
+    def __init__(self, target: Target, timeout: float) -> None:
+        self.target = target
+        self.endpoint = target.endpoint
         self.timeout = timeout
-        self.curve = admin_keys(keys_dir) if keys_dir else None
+        self.curve = admin_keys(target.keys_dir, target.keys_from) if target.keys_dir else None
         self.ctx = zmq.asyncio.Context()
 
     def client(self) -> ManagerClient:

@@ -8,6 +8,7 @@ import pytest
 
 from bus.errors import ManagerUnreachable, RequestFailed
 from manager.cli import commands, follow, main
+from manager.cli.discovery import Target
 from manager.cli.session import CliError, parse_manager
 from manager.keys import KeyStore
 
@@ -129,13 +130,17 @@ def test_keys_dir_problems_are_one_line_usage_errors(tmp_path, capsys,  # type: 
     assert err.count("\n") == 1 and "mode 0644" in err and "chmod 600" in err
 
 
-def test_no_answer_suggests_keys(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.delenv("PTAP_KEYS", raising=False)
+def test_no_answer_suggests_keys() -> None:
     exc = ManagerUnreachable("tcp://h:1", 3)
-    assert main._unreachable(exc, None).endswith(
+    endpoint = parse_manager("h:1")
+    assert main._unreachable(exc, Target(endpoint)).endswith(
         " — if the manager uses CURVE, pass --keys DIR (its keys_dir)")
-    assert main._unreachable(exc, "/k").endswith(
+    assert main._unreachable(exc, Target(endpoint, "/k", "--keys")).endswith(
         " — with CURVE, check that /k/server.key is this manager's")
+    found = Target(endpoint, "/c/var/keys", "the local cluster's keys")
+    assert main._unreachable(exc, found).endswith(
+        " — with CURVE, check that /c/var/keys/server.key (found as the local cluster's "
+        "keys) is this manager's")
 
 
 def test_keys_results_as_text() -> None:
