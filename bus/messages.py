@@ -22,6 +22,7 @@ run.ack               mgr → agent     ROUTER → DEALER
 metrics.batch         agent → mgr     PUSH → PULL (and PUB ``m.<node>``)
 metrics.ack           mgr → agent     ROUTER → DEALER
 nodes.list …          client → mgr    DEALER → ROUTER, answered by reply/error
+status.get            client → mgr    DEALER → ROUTER, answered by reply/error
 reply, error          mgr → peer      ROUTER → DEALER
 event                 mgr → all       PUB ``evt.node.<n>`` / ``evt.job.<id>``
 ====================  ==============  =====================================
@@ -55,6 +56,7 @@ class MsgType(StrEnum):
     KEYS = "keys"
     REPORT_GET = "report.get"
     COMPARE_GET = "compare.get"
+    STATUS_GET = "status.get"
     REPLY = "reply"
     ERROR = "error"
     EVENT = "event"
@@ -357,6 +359,19 @@ class CompareGet(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class StatusGet(Message):
+    """client → manager: the manager's own health, for ``ptap doctor``.
+
+    Reply: ``{"version", "protocol", "curve", "interval", "liveness",
+    "influxdb": {"url", "database", "write_error", "read_error", "queued_points",
+    "write_retries"}, "pending_keys"}`` (docs/protocol.md).
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.STATUS_GET
+    req_id: str
+
+
+@dataclass(frozen=True, slots=True)
 class Reply(Message):
     """manager → client: the result of request ``req_id``."""
 
@@ -402,7 +417,7 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
     for cls in (
         Register, Welcome, Heartbeat, RunDispatch, RunCancel, RunUpdate, RunAck,
         MetricBatch, MetricAck, NodesList, JobSubmit, JobsList, JobGet, JobCancel,
-        Keys, ReportGet, CompareGet, Reply, Error, Event,
+        Keys, ReportGet, CompareGet, StatusGet, Reply, Error, Event,
     )
 }
 assert set(MESSAGE_CLASSES) == set(MsgType), "every MsgType needs a class"

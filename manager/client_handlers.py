@@ -1,22 +1,26 @@
-"""ROUTER handlers for client requests: nodes, jobs, agent keys, reports.
+"""ROUTER handlers for client requests: nodes, jobs, agent keys, reports, status.
 
 Clients are the ``ptap`` CLI and shell, the dashboard and scripts. Every
 request carries a ``req_id`` that its ``reply`` or ``error`` echoes. With
 CURVE only an administrator's key gets this far (``manager/authorization.py``).
-Reports and comparisons are computed in the background, so a slow InfluxDB
-query never stalls the ROUTER loop that agents depend on.
+Reports, comparisons and the status' InfluxDB checks run in the background,
+so a slow InfluxDB never stalls the ROUTER loop that agents depend on.
 """
 
 from __future__ import annotations
 
+import asyncio
+import importlib.metadata
 import logging
 import re
 import time
+import urllib.parse
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bus.messages import (
+    PROTOCOL_VERSION,
     CompareGet,
     JobCancel,
     JobGet,
@@ -28,9 +32,11 @@ from bus.messages import (
     ReportGet,
     RunCancel,
     RunState,
+    StatusGet,
 )
 from manager import authorization, scheduler
 from manager.analysis.service import AnalysisError, check_format, check_threshold
+from manager.influx_setup import query_database
 from manager.keys import KeyState, KeyStore
 from manager.scheduler import Job, SpecError
 
@@ -262,3 +268,86 @@ async def _analysis_reply(mgr: Manager, peer: bytes, req_id: str, work: Awaitabl
         return
     log.info("analysis for request %s done in %.2f s", req_id, time.monotonic() - started)
     await mgr.send(peer, Reply(req_id=req_id, result=result))
+
+
+# --- the manager's own health -------------------------------------------------------
+
+#: How long ``status.get`` waits for each InfluxDB check (the CLI waits longer).
+INFLUX_CHECK_TIMEOUT = 3.0
+
+
+async def handle_status_get(mgr: Manager, peer: bytes, msg: StatusGet) -> None:
+    """``status.get``: the manager's own health, for ``ptap doctor``.
+
+    Reply ``{"version", "protocol", "curve", "interval", "liveness", "influxdb":
+    {"url", "database", "write_error", "read_error", "queued_points",
+    "write_retries"}, "pending_keys"}``. InfluxDB is tried with the manager's
+    own URL and credentials: an empty write (InfluxDB checks the user's right to
+    write and that the database exists, and stores nothing) and ``SHOW
+    MEASUREMENTS LIMIT 1``; each error is one line, "" when the check passed.
+    ``pending_keys`` names the nodes whose keys wait for ``ptap keys accept``
+    (null without CURVE). Answered in the background: InfluxDB may take seconds.
+    """
+    mgr.spawn(_status_reply(mgr, peer, msg.req_id), "status")
+
+
+async def _status_reply(mgr: Manager, peer: bytes, req_id: str) -> None:
+    try:
+        write_error, read_error = await asyncio.gather(
+            _influx_error(mgr.ingest.sink.write(b"", 0)),
+            _influx_error(mgr.query.query("SHOW MEASUREMENTS LIMIT 1")))
+        cfg = mgr.cfg
+        result = {
+            "version": _version(), "protocol": PROTOCOL_VERSION, "curve": mgr.keys is not None,
+            "interval": cfg.basic.interval, "liveness": cfg.basic.liveness,
+            "influxdb": {"url": _without_userinfo(cfg.influxdb.url),
+                         "database": query_database(cfg), "write_error": write_error,
+                         "read_error": read_error, "queued_points": mgr.ingest.queued_points,
+                         "write_retries": mgr.ingest.write_counters.retries},
+            "pending_keys": (None if mgr.keys is None else
+                             [e["node"] for e in mgr.keys.listing().get("pending", [])]),
+        }
+    except Exception as exc:  # a bug here must not leave the request unanswered
+        log.exception("status request %s failed", req_id)
+        await mgr.reply_error(peer, req_id, "internal",
+                              f"the manager failed on status.get ({type(exc).__name__}); "
+                              "see its log")
+        return
+    await mgr.send(peer, Reply(req_id=req_id, result=result))
+
+
+async def _influx_error(check: Awaitable[object]) -> str:
+    """"" if ``check`` succeeds in time, else why not, in one line."""
+    try:
+        async with asyncio.timeout(INFLUX_CHECK_TIMEOUT):
+            await check
+    except TimeoutError:
+        return f"no answer in {INFLUX_CHECK_TIMEOUT:g} s"
+    except Exception as exc:  # the sink's errors, and whatever its HTTP client raises
+        return _reason(exc)
+    return ""
+
+
+def _reason(exc: BaseException) -> str:
+    """The root cause's words ("Connection refused") rather than an HTTP pool's repr."""
+    cause: BaseException | None = exc
+    while cause is not None:
+        if isinstance(cause, OSError) and cause.strerror:
+            return cause.strerror
+        cause = cause.__cause__ or cause.__context__
+    return (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+
+
+def _without_userinfo(url: str) -> str:
+    """``url`` without ``user:password@``: the reply is shown to people."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.netloc.rpartition("@")[2]
+    return urllib.parse.urlunsplit(parts._replace(netloc=host))
+
+
+def _version() -> str:
+    """The installed ptap package's version ("" when running from an uninstalled tree)."""
+    try:
+        return importlib.metadata.version("ptap")
+    except importlib.metadata.PackageNotFoundError:
+        return ""

@@ -40,6 +40,7 @@ from manager.client_handlers import (
     handle_keys,
     handle_nodes_list,
     handle_report_get,
+    handle_status_get,
 )
 
 if TYPE_CHECKING:
@@ -133,4 +134,5 @@ HANDLERS: dict[MsgType, Handler] = {
     MsgType.KEYS: handle_keys,
     MsgType.REPORT_GET: handle_report_get,
     MsgType.COMPARE_GET: handle_compare_get,
+    MsgType.STATUS_GET: handle_status_get,
 }

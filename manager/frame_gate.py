@@ -31,7 +31,8 @@ from manager.keys import Role
 #: Body caps of an unaccepted key: it may only ask to register.
 _STRANGER = {MsgType.REGISTER: 16 * KiB}
 _CLIENT_TYPES = (MsgType.NODES_LIST, MsgType.JOB_SUBMIT, MsgType.JOBS_LIST, MsgType.JOB_GET,
-                 MsgType.JOB_CANCEL, MsgType.KEYS, MsgType.REPORT_GET, MsgType.COMPARE_GET)
+                 MsgType.JOB_CANCEL, MsgType.KEYS, MsgType.REPORT_GET, MsgType.COMPARE_GET,
+                 MsgType.STATUS_GET)
 
 #: Per role, the types it may send and each one's largest body.
 CAPS: dict[Role, dict[MsgType, int]] = {

@@ -9,5 +9,6 @@ Modules: :mod:`manager.cli.main` (arguments, error translation),
 :mod:`manager.cli.discovery` (the local cluster's manager and keys, when not given),
 :mod:`manager.cli.commands` (one function per command),
 :mod:`manager.cli.follow` (``run --wait`` and ``watch``),
-:mod:`manager.cli.render` (tables and human views).
+:mod:`manager.cli.render` (tables and human views),
+:mod:`manager.cli.doctor` with :mod:`manager.cli.doctor_gather` (``ptap doctor``).
 """

@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from bus.errors import ManagerUnreachable, PtapError, RequestFailed
-from manager.cli import commands, discovery
+from manager.cli import commands, discovery, doctor
 from manager.cli.discovery import Target
 from manager.cli.session import (
     DEFAULT_MANAGER,
@@ -108,6 +108,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", nargs="?", metavar="NODE")
     p.add_argument("--json", action="store_true", help="print the manager's JSON")
     p.set_defaults(func=commands.cmd_keys)
+    doctor.add_parser(sub)
     p = sub.add_parser("shell", help="interactive admin shell with history and completion")
     p.set_defaults(func=None)
     return parser
