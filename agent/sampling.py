@@ -123,6 +123,7 @@ class Sampler:
         hooks.run_started.append(self._on_run_started)
         hooks.run_ended.append(self._on_run_ended)
         hooks.output_line.append(self._on_output_line)
+        link.beat_stats = self._stats  # spool depth and samples dropped, on every heartbeat
 
     async def run(self) -> None:
         """Collect and ship until cancelled."""

@@ -43,6 +43,7 @@ SAMPLES: list[m.Message] = [
     m.Keys(req_id="r6", action="list"),
     m.ReportGet(req_id="r8", job_id="j", format="html"),
     m.CompareGet(req_id="r9", base="a", cand="b", threshold=0.1),
+    m.StatusGet(req_id="r10"),
     m.Reply(req_id="r7", result={"nodes": []}),
     m.Error(req_id="", code="malformed", message="bad"),
     m.Event(kind="node", ts=1.0, node="n1", state="ready"),

@@ -89,6 +89,11 @@ def test_nodes_lists_the_agent_as_ready(cluster: Cluster) -> None:
     assert nodes[0]["state"] == "ready"
     assert nodes[0]["facts"]["cpus"] >= 1
     assert {"last_seen", "silent_for", "registered_at", "running", "address"} <= set(nodes[0])
+    # Heartbeats carry the agent's spool depth and dropped samples (ptap doctor reads them).
+    beat = wait_for(lambda: next((n for n in cluster.cli_json("nodes")
+                                  if n["spool_depth"] is not None), None), 15,
+                    "a heartbeat with the spool's figures")
+    assert beat["samples_dropped"] == 0 and beat["spool_depth"] >= 0
 
 
 def test_run_wait_exits_with_the_failed_runs_code(cluster: Cluster) -> None:
