@@ -52,6 +52,7 @@ from bus.messages import (
     NodeFacts,
     Register,
     Welcome,
+    welcome_problem,
 )
 from bus.ratelimit import RateLimitedLog
 from bus.sockets import CurveKeys, SocketTuning
@@ -186,12 +187,19 @@ class Link(DealerLoop):
     def _on_welcome(self, msg: Welcome) -> Outcome:
         """agent.welcome: registered; adopt the manager's heartbeat interval and liveness.
         ``last_seq`` is for the metrics shipper (``hooks.welcome``)."""
-        interval = msg.heartbeat_interval if msg.heartbeat_interval > 0 else self._interval
+        if problem := welcome_problem(msg):
+            # Adopting it would break the beat grid (NaN, inf) or the silence check
+            # (1e-9 s): keep the interval we have, and say so once a period.
+            self._trouble.warn("bad-welcome", f"node {self.node}: ignoring the heartbeat "
+                               f"settings of a welcome from {self.address}: {problem}")
+            interval, liveness = self._interval, self._liveness
+        else:
+            interval, liveness = msg.heartbeat_interval, msg.liveness
         self._reset_backoff()
         self._version_logged = False
         self._quiet_retries = False
         self.registered.set()
-        self._set_beat(interval, max(1, msg.liveness))
+        self._set_beat(interval, liveness)
         log.info("node %s: registered with %s (heartbeat %g s, liveness %d, last_seq %d)",
                  self.node, self.address, self._interval, self._liveness, msg.last_seq)
         call_hooks(self.hooks.welcome, msg, node=self.node, trouble=self._trouble)

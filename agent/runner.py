@@ -43,11 +43,13 @@ from agent.process_group import (
     spawn_in_new_group,
     wait_group_empty,
 )
-from bus.messages import RunDispatch, RunReport, RunState
+from bus.messages import RunDispatch, RunReport, RunState, dispatch_problem
+from bus.ratelimit import RateLimitedLog
 
 __all__ = ["ChangeCallback", "LineCallback", "Runner", "RunnerOptions"]
 
 log = logging.getLogger(__name__)
+_trouble = RateLimitedLog(log)
 
 #: ``on_change(runner)``: called on the loop after every state change.
 ChangeCallback = Callable[["Runner"], None]
@@ -129,11 +131,15 @@ class Runner:
             return
         argv = list(self.dispatch.command)
         try:
+            # Numbers that would break a timer (NaN, inf, 1e308) start nothing.
+            if problem := dispatch_problem(self.dispatch):
+                raise CannotStart(f"refused: {problem}")
             cwd = self._prepare_cwd()
             transport, pipes = await spawn_in_new_group(
                 argv, cwd, self._environment(), self._out.feed, self._err.feed)
         except CannotStart as exc:
-            log.warning("run %s on %s: cannot start: %s", self.run_id, self.node, exc)
+            _trouble.warn("cannot-start", f"run {self.run_id} on {self.node}: cannot start: "
+                          f"{exc}")
             self._finish(RunState.FAILED, error=str(exc))
             return
         self.pid = transport.get_pid()

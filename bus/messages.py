@@ -421,3 +421,50 @@ MESSAGE_CLASSES: dict[MsgType, type[Message]] = {
     )
 }
 assert set(MESSAGE_CLASSES) == set(MsgType), "every MsgType needs a class"
+
+
+# --- numbers a peer may not get wrong ----------------------------------------------
+#
+# The codec checks types; these check the values that steer timers and loops.
+# NaN, infinities and absurd magnitudes type-check as floats and ints, and
+# reached asyncio's timers and the agent's beat grid (OverflowError, ValueError).
+
+#: Longest run timeout, seconds (30 days): a larger one is a mistake, not a test.
+MAX_TIMEOUT = 30 * 24 * 3600.0
+#: Sampling interval bounds, seconds (the collectors' own: 0.1 s to an hour).
+MIN_INTERVAL, MAX_INTERVAL = 0.1, 3600.0
+#: Heartbeat interval bounds, seconds, and the liveness count's.
+MIN_HEARTBEAT, MAX_HEARTBEAT = 0.05, 3600.0
+MAX_LIVENESS = 100
+#: Iterations of one job on one node.
+MAX_ITERATION = 10_000
+
+
+def _within(value: float, lo: float, hi: float) -> bool:
+    return lo <= value <= hi  # False for NaN, whichever side
+
+
+def run_settings_problem(timeout: float, interval: float) -> str:
+    """Why a run's ``timeout`` (0: none) or sampling ``interval`` is unusable, or ""."""
+    if not (timeout == 0 or _within(timeout, 0.0, MAX_TIMEOUT)):
+        return f"timeout {timeout!r} is not 0 (none) or a number of seconds up to {MAX_TIMEOUT:g}"
+    if not _within(interval, MIN_INTERVAL, MAX_INTERVAL):
+        return f"interval {interval!r} is outside {MIN_INTERVAL:g}..{MAX_INTERVAL:g} s"
+    return ""
+
+
+def dispatch_problem(msg: RunDispatch) -> str:
+    """Why an agent must not start ``msg``, as far as its numbers go, or ""."""
+    if not 1 <= msg.iteration <= MAX_ITERATION:
+        return f"iteration {msg.iteration} is outside 1..{MAX_ITERATION}"
+    return run_settings_problem(msg.timeout, msg.interval)
+
+
+def welcome_problem(msg: Welcome) -> str:
+    """Why an agent must not adopt ``msg``'s heartbeat settings, or ""."""
+    if not _within(msg.heartbeat_interval, MIN_HEARTBEAT, MAX_HEARTBEAT):
+        return (f"heartbeat interval {msg.heartbeat_interval!r} is outside "
+                f"{MIN_HEARTBEAT:g}..{MAX_HEARTBEAT:g} s")
+    if not 1 <= msg.liveness <= MAX_LIVENESS:
+        return f"liveness {msg.liveness} is outside 1..{MAX_LIVENESS}"
+    return ""

@@ -20,10 +20,17 @@ from enum import StrEnum
 from typing import Any
 
 from bus import codec
-from bus.messages import JobSpec, NodeState, RunReport, RunState
+from bus.messages import (
+    MAX_ITERATION,
+    JobSpec,
+    NodeState,
+    RunReport,
+    RunState,
+    run_settings_problem,
+)
 from manager.registry import Node
 
-MAX_REPEAT = 10_000
+MAX_REPEAT = MAX_ITERATION  # iterations are numbered 1..repeat on each node
 MAX_RUNS_PER_JOB = 100_000
 ACTIVE = frozenset({RunState.DISPATCHED, RunState.RUNNING})
 _FINALS = frozenset(s for s in RunState if s.final)
@@ -141,10 +148,8 @@ def validate_spec(spec: JobSpec) -> None:
         raise SpecError("command is empty")
     if not 1 <= spec.repeat <= MAX_REPEAT:
         raise SpecError(f"repeat {spec.repeat} is outside 1..{MAX_REPEAT}")
-    if spec.timeout < 0:
-        raise SpecError(f"timeout {spec.timeout} is negative (0 means none)")
-    if spec.interval <= 0:
-        raise SpecError(f"interval {spec.interval} must be above 0")
+    if problem := run_settings_problem(spec.timeout, spec.interval):
+        raise SpecError(problem)
     if not spec.targets:
         raise SpecError("no targets: give node names, label:NAME or all")
 

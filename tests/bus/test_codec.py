@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import math
 import os
 import random
 
@@ -145,3 +147,26 @@ def test_peek_str_reads_one_field_and_catches_a_second_copy() -> None:
                  msgpack.packb({"seq": 1}), b"\xc1" * 8):
         assert codec.peek_str([b"metrics.batch", body], "node") is None
     assert codec.peek_str([frames[1]], "node") is None
+
+
+@pytest.mark.parametrize("timeout, interval, ok", [
+    (0.0, 1.0, True), (3600.0, 0.1, True), (m.MAX_TIMEOUT, m.MAX_INTERVAL, True),
+    (math.nan, 1.0, False), (math.inf, 1.0, False), (-1.0, 1.0, False), (1e308, 1.0, False),
+    (0.0, math.nan, False), (0.0, 0.0, False), (0.0, -1.0, False), (0.0, math.inf, False),
+])
+def test_run_settings_refuse_what_would_break_a_timer(timeout: float, interval: float,
+                                                      ok: bool) -> None:
+    assert (m.run_settings_problem(timeout, interval) == "") is ok
+
+
+def test_dispatch_and_welcome_numbers_are_bounded() -> None:
+    good = m.RunDispatch(run_id="r", job_id="j", iteration=1, command=["true"])
+    assert m.dispatch_problem(good) == ""
+    for iteration in (0, -1, 2**64 - 1):
+        assert "iteration" in m.dispatch_problem(dataclasses.replace(good, iteration=iteration))
+    welcome = m.Welcome(node="n", heartbeat_interval=1.0, liveness=3)
+    assert m.welcome_problem(welcome) == ""
+    for interval in (math.inf, math.nan, 5e-324, 1e-9, 1e300):
+        assert "heartbeat interval" in m.welcome_problem(
+            dataclasses.replace(welcome, heartbeat_interval=interval))
+    assert "liveness" in m.welcome_problem(dataclasses.replace(welcome, liveness=2**64))
