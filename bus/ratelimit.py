@@ -13,7 +13,7 @@ import logging
 import time
 from collections import Counter
 
-__all__ = ["RateLimitedLog"]
+__all__ = ["RateLimitFilter", "RateLimitedLog"]
 
 
 class RateLimitedLog:
@@ -47,4 +47,32 @@ class RateLimitedLog:
         extra = f" ({quiet} more not logged in the last {self.period:g} s)" if quiet else ""
         self._log.log(self.level, "%s [%s: %d in total]%s", text, kind, self.totals[kind],
                       extra, exc_info=exc_info)
+        return True
+
+
+class RateLimitFilter(logging.Filter):
+    """For a handler: warnings and errors from libraries' loggers (``prefixes``), at
+    most one per ``period`` seconds per logger and message, the next saying how many
+    were held back. A library that logs every bad websocket frame with its traceback
+    (Bokeh does) must not turn a flood of them into a flood of log."""
+
+    def __init__(self, prefixes: tuple[str, ...], period: float = 10.0) -> None:
+        super().__init__()
+        self.prefixes = prefixes
+        self.period = period
+        self._last: dict[tuple[str, str], float] = {}
+        self._quiet: Counter[tuple[str, str]] = Counter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno < logging.WARNING or not record.name.startswith(self.prefixes):
+            return True
+        key = (record.name, str(record.msg))
+        now = time.monotonic()
+        last = self._last.get(key)
+        if last is not None and now - last < self.period:
+            self._quiet[key] += 1
+            return False
+        self._last[key] = now
+        if quiet := self._quiet.pop(key, 0):  # the suffix holds no %: safe with args
+            record.msg = f"{record.msg} ({quiet} more like this in the last {self.period:g} s)"
         return True

@@ -44,6 +44,8 @@ from dashboard.security import DashboardClient, dashboard_keys
 log = logging.getLogger(__name__)
 
 TEMPLATES = Path(__file__).with_name("templates")
+#: Largest websocket message a browser may send the Bokeh documents.
+WEBSOCKET_MAX_MESSAGE = 1024 * 1024
 
 
 def manager_addresses(cfg: DashboardConfig) -> tuple[str, str]:
@@ -172,7 +174,10 @@ class Dashboard:
             unused_session_lifetime_milliseconds=10_000,
             xsrf_cookies=True, cookie_secret=auth.cookie_secret, login_url="/login",
             xsrf_cookie_kwargs={"httponly": True, "samesite": "Strict"},
-            template_path=str(TEMPLATES), compress_response=True)
+            template_path=str(TEMPLATES), compress_response=True,
+            # A browser sends events and small patches; Bokeh's 20 MiB default let a
+            # flood of large junk frames take the dashboard past 2 GB.
+            websocket_max_message_size_bytes=WEBSOCKET_MAX_MESSAGE)
 
     def _log_started(self, auth: Auth) -> None:
         log.info("ptap-dashboard at %s (manager %s, %s, InfluxDB %s, database %s)", self.url,

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ from pathlib import Path
 from bokeh.util import logconfig as bokeh_logconfig
 
 from bus.daemon import add_common_flags, parse_overrides, run, setup_logging
+from bus.ratelimit import RateLimitFilter
 from config import ConfigError, load_dashboard
 from dashboard.app import Dashboard
 
@@ -62,6 +64,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     # Bokeh gave its logger a handler of its own when it was imported before
     # logging was set up; this hands its lines to ours (one format, one line).
     bokeh_logconfig.basicConfig()
+    # Bokeh and Tornado log every bad websocket message (with its traceback): a
+    # flood of them is one line per kind per period here.
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(RateLimitFilter(("bokeh", "tornado")))
 
     async def serve() -> None:
         cfg = load_dashboard(args.config, parse_overrides(args.overrides))

@@ -6,7 +6,7 @@ import logging
 
 import pytest
 
-from bus.ratelimit import RateLimitedLog
+from bus.ratelimit import RateLimitedLog, RateLimitFilter
 
 
 def test_each_kind_is_logged_once_per_period_with_counts(caplog: pytest.LogCaptureFixture) -> None:
@@ -30,3 +30,26 @@ def test_now_defaults_to_the_monotonic_clock(caplog: pytest.LogCaptureFixture) -
         assert limited.warn("x", "once")
         assert not limited.warn("x", "held back")
     assert [r.getMessage() for r in caplog.records] == ["once [x: 1 in total]"]
+
+
+def test_the_filter_lets_one_library_line_through_a_period_then_says_how_many_were_held(
+        caplog: pytest.LogCaptureFixture) -> None:
+    lib = logging.getLogger("bokeh.server.protocol_handler")
+    ours = logging.getLogger("dashboard.app")
+    limiter = RateLimitFilter(("bokeh", "tornado"), period=60.0)
+    caplog.handler.addFilter(limiter)
+    try:
+        with caplog.at_level(logging.INFO):
+            for i in range(1000):
+                lib.error("error handling message %s", i)
+            lib.info("an info line is never held")
+            ours.error("our own lines are never held")
+            ours.error("our own lines are never held")
+            limiter._last = {k: v - 61 for k, v in limiter._last.items()}  # a period later
+            lib.error("error handling message %s", "next")
+    finally:
+        caplog.handler.removeFilter(limiter)
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == ["error handling message 0", "an info line is never held",
+                     "our own lines are never held", "our own lines are never held",
+                     "error handling message next (999 more like this in the last 60 s)"]
