@@ -220,7 +220,8 @@ def test_start_all_then_stop_all(cluster_env: dict[str, str], tmp_path: Path,
 
     manager = f"127.0.0.1:{cluster_env['PTAP_MANAGER_PORT']}"
     keys = Path(cluster_env["PTAP_VAR"]) / "keys"
-    assert f"export PTAP_KEYS={keys}" in started.stdout
+    assert "export PTAP_KEYS" not in started.stdout  # ptap finds them (manager/cli/discovery.py)
+    assert (Path(cluster_env["PTAP_VAR"]) / "run" / "dashboard.ready").exists()
     rc, out, err = run_cli(["--manager", manager, "--keys", str(keys), "nodes", "--json"])
     assert rc == 0, err
     assert [(n["name"], n["state"]) for n in json.loads(out)] == [
