@@ -146,15 +146,21 @@ def _keys_summary(summary: dict[str, Any]) -> str:
 async def cmd_run(session: Session, args: argparse.Namespace) -> int:
     """``ptap run [...] -- CMD...``: submit a job, print its id; ``--wait`` follows it."""
     spec = build_spec(args)
-    async with session.client() as client:
-        job = await client.submit(spec)
-        job_id = str(job["id"])
-        args.submitted_job_id = job_id
-        # The id alone on the first line, so that scripts can capture it.
-        _print(job_id)
-        if not args.wait:
-            return 0
-        final = await follow.follow_job(session, client, job_id, job)
+    # Listening before submitting: a job may be over before its id comes back.
+    events = await follow.JobEvents.open(session, session.timeout) if args.wait else None
+    try:
+        async with session.client() as client:
+            job = await client.submit(spec)
+            job_id = str(job["id"])
+            args.submitted_job_id = job_id
+            # The id alone on the first line, so that scripts can capture it.
+            _print(job_id)
+            if events is None:
+                return 0
+            final = await follow.follow_job(session, client, job_id, job, events)
+    finally:
+        if events is not None:
+            await events.close()
     return follow.job_exit_status(final)
 
 

@@ -1,9 +1,13 @@
 """Following a job live (``ptap run --wait``) and tailing the PUB socket (``ptap watch``).
 
-``--wait`` listens to ``evt.job.<id>`` for prompt progress, but PUB drops
-messages for late subscribers (the subscription starts after the submit), so
-it also polls ``job.get``: events make it fast, polling makes it complete,
-and the final state always comes from ``job.get``.
+``--wait`` subscribes to job events *before* it submits (:class:`JobEvents`),
+and waits until that subscriber's handshake with the PUB socket is done: PUB
+drops what is published before a subscription exists, and a job that ends
+within a millisecond would otherwise be over before anyone listened, leaving
+only the poll to notice. Each event is followed by a ``job.get``, so the
+final state always comes from the manager's record; ``job.get`` is also
+polled every :data:`POLL_INTERVAL` as a backstop (a manager restart loses
+subscriptions and events).
 """
 
 from __future__ import annotations
@@ -14,9 +18,12 @@ import sys
 import time
 from typing import Any
 
-from bus import messages, topics
+import zmq
+
+from bus import codec, messages, topics
 from bus.client import ManagerClient, subscribe
-from bus.errors import ManagerUnreachable
+from bus.errors import ManagerUnreachable, ProtocolError
+from bus.sockets import SocketTuning, make_socket, receive
 from manager.cli import render
 from manager.cli.session import EXIT_UNREACHABLE, CliError, Session
 
@@ -56,6 +63,10 @@ class JobFollower:
         self.job_id = job_id
         self.seen: dict[str, str] = {}
         self.unreachable_since: float | None = None
+        #: Waits that ended with no event (each then polled): 0 when events kept up.
+        self.silent_waits = 0
+        #: This job's events, in the order they came.
+        self.events: list[messages.Event] = []
 
     def note_run(self, run: dict[str, Any]) -> None:
         run_id, state = str(run.get("id", "")), str(run.get("state", ""))
@@ -88,12 +99,71 @@ class JobFollower:
         return job
 
 
+class JobEvents:
+    """Every job's events, from a subscription opened before the job exists.
+
+    :meth:`open` returns once the subscriber's handshake with the PUB socket
+    succeeded (or failed, or ``timeout`` passed: polling still follows the
+    job). Events of other jobs are dropped when read.
+    """
+
+    def __init__(self, session: Session) -> None:
+        self.queue: asyncio.Queue[messages.Event] = asyncio.Queue()
+        self._sock = make_socket(session.ctx, zmq.SUB, SocketTuning(), session.curve)
+        self._sock.setsockopt(zmq.SUBSCRIBE, topics.JOB_EVENTS.encode())
+        self._monitor = self._sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
+        self._sock.connect(session.endpoint.pub)
+        self._pump: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def open(cls, session: Session, timeout: float) -> JobEvents:
+        events = cls(session)
+        try:
+            async with asyncio.timeout(timeout):
+                await events._monitor.recv_multipart()  # the first outcome will do
+        except TimeoutError:
+            pass
+        finally:
+            events._sock.disable_monitor()
+            events._monitor.close(linger=0)
+        events._pump = asyncio.create_task(events._run())
+        return events
+
+    async def _run(self) -> None:
+        while True:
+            frames = await receive(self._sock)
+            try:
+                msg = codec.decode(frames[1:]) if len(frames) == 3 else None
+            except ProtocolError:
+                continue
+            if isinstance(msg, messages.Event):
+                self.queue.put_nowait(msg)
+
+    async def close(self) -> None:
+        if self._pump is not None:
+            self._pump.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._pump
+        self._sock.close(linger=0)
+
+
+#: The monitor events that end the wait for a subscriber's handshake.
+HANDSHAKE_OUTCOMES = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+
+
 async def follow_job(session: Session, client: ManagerClient, job_id: str,
-                     job: dict[str, Any]) -> dict[str, Any]:
-    """Follow ``job_id`` until it is final; print progress on stderr; return the final job."""
-    follower = JobFollower(client, job_id)
-    events: asyncio.Queue[messages.Event] = asyncio.Queue()
-    pump = asyncio.create_task(_pump_job_events(session, job_id, events))
+                     job: dict[str, Any], events: JobEvents | None = None,
+                     follower: JobFollower | None = None) -> dict[str, Any]:
+    """Follow ``job_id`` until it is final; print progress on stderr; return the final job.
+
+    ``events`` is a subscription opened before the submit; without one, one is
+    opened now (its events may start after the job's first ones).
+    """
+    follower = follower or JobFollower(client, job_id)
+    own = events is None
+    if events is None:
+        events = await JobEvents.open(session, session.timeout)
     try:
         for run in job.get("runs") or []:
             follower.note_run(run)
@@ -102,37 +172,35 @@ async def follow_job(session: Session, client: ManagerClient, job_id: str,
             if not job.get("runs") and follower.unreachable_since is None:
                 raise CliError(f"job {job_id} has no runs: no node matched its targets — "
                                "see ptap nodes and --nodes")
-            await _wait_for_events(events, follower, POLL_INTERVAL)
+            await _wait_for_events(events.queue, follower, POLL_INTERVAL)
             job = await follower.poll(job)
+        while not events.queue.empty():  # what came meanwhile, for the record
+            if (event := events.queue.get_nowait()).job_id == job_id:
+                follower.events.append(event)
     finally:
-        pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await pump
+        if own:
+            await events.close()
     _summarise(job)
     return job
 
 
-async def _pump_job_events(session: Session, job_id: str,
-                           queue: asyncio.Queue[messages.Event]) -> None:
-    topic = topics.job_events(job_id).decode()
-    async for _topic, msg in subscribe(session.endpoint.pub, [topic], ctx=session.ctx,
-                                       curve=session.curve):
-        # The prefix also matches longer ids; keep only this job's events.
-        if isinstance(msg, messages.Event) and msg.job_id == job_id:
-            queue.put_nowait(msg)
-
-
 async def _wait_for_events(queue: asyncio.Queue[messages.Event], follower: JobFollower,
                            timeout: float) -> None:
-    """Return at the first event (after showing what it says) or after ``timeout``."""
+    """Return at the first event of the follower's job (after showing what it says
+    and what else is waiting) or after ``timeout``."""
     try:
         async with asyncio.timeout(timeout):
             event = await queue.get()
+            while event.job_id != follower.job_id:
+                event = await queue.get()
     except TimeoutError:
+        follower.silent_waits += 1
         return
     while True:
-        if event.kind == "run" and event.detail:
-            follower.note_run(event.detail)
+        if event.job_id == follower.job_id:
+            follower.events.append(event)
+            if event.kind == "run" and event.detail:
+                follower.note_run(event.detail)
         if queue.empty():
             return
         event = queue.get_nowait()

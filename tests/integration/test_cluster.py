@@ -8,16 +8,22 @@ pid), never by name across the machine.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
 import subprocess
 import sys
+from typing import Any
 
 import psutil
 import pytest
 import zmq
 
+from bus.messages import JobSpec
+from manager.cli.discovery import Target
+from manager.cli.follow import JobEvents, JobFollower, follow_job
+from manager.cli.session import Endpoint, Session
 from tests.integration.conftest import (
     ROOT,
     Cluster,
@@ -136,6 +142,37 @@ def test_state_is_private_and_jobs_keep_the_umask_the_agent_was_given(cluster: C
     inherited = os.umask(0o022)
     os.umask(inherited)
     assert made.stat().st_mode & 0o777 == 0o666 & ~inherited
+
+
+def test_run_wait_follows_a_job_that_ends_at_once_without_waiting_for_a_poll(
+        cluster: Cluster) -> None:
+    """The subscribe/submit race: a job over within milliseconds. The events are
+    subscribed to before the submit, so every wait of the follower ends with an
+    event; with the subscription made after the submit, the job's events were
+    gone before anyone listened and the follower sat out its 1 s poll."""
+    async def scenario() -> tuple[dict[str, Any], JobFollower]:
+        host, port = cluster.manager.address.split(":")
+        session = Session(Target(Endpoint(host, int(port))), timeout=10.0)
+        try:
+            events = await JobEvents.open(session, 10.0)
+            async with session.client() as client:
+                job = await client.submit(JobSpec(command=["true"]))
+                follower = JobFollower(client, str(job["id"]))
+                final = await follow_job(session, client, str(job["id"]), job, events, follower)
+            await events.close()
+            return final, follower
+        finally:
+            session.close()
+
+    for _ in range(3):
+        final, follower = asyncio.run(scenario())
+        assert final["state"] == "succeeded"
+        # The job's event published while the submit was handled, before its reply:
+        # only a subscription made before the submit can have it.
+        assert follower.events, "the follower heard none of the job's events"
+        first = follower.events[0]
+        assert (first.kind, first.state) == ("job", "queued"), follower.events
+        assert follower.silent_waits == 0, "the follower waited for a poll"
 
 
 def test_timeout_ends_the_run_and_its_process(cluster: Cluster) -> None:
