@@ -226,8 +226,8 @@ class Link(DealerLoop):
             return None
         if msg.code == "name-taken":
             delay = self._next_backoff()
-            log.warning("node %s: name taken by another live agent: %s; retrying in %.2f s",
-                        self.node, msg.message, delay)
+            self._trouble.warn("name-taken", f"node {self.node}: name taken by another live "
+                               f"agent: {msg.message}; retrying in {delay:.2f} s")
             return delay
         if msg.code == "pending":
             self._quiet_retries = True  # the key waits for acceptance: retries are not news
