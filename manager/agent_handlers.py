@@ -85,11 +85,11 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     await _reconcile(mgr, peer, msg)
     # A restarted manager learns here what the node holds.
     await mgr.bookkeeper.sync_node(msg.node)
-    await mgr.bookkeeper.dispatch_queued()
+    await mgr.bookkeeper.dispatch_queued([msg.node])
 
 
 async def _reconcile(mgr: Manager, peer: bytes, msg: Register) -> None:
-    plan = scheduler.reconcile(msg.node, msg.runs, mgr.book.runs.values())
+    plan = scheduler.reconcile(msg.node, msg.runs, mgr.book.on_node(msg.node))
     changed: list[Run] = []
     replies: list[Message] = []
     for run, report in plan.reported:
@@ -207,4 +207,4 @@ async def handle_run_update(mgr: Manager, peer: bytes, msg: RunUpdate) -> None:
         await mgr.bookkeeper.commit([run] if changed else [])
     for reply in replies:
         await mgr.send(peer, reply)
-    await mgr.bookkeeper.dispatch_queued()
+    await mgr.bookkeeper.dispatch_queued([node.name])

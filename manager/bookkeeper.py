@@ -108,11 +108,20 @@ class Bookkeeper:
 
     # --- runs ---------------------------------------------------------------------
 
-    async def dispatch_queued(self) -> None:
-        """Send every run that may start now (see :func:`scheduler.next_dispatches`)."""
-        nodes = {n.name: n for n in self.registry.nodes() if self._may_dispatch(n.name)}
+    async def dispatch_queued(self, only: Iterable[str] | None = None) -> None:
+        """Send every run that may start now (see :func:`scheduler.next_dispatches`),
+        on the nodes named in ``only`` (a run update frees its own node alone), or on
+        every node (the housekeeping pass)."""
+        if only is None:
+            nodes = {n.name: n for n in self.registry.nodes() if self._may_dispatch(n.name)}
+            runs: Iterable[Run] = self.book.runs.values()
+        else:
+            nodes = {name: node for name in set(only)
+                     if (node := self.registry.get(name)) is not None
+                     and self._may_dispatch(name)}
+            runs = [r for name in nodes for r in self.book.on_node(name)]
         sent, wall = [], time.time()
-        for run, node in scheduler.next_dispatches(self.book.runs.values(), nodes):
+        for run, node in scheduler.next_dispatches(runs, nodes):
             spec = self.book.jobs[run.job_id].spec
             msg = RunDispatch(
                 run_id=run.id,

@@ -61,7 +61,8 @@ async def handle_nodes_list(mgr: Manager, peer: bytes, msg: NodesList) -> None:
 
 
 async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:
-    """``job.submit``: create a job; targets are resolved now. Reply: the job.
+    """``job.submit``: create a job; targets are resolved now. Reply: the job, as
+    stored, before its runs are dispatched (their states then come as events).
 
     An unknown node, a selector matching no live node, or an unusable spec
     is refused with ``bad-request``.
@@ -85,8 +86,10 @@ async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:
     log.info("job %s submitted: %d runs on %s, command %r", job_id, len(runs),
              ",".join(sorted({r.node for r in runs})), " ".join(msg.spec.command)[:200])
     await mgr.bookkeeper.publish_job(job)
-    await mgr.bookkeeper.dispatch_queued()
+    # The reply first: the job is stored, so the client may go on (and --wait is
+    # already listening) while its runs go out, one message per node.
     await mgr.send(peer, Reply(req_id=msg.req_id, result=mgr.bookkeeper.job_dict(job_id)))
+    await mgr.bookkeeper.dispatch_queued({r.node for r in runs})
 
 
 async def handle_jobs_list(mgr: Manager, peer: bytes, msg: JobsList) -> None:
