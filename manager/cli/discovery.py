@@ -26,7 +26,6 @@ checked as ever: a secret key that others can read is refused.
 
 from __future__ import annotations
 
-import importlib.metadata
 import json
 import os
 from collections.abc import Mapping
@@ -148,20 +147,23 @@ def checkout_root() -> Path | None:
     own files, two folders up from here; a plain ``pip install .`` names its
     source folder in pip's ``direct_url.json``.
     """
-    candidates = [Path(__file__).resolve().parents[2]]
+    editable = Path(__file__).resolve().parents[2]
+    if (editable / "scripts" / "start-all").is_file():
+        return editable  # the usual case, without importlib.metadata (~15 ms to import)
+    import importlib.metadata  # noqa: PLC0415 - only for a plain install
+
     try:
         text = importlib.metadata.distribution("ptap").read_text("direct_url.json")
         url = json.loads(text or "{}").get("url", "")
     except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
         url = ""
     if isinstance(url, str) and url.startswith("file://"):
-        candidates.append(Path(url.removeprefix("file://")))
-    for root in candidates:
+        root = Path(url.removeprefix("file://"))
         try:
             if (root / "scripts" / "start-all").is_file():
                 return root
         except OSError:
-            continue
+            pass
     return None
 
 

@@ -326,14 +326,6 @@ def check_dashboard(facts: Facts) -> list[Finding]:
 # --- the command ----------------------------------------------------------------------
 
 
-def add_parser(sub: argparse._SubParsersAction[Any]) -> None:
-    p = sub.add_parser("doctor", help="check the manager, InfluxDB, nodes, keys and dashboard")
-    p.add_argument("--dashboard", metavar="URL",
-                   help="the dashboard to check (default: the local cluster's, if it has one)")
-    p.add_argument("--json", action="store_true", help="print findings and facts as JSON")
-    p.set_defaults(func=cmd_doctor)
-
-
 async def cmd_doctor(session: Session, args: argparse.Namespace) -> int:
     """``ptap doctor [--dashboard URL] [--json]``: every check, one line each; exit 1
     when something is wrong."""

@@ -9,14 +9,14 @@ status instead (docs/protocol.md). Global options go before the command.
 from __future__ import annotations
 
 import argparse
-import asyncio
+import importlib
 import os
 import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from bus.errors import ManagerUnreachable, PtapError, RequestFailed
-from manager.cli import commands, discovery, doctor
+from manager.cli import discovery
 from manager.cli.discovery import Target
 from manager.cli.session import (
     DEFAULT_MANAGER,
@@ -28,9 +28,20 @@ from manager.cli.session import (
     Session,
     admin_keys,
 )
-from manager.cli.shell import Shell
 
 Command = Callable[[Session, argparse.Namespace], Awaitable[int]]
+
+
+def _command(module: str, name: str) -> Command:
+    """``manager.cli.MODULE.NAME``, imported when the command runs: building the
+    parser (``--help``, a usage error, the shell's completion) loads no command's
+    dependencies."""
+    async def run(session: Session, args: argparse.Namespace) -> int:
+        handler: Command = getattr(importlib.import_module(f"manager.cli.{module}"), name)
+        return await handler(session, args)
+
+    run.__qualname__ = f"{module}.{name}"  # what it runs, for tests and tracebacks
+    return run
 
 #: What to do, by the manager's error code, when its message does not say.
 _HINTS = {
@@ -85,30 +96,34 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nodes", help="nodes with state, last heartbeat, clock offset, "
                                         "capabilities")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
-    p.set_defaults(func=commands.cmd_nodes)
+    p.set_defaults(func=_command("commands", "cmd_nodes"))
     _add_run(sub)
     p = sub.add_parser("jobs", help="newest jobs first")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
     p.add_argument("--limit", type=_count, default=100, help="at most this many jobs")
-    p.set_defaults(func=commands.cmd_jobs)
+    p.set_defaults(func=_command("commands", "cmd_jobs"))
     p = sub.add_parser("job", help="one job with its runs and output tails")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
-    p.set_defaults(func=commands.cmd_job)
+    p.set_defaults(func=_command("commands", "cmd_job"))
     p = sub.add_parser("cancel", help="end every unfinished run of a job")
     p.add_argument("job_id", metavar="ID")
-    p.set_defaults(func=commands.cmd_cancel)
+    p.set_defaults(func=_command("commands", "cmd_cancel"))
     p = sub.add_parser("watch", help="live tail of events and metric batches")
     p.add_argument("--node", metavar="N", help="only this node")
     p.add_argument("--count", type=_count, metavar="N", help="stop after N lines")
-    p.set_defaults(func=commands.cmd_watch)
+    p.set_defaults(func=_command("commands", "cmd_watch"))
     _add_analysis(sub)
     p = sub.add_parser("keys", help="agent key acceptance")
     p.add_argument("action", choices=["list", "accept", "reject", "revoke"])
     p.add_argument("node", nargs="?", metavar="NODE")
     p.add_argument("--json", action="store_true", help="print the manager's JSON")
-    p.set_defaults(func=commands.cmd_keys)
-    doctor.add_parser(sub)
+    p.set_defaults(func=_command("commands", "cmd_keys"))
+    p = sub.add_parser("doctor", help="check the manager, InfluxDB, nodes, keys and dashboard")
+    p.add_argument("--dashboard", metavar="URL",
+                   help="the dashboard to check (default: the local cluster's, if it has one)")
+    p.add_argument("--json", action="store_true", help="print findings and facts as JSON")
+    p.set_defaults(func=_command("doctor", "cmd_doctor"))
     p = sub.add_parser("shell", help="interactive admin shell with history and completion")
     p.set_defaults(func=None)
     return parser
@@ -127,7 +142,7 @@ def _add_analysis(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--format", choices=formats, default="text", help="output format (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
-    p.set_defaults(func=commands.cmd_report)
+    p.set_defaults(func=_command("commands", "cmd_report"))
     p = sub.add_parser("compare", help="compare candidate job CAND with baseline job BASE")
     p.add_argument("base", metavar="BASE")
     p.add_argument("cand", metavar="CAND")
@@ -135,7 +150,7 @@ def _add_analysis(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--threshold", metavar="PCT", type=_percent, default=5.0,
                    help="relative change of the median that counts, in percent (default 5)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
-    p.set_defaults(func=commands.cmd_compare)
+    p.set_defaults(func=_command("commands", "cmd_compare"))
 
 
 def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -160,7 +175,7 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="follow the job and exit with its status")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                    help="the command and its arguments, after --")
-    p.set_defaults(func=commands.cmd_run)
+    p.set_defaults(func=_command("commands", "cmd_run"))
 
 
 def _target(args: argparse.Namespace) -> Target:
@@ -192,6 +207,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _shell(args)
     try:
         _target(args)
+        import asyncio  # noqa: PLC0415 - not for --help and usage errors (~20 ms)
+
         return asyncio.run(_dispatch(args))
     except ManagerUnreachable as exc:
         return _fail(_unreachable(exc, _target(args)), EXIT_UNREACHABLE)
@@ -230,6 +247,8 @@ def _shell(args: argparse.Namespace) -> int:
     # "--keys ''" keeps a shell without keys from finding some on each line.
     prefix = ["--manager", manager, "--timeout", str(args.request_timeout),
               "--keys", target.keys_dir or ""]
+    from manager.cli.shell import Shell  # noqa: PLC0415 - readline and the shell's own
+
     shell = Shell(build_parser(), lambda words: main([*prefix, *words]), manager,
                   args.request_timeout, curve=curve)
     return shell.loop()

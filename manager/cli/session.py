@@ -15,15 +15,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import zmq
-import zmq.asyncio
-
-from bus.client import ManagerClient
 from bus.errors import PtapError
-from bus.security import KeyFileError, client_keys, load_public, public_path
-from bus.sockets import CurveKeys
 
+# ZeroMQ, msgpack and the message classes are imported when a command needs
+# them, not at start-up: `ptap --help`, a usage error and tab completion then
+# cost Python's start and argparse alone.
 if TYPE_CHECKING:
+
+    from bus.client import ManagerClient
+    from bus.sockets import CurveKeys
     from manager.cli.discovery import Target
 
 DEFAULT_MANAGER = "127.0.0.1:54321"
@@ -84,6 +84,8 @@ def parse_manager(text: str | None) -> Endpoint:
 def admin_keys(directory: str, source: str = "") -> CurveKeys:
     """The administrator's CURVE keys from a manager's ``keys_dir`` (``--keys DIR``, or
     where ``source`` says it was found)."""
+    from bus.security import KeyFileError, client_keys, load_public, public_path  # noqa: PLC0415
+
     path = Path(directory)
     server = public_path(path, "server")
     where = f"--keys {directory}" if source in ("", "--keys") else f"keys in {directory} ({source})"
@@ -107,13 +109,18 @@ class Session:
     """
 
     def __init__(self, target: Target, timeout: float) -> None:
+        import zmq.asyncio  # noqa: PLC0415 - see the module's imports
+
         self.target = target
         self.endpoint = target.endpoint
         self.timeout = timeout
-        self.curve = admin_keys(target.keys_dir, target.keys_from) if target.keys_dir else None
+        self.curve: CurveKeys | None = (admin_keys(target.keys_dir, target.keys_from)
+                                        if target.keys_dir else None)
         self.ctx = zmq.asyncio.Context()
 
     def client(self) -> ManagerClient:
+        from bus.client import ManagerClient  # noqa: PLC0415
+
         return ManagerClient(self.endpoint.router, timeout=self.timeout, ctx=self.ctx,
                              curve=self.curve)
 

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
@@ -89,8 +92,8 @@ def test_manager_refusals_become_one_line_with_advice() -> None:
 
 def test_report_and_compare_arguments() -> None:
     args = parse("report", "abc", "--format", "html", "-o", "r.html")
-    assert (args.job_id, args.format, args.output, args.func) == ("abc", "html", "r.html",
-                                                                  commands.cmd_report)
+    assert (args.job_id, args.format, args.output, args.func.__qualname__) == (
+        "abc", "html", "r.html", "commands.cmd_report")
     assert parse("report", "abc").format == "text"
     args = parse("compare", "a", "b", "--threshold", "2.5", "--format", "csv")
     assert (args.base, args.cand, args.threshold, args.format) == ("a", "b", 2.5, "csv")
@@ -152,3 +155,15 @@ def test_keys_results_as_text() -> None:
     assert commands._keys_text({"pending": [], "accepted": [], "rejected": []}) == "no agent keys"
     assert commands._keys_text({"node": "n1", "state": "accepted", "key": "K1"}) == \
         "node n1: key accepted (K1)"
+
+
+def test_help_and_usage_errors_import_no_command_dependencies() -> None:
+    """`ptap --help`, a usage error and the shell's completion build the parser
+    only: no ZeroMQ, msgpack, asyncio, analysis or web stack at start-up."""
+    probe = ("import sys, manager.cli.main as m\n"
+             "m.build_parser().format_help()\n"
+             "heavy = {'zmq', 'msgpack', 'asyncio', 'bokeh', 'numpy', 'scipy', 'tornado'}\n"
+             "print(sorted({k.split('.')[0] for k in sys.modules} & heavy))\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                          check=True, timeout=60, cwd=Path(__file__).resolve().parents[3])
+    assert done.stdout.strip() == "[]", done.stdout
