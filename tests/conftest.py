@@ -7,6 +7,8 @@ a plugin only when that file exists, so collection works while it does not.
 from __future__ import annotations
 
 import re
+import stat
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -43,3 +45,24 @@ def attach_module_logs(request: pytest.FixtureRequest, module_logs: list[Path]) 
     module-scoped cluster imports both fixtures and marks itself with
     ``pytest.mark.usefixtures("attach_module_logs")``."""
     request.node.stash[LOGS_KEY] = module_logs
+
+
+@pytest.fixture
+def checkout_reachable_by_others() -> Iterator[None]:
+    """Let another local user reach this checkout's code and venv for one test.
+
+    A test that runs ptap as another user (``setpriv``) needs every folder above
+    the checkout to be searchable by others; a clone made in ``mktemp -d`` (0700)
+    is not. Folders lacking ``o+x`` get it for the test and their modes back after.
+    """
+    changed: list[tuple[Path, int]] = []
+    try:
+        for folder in [ROOT, *ROOT.parents]:
+            mode = folder.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                folder.chmod(stat.S_IMODE(mode) | stat.S_IXOTH)
+                changed.append((folder, stat.S_IMODE(mode)))
+        yield
+    finally:
+        for folder, mode in reversed(changed):
+            folder.chmod(mode)

@@ -112,6 +112,7 @@ def test_doctor_on_the_local_cluster_exits_0(local_cluster: dict[str, str],
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root to run ptap as another user")
+@pytest.mark.usefixtures("checkout_reachable_by_others")
 def test_another_user_is_refused_with_one_line(local_cluster: dict[str, str],
                                                tmp_path: Path) -> None:
     var = Path(local_cluster["PTAP_VAR"])

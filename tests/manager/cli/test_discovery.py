@@ -127,6 +127,7 @@ def test_the_checkout_is_the_one_ptap_runs_from() -> None:
 
 @pytest.mark.skipif(os.geteuid() != 0 or shutil.which("setpriv") is None,
                     reason="needs root to run the CLI as another user")
+@pytest.mark.usefixtures("checkout_reachable_by_others")
 def test_another_user_is_refused_with_one_line(tmp_path: Path) -> None:
     """The cluster's var/ is 0700 (start-all's umask 077): another user finds keys it
     may not read, and is told so at once rather than after a timeout."""
