@@ -851,16 +851,28 @@ def host_busy() -> float:
     return t.user + t.nice + t.system
 
 
+def runqueue_wait(pid: int) -> float:
+    """Seconds the main thread of ``pid`` (the manager's asyncio loop) has waited for
+    a CPU while it could run (``/proc/PID/schedstat``), 0.0 where not available."""
+    try:
+        with open(f"/proc/{pid}/schedstat", "rb") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
 class CpuClock:
-    """CPU seconds of the manager, of the agent workers together, and of this process."""
+    """CPU seconds of the manager, of the agent workers together and of this process,
+    and the seconds the manager's loop waited for a CPU."""
 
     def __init__(self, manager: int, workers: list[int]) -> None:
+        self.manager = manager
         self.clocks = [process_cpu(manager), *(process_cpu(pid) for pid in workers)]
         self.own = process_cpu(os.getpid())
 
-    def read(self) -> tuple[float, float, float]:
+    def read(self) -> tuple[float, float, float, float]:
         manager, *workers = (clock() for clock in self.clocks)
-        return manager, sum(workers), self.own()
+        return manager, sum(workers), self.own(), runqueue_wait(self.manager)
 
 
 def cpu_delta(before: tuple[float, ...], after: tuple[float, ...]) -> list[float]:
@@ -936,7 +948,7 @@ async def idle_cost(cpu: CpuClock, seconds: float) -> list[float]:
     """Cores the manager, the agents and this process use with the fleet idle
     (heartbeats both ways, housekeeping): subtracted from the CPU per submit."""
     if seconds <= 0:
-        return [0.0, 0.0, 0.0]
+        return [0.0] * len(WHO)
     c0, t0 = cpu.read(), time.perf_counter()
     await asyncio.sleep(seconds)  # a sampling window, not synchronisation
     wall = time.perf_counter() - t0
@@ -944,7 +956,7 @@ async def idle_cost(cpu: CpuClock, seconds: float) -> list[float]:
 
 
 SAMPLE_KEYS = ("running", "reply", "begin", "acked", "recorded")
-WHO = ("mgr", "agents", "bench")
+WHO = ("mgr_cpu", "agents_cpu", "bench_cpu", "mgr_runq")
 
 
 def fill_entry(entry: dict[str, Any], samples: list[dict[str, Any]], idle: list[float]) -> None:
@@ -957,8 +969,8 @@ def fill_entry(entry: dict[str, Any], samples: list[dict[str, Any]], idle: list[
         for i, who in enumerate(WHO):
             raw = [s[f"cpu_{span}"][i] for s in samples]
             net = [r - idle[i] * s[f"window_{span}"] for r, s in zip(raw, samples, strict=True)]
-            entry[f"{who}_cpu_{span}_ms"] = sum(net) / len(net) * 1000
-            entry[f"{who}_cpu_{span}_raw_ms"] = sum(raw) / len(raw) * 1000
+            entry[f"{who}_{span}_ms"] = sum(net) / len(net) * 1000
+            entry[f"{who}_{span}_raw_ms"] = sum(raw) / len(raw) * 1000
     entry["jobs"] = len(samples)
     entry["failed_jobs"] = sum(s["state"] != "succeeded" for s in samples)
 
@@ -991,11 +1003,11 @@ async def measure_n(b: Bench, workers: Workers, n: int, args: argparse.Namespace
     entry["not_ready_after"], _ = await wait_ready(b.client, names, 0)
 
 
-def phase_cores(busy0: float, cpu0: tuple[float, float, float],
-                cpu1: tuple[float, float, float], wall: float) -> dict[str, float]:
+def phase_cores(busy0: float, cpu0: tuple[float, ...], cpu1: tuple[float, ...],
+                wall: float) -> dict[str, float]:
     """Cores used while the jobs of one N ran: by the manager, the agents, this
     process, and every other process on the host (the machine may be shared)."""
-    ours = cpu_delta(cpu0, cpu1)
+    ours = cpu_delta(cpu0, cpu1)[:3]
     others = host_busy() - busy0 - sum(ours)
     return {name: max(0.0, used / wall) for name, used in
             zip(("manager", "agents", "bench", "others"), (*ours, others), strict=True)}
@@ -1150,7 +1162,8 @@ def _cpu_row(e: dict[str, Any]) -> str:
     shares = " ".join(f"{cores.get(k, float('nan')):>5.2f}"
                       for k in ("manager", "agents", "bench", "others"))
     idle = e.get("idle_cores") or [0.0, 0.0]
-    return (f"{e['agents']:>6} {e['mgr_cpu_run_ms']:>8.2f} {e['mgr_cpu_job_ms']:>8.2f} "
+    return (f"{e['agents']:>6} {e['mgr_cpu_run_ms']:>8.2f} {e['mgr_runq_run_ms']:>7.2f} "
+            f"{e['mgr_cpu_job_ms']:>8.2f} "
             f"{e['mgr_cpu_run_ms'] / e['agents'] * 1000:>7.0f} {e['agents_cpu_run_ms']:>10.2f} "
             f"{e['bench_cpu_run_ms']:>9.2f}  {shares}  {idle[0]:>5.2f} {idle[1]:>6.2f}"
             f" {e['ready_s']:>6.1f} {e.get('max_silent_s', float('nan')):>6.2f}")
@@ -1172,17 +1185,19 @@ def format_table(results: dict[str, Any]) -> str:
         "agents jobs     p50     p95 p50/rtt    p50     p95   begin   acked   rec'd  (ms)",
         *(_latency_row(e) for e in results["dispatch"]),
         "",
-        "       --------- CPU per submit (ms) ---------  cores while jobs ran  "
+        "       ------------- CPU per submit (ms) -------------  cores while jobs ran  "
         "idle: cores  ready silent",
-        "agents  mgr>run  mgr job us/node agents>run bench>run  mgr agents bench others  "
-        " mgr agents    (s)    (s)",
+        "agents  mgr>run    runq  mgr job us/node agents>run bench>run  mgr agents bench "
+        "others   mgr agents    (s)    (s)",
         *(_cpu_row(e) for e in results["dispatch"]),
         "",
         "begin, acked, rec'd: when the manager began the dispatch pass, the last agent sent "
         "running, the manager stamped the last running event (ms after submit).",
         "CPU per submit, less what the idle fleet costs over the same time (idle: cores "
         "used with no job): mgr>run, agents>run, bench>run = from submit until every run "
-        "was running; us/node = mgr>run / N; mgr job = until the job ended. ready: the "
+        "was running; runq = meanwhile, the manager's loop waited for a CPU (the rest of "
+        "its time it was idle or blocked); us/node = mgr>run / N; mgr job = until the job "
+        "ended. ready: the "
         "fleet grown and all ready; silent: the longest any node had been silent after the "
         "idle window (heartbeats alone).",
     ]
