@@ -135,6 +135,9 @@ class Runner:
             if problem := dispatch_problem(self.dispatch):
                 raise CannotStart(f"refused: {problem}")
             cwd = self._prepare_cwd()
+            # Stamped before the fork: on a busy host the loop may only get back here
+            # a good while after the command began, which made runs look shorter.
+            forked_at = time.time()
             transport, pipes = await spawn_in_new_group(
                 argv, cwd, self._environment(), self._out.feed, self._err.feed)
         except CannotStart as exc:
@@ -143,7 +146,7 @@ class Runner:
             self._finish(RunState.FAILED, error=str(exc))
             return
         self.pid = transport.get_pid()
-        self.started_at = time.time()
+        self.started_at = forked_at
         self.state = RunState.RUNNING
         log.info("run %s on %s: started pid %s: %s", self.run_id, self.node, self.pid,
                  subprocess.list2cmdline(argv)[:200])
