@@ -78,8 +78,9 @@ def test_a_healthy_cluster_exits_0_and_shows_each_part(curve_cluster: Cluster, t
         lines = result.stdout.splitlines()
         assert lines[0].startswith(f"ok    manager {c.manager.address}: answers over CURVE "
                                    f"(keys in {c.manager.keys_dir}); ptap ")
-        assert f"ok    InfluxDB {influxdb.url} (database {influx_db}): the manager writes " \
-               "and reads" in lines
+        # "(N points queued)" may follow on a busy host: writes in flight are no problem.
+        assert any(line.startswith(f"ok    InfluxDB {influxdb.url} (database {influx_db}): "
+                                   "the manager writes and reads") for line in lines), lines
         assert any(line.startswith("ok    node node1: ready, agent ") for line in lines)
         assert "ok    agent keys: none pending" in lines
         assert any(line.startswith(f"ok    dashboard {dash.url}: serving") for line in lines)
