@@ -24,7 +24,7 @@ from bus import codec, topics
 from bus.messages import Event, Message, NodeState, RunDispatch, RunState
 from manager import scheduler
 from manager.registry import Registry, StateChange
-from manager.scheduler import ACTIVE, Book, Job, Run
+from manager.scheduler import ACTIVE, Book, Job, JobState, Run
 from manager.state import Store
 
 log = logging.getLogger(__name__)
@@ -155,8 +155,13 @@ class Bookkeeper:
             return
         wall = time.time()
         jobs = {r.job_id: self.book.jobs[r.job_id] for r in runs if r.job_id in self.book.jobs}
+        # A running job stays running until a run of it ends or goes back to the
+        # queue: its 1,000 runs going `running` one by one need no look at the rest.
+        recheck = {r.job_id for r in runs if r.state.final or r.state is RunState.QUEUED}
         changed = [
-            j for j in jobs.values() if scheduler.refresh_job(j, self.book.runs_of(j.id), wall)
+            j for j in jobs.values()
+            if (j.state is not JobState.RUNNING or j.id in recheck)
+            and scheduler.refresh_job(j, self.book.runs_of(j.id), wall)
         ]
         self.store.save(runs, changed)
         for run in runs:

@@ -299,16 +299,23 @@ def job_state(runs: Iterable[Run]) -> JobState:
     """``queued`` until a run leaves the queue, ``running`` until every run is
     final, then ``succeeded`` (all succeeded), ``cancelled`` (any cancelled) or
     ``failed``."""
-    states = [r.state for r in runs]
-    if states and all(s.final for s in states):
-        if all(s is RunState.SUCCEEDED for s in states):
-            return JobState.SUCCEEDED
-        if RunState.CANCELLED in states:
-            return JobState.CANCELLED
-        return JobState.FAILED
-    if any(s is not RunState.QUEUED for s in states):
-        return JobState.RUNNING
-    return JobState.QUEUED
+    runs = list(runs)
+    left_queue = waiting = False
+    for run in runs:  # stops at the first active run: a big job's usual answer
+        if not run.state.final:
+            if run.state is not RunState.QUEUED:
+                return JobState.RUNNING
+            waiting = True
+        else:
+            left_queue = True
+    if waiting or not runs:
+        return JobState.RUNNING if left_queue else JobState.QUEUED
+    states = {r.state for r in runs}
+    if states == {RunState.SUCCEEDED}:
+        return JobState.SUCCEEDED
+    if RunState.CANCELLED in states:
+        return JobState.CANCELLED
+    return JobState.FAILED
 
 
 def refresh_job(job: Job, runs: Iterable[Run], wall: float) -> bool:

@@ -251,3 +251,22 @@ def test_job_dict_shape() -> None:
                                  "exit_code", "dispatched_at", "started_at", "ended_at",
                                  "stdout_tail", "stderr_tail", "error"}
     assert "stdout_tail" not in job.to_dict([run], tails=False)["runs"][0]
+
+
+def test_job_state_is_the_rule_for_every_mix_of_up_to_three_runs() -> None:
+    """job_state stops at the first active run; every mix still gets the rule of
+    its docstring, written out here the long way."""
+    def rule(states: list[RunState]) -> JobState:
+        if states and all(s.final for s in states):
+            if all(s is RunState.SUCCEEDED for s in states):
+                return JobState.SUCCEEDED
+            return JobState.CANCELLED if RunState.CANCELLED in states else JobState.FAILED
+        return JobState.RUNNING if any(s is not RunState.QUEUED for s in states) \
+            else JobState.QUEUED
+
+    mixes = [[]] + [[a] for a in RunState] + [[a, b] for a in RunState for b in RunState] \
+        + [[a, b, c] for a in RunState for b in RunState for c in RunState]
+    for states in mixes:
+        runs = [Run(id=f"j.n.{i}", job_id="j", node="n", iteration=i, state=s)
+                for i, s in enumerate(states, 1)]
+        assert job_state(runs) is rule(states), states
