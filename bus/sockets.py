@@ -131,8 +131,9 @@ async def receive(sock: zmq.asyncio.Socket, *, copy: bool = True) -> list[Any]:
                 # stale cannot spin here without letting anything else run.
                 await asyncio.sleep(0)
                 continue
-            _trouble.warn(f"recv-{exc.errno}", f"receive failed on a {zmq.SocketType(int(sock.get(zmq.TYPE))).name} "
-                          f"socket ({exc.strerror}); trying again")
+            kind = zmq.SocketType(int(sock.get(zmq.TYPE))).name
+            _trouble.warn(f"recv-{exc.errno}", f"receive failed on a {kind} socket "
+                          f"({exc.strerror}); trying again")
             await asyncio.sleep(min(MAX_ERROR_PAUSE, 0.001 * 2 ** min(failures, 10)))
 
 
