@@ -25,14 +25,11 @@ from bus.errors import (
     UnknownMessageType,
 )
 from bus.messages import MsgType
-from manager.authorization import NOT_AUTHORIZED
+from manager.authorization import CLIENT_REQUESTS, NOT_AUTHORIZED
 from manager.keys import Role
 
 #: Body caps of an unaccepted key: it may only ask to register.
 _STRANGER = {MsgType.REGISTER: 16 * KiB}
-_CLIENT_TYPES = (MsgType.NODES_LIST, MsgType.JOB_SUBMIT, MsgType.JOBS_LIST, MsgType.JOB_GET,
-                 MsgType.JOB_CANCEL, MsgType.KEYS, MsgType.REPORT_GET, MsgType.COMPARE_GET,
-                 MsgType.STATUS_GET)
 
 #: Per role, the types it may send and each one's largest body.
 CAPS: dict[Role, dict[MsgType, int]] = {
@@ -40,7 +37,7 @@ CAPS: dict[Role, dict[MsgType, int]] = {
     Role.PENDING: _STRANGER,
     Role.AGENT: {t: MAX_BODY_BYTES[t] for t in (MsgType.REGISTER, MsgType.HEARTBEAT,
                                                  MsgType.RUN_UPDATE, MsgType.ERROR)},
-    Role.ADMIN: {t: MAX_BODY_BYTES[t] for t in (*_CLIENT_TYPES, MsgType.ERROR)},
+    Role.ADMIN: {t: MAX_BODY_BYTES[t] for t in (*CLIENT_REQUESTS, MsgType.ERROR)},
 }
 
 
@@ -58,7 +55,7 @@ def refusal(role: Role, body: list[bytes]) -> ProtocolError | None:
         return UnknownMessageType(f"unknown message type {raw_type!r}")
     cap = CAPS[role].get(msg_type)
     if cap is None:
-        if msg_type in _CLIENT_TYPES:
+        if msg_type in CLIENT_REQUESTS:
             return NotPermitted(NOT_AUTHORIZED)
         return NotPermitted(f"a key that is {role.value} may not send {msg_type.value}")
     if len(body[1]) > cap:
