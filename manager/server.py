@@ -35,7 +35,7 @@ from bus.codec import DEFAULT_LIMITS, MAX_BODY_BYTES, Limits
 from bus.messages import Error, Heartbeat, Message, MetricAck
 from bus.ratelimit import RateLimitedLog
 from bus.security import Gatekeeper, peer_address, peer_key
-from bus.sockets import CurveKeys, SocketTuning, make_socket, receive, receive_forever
+from bus.sockets import CurveKeys, SocketTuning, make_socket, receive_forever
 from config.schema import ServerConfig
 from manager import authenticator, authorization, control
 from manager.analysis.query import QueryClient
@@ -315,31 +315,36 @@ class Manager:
                 await asyncio.sleep(0.1)  # a pause, so a loop failing at once cannot spin
 
     async def _router_loop(self) -> None:
-        while True:
-            key, address = None, ""
-            if self.keys is None:
-                frames = await receive(self._router)
-            else:
-                parts = await receive(self._router, copy=False)
-                # The first body frame carries the connection's metadata.
-                key = peer_key(parts[1]) if len(parts) > 1 else None
-                address = peer_address(parts[1]) if len(parts) > 1 else ""
-                frames = [p.bytes for p in parts]
-            try:
-                await control.handle_frames(self, frames, key, address)
-            except Exception as exc:  # a handler bug must not stop the loop
-                self.bad_frames.warn(
-                    "internal",
-                    f"handler failed on a message from peer {bytes(frames[0]).hex()}: {exc!r}",
-                    time.monotonic(),
-                    exc_info=True,
-                )
-                await self.reply_error(
-                    bytes(frames[0]),
-                    control.req_id_of(self, frames[1:]),
-                    "internal",
-                    "the manager failed on this request; see its log",
-                )
+        # Messages already waiting are taken without a future each (as on PULL):
+        # 1,000 agents answering a dispatch at once are 1,000 messages in a burst.
+        # zmq.Frame objects only where their CURVE metadata is read.
+        await receive_forever(self._router, self._on_router_message, copy=self.keys is None,
+                              drain=32)
+
+    async def _on_router_message(self, parts: list[Any]) -> None:
+        key, address = None, ""
+        if self.keys is None:
+            frames = parts
+        else:
+            # The first body frame carries the connection's metadata.
+            key = peer_key(parts[1]) if len(parts) > 1 else None
+            address = peer_address(parts[1]) if len(parts) > 1 else ""
+            frames = [p.bytes for p in parts]
+        try:
+            await control.handle_frames(self, frames, key, address)
+        except Exception as exc:  # a handler bug must not stop the loop
+            self.bad_frames.warn(
+                "internal",
+                f"handler failed on a message from peer {bytes(frames[0]).hex()}: {exc!r}",
+                time.monotonic(),
+                exc_info=True,
+            )
+            await self.reply_error(
+                bytes(frames[0]),
+                control.req_id_of(self, frames[1:]),
+                "internal",
+                "the manager failed on this request; see its log",
+            )
 
     async def _pull_loop(self) -> None:
         # zmq.Frame objects only where their CURVE metadata is read.
