@@ -63,7 +63,6 @@ import argparse
 import contextlib
 import getpass
 import json
-import math
 import os
 import shutil
 import signal
@@ -82,6 +81,7 @@ sys.path.insert(0, str(ROOT))
 
 import psutil  # noqa: E402
 
+from scripts.bench.stats import percentile  # noqa: E402
 from scripts.influxdb_local import (  # noqa: E402
     InfluxdNotFound,
     InfluxServer,
@@ -112,13 +112,6 @@ def say(msg: str) -> None:
 
 
 # --- statistics ------------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float] | None:

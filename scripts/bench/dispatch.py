@@ -134,6 +134,7 @@ from bus.messages import (  # noqa: E402
     welcome_problem,
 )
 from bus.sockets import SocketTuning, make_socket, receive, receive_forever  # noqa: E402
+from scripts.bench.stats import percentile  # noqa: E402
 
 MAX_AGENTS = 2000
 MAX_JOBS = 1000
@@ -167,13 +168,6 @@ def job_command(hold: float) -> list[str]:
 
 
 # --- statistics -----------------------------------------------------------------------
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (``q`` in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    rank = max(1, math.ceil(q / 100 * len(ordered)))
-    return ordered[rank - 1]
 
 
 def summary_ms(seconds: list[float]) -> dict[str, float] | None:
