@@ -1,4 +1,4 @@
-"""The node facts an agent sends when it registers (DESIGN §4, :class:`bus.messages.NodeFacts`).
+"""The node facts an agent sends when it registers (docs/architecture.md#nodes-jobs-and-runs, :class:`bus.messages.NodeFacts`).
 
 Everything here is read once at start-up. The perf probe spawns ``perf``, so
 :func:`gather_facts_async` runs the whole gathering in a worker thread, off the

@@ -1,4 +1,4 @@
-"""``ptap-agent``: the daemon on every test node (DESIGN §1, §4, §8).
+"""``ptap-agent``: the daemon on every test node (docs/architecture.md#processes-and-sockets, #nodes-jobs-and-runs, #commands).
 
 Start-up: load ``agentclient.cfg`` (flag > environment > file > default), gather
 the node facts once (the perf probe runs in a thread), then keep a

@@ -1,4 +1,4 @@
-"""Run one job command per run, in a process group of its own (DESIGN §4, docs/protocol.md "Runs").
+"""Run one job command per run, in a process group of its own (docs/architecture.md#nodes-jobs-and-runs, docs/protocol.md "Runs").
 
 A :class:`Runner` owns one run from ``run.dispatch`` to its final state::
 

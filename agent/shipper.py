@@ -1,6 +1,6 @@
 """Ship metric batches to the manager's PULL socket, keeping each until it is acked.
 
-Delivery is at least once (DESIGN §5): every batch gets the next sequence
+Delivery is at least once (docs/architecture.md#metric-path): every batch gets the next sequence
 number and goes into a bounded spool *before* it is sent; the manager acks a
 sequence only after InfluxDB accepted it; unacked batches are sent again after
 ``resend_after`` seconds and at once after every (re)registration. Resent

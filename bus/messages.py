@@ -63,7 +63,7 @@ class MsgType(StrEnum):
 
 
 class RunState(StrEnum):
-    """Life of one run (one node, one iteration). See DESIGN §4."""
+    """Life of one run (one node, one iteration). See docs/architecture.md#nodes-jobs-and-runs."""
 
     QUEUED = "queued"
     DISPATCHED = "dispatched"
@@ -329,7 +329,7 @@ class Keys(Message):
 
 @dataclass(frozen=True, slots=True)
 class ReportGet(Message):
-    """client → manager: the analysis report of a job (DESIGN §9).
+    """client → manager: the analysis report of a job (docs/architecture.md#analysis).
 
     ``format`` is ``json`` (reply: the report object), or ``text``, ``csv``,
     ``html`` (reply: ``{"format": F, "content": str}``).

@@ -4,7 +4,7 @@ A batch carries *series*, not points: one series is a measurement with its tag
 set and field names, followed by rows of ``[ts_ns, value1, value2, ...]``.
 Grouping rows under one header makes batches about half the size of a
 dict-per-point layout and lets the line-protocol encoder build the series key
-once per series instead of once per point (DESIGN §3, §5).
+once per series instead of once per point (docs/architecture.md#the-wire, #metric-path).
 
 On the wire a series is the list ``[measurement, tags, fields, rows]``.
 A value of ``None`` in a row means "this field was not measured in this

@@ -1,6 +1,6 @@
 """A warning log that says each kind of trouble at most once per period.
 
-Every loop that survives bad input (DESIGN §9) logs what it refused, and a
+Every loop that survives bad input (docs/architecture.md#the-wire) logs what it refused, and a
 noisy peer must not flood the log: the first event of a kind is logged, the
 next ones within ``period`` seconds are only counted, and the next line
 logged for that kind says how many were held back and how many there were

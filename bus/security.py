@@ -3,7 +3,7 @@
 Key files use pyzmq's certificate format (``NAME.key`` holds the public key,
 ``NAME.key_secret`` both), so ``zmq.auth`` tools can read them. A secret key
 file must be readable by its owner only: a service refuses to start with a
-looser one (DESIGN §6), because whoever reads it can act as that node or
+looser one (docs/architecture.md#security), because whoever reads it can act as that node or
 administrator.
 
 :class:`Gatekeeper` runs pyzmq's asyncio ZAP authenticator in the caller's

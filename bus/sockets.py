@@ -82,7 +82,7 @@ def make_socket(
         sock.setsockopt(zmq.HEARTBEAT_TTL, tuning.heartbeat_ms * 3)
     if kind == zmq.ROUTER:
         # An unroutable reply must fail loudly, not vanish; and a second peer
-        # claiming a connected identity must not take it over (DESIGN §6).
+        # claiming a connected identity must not take it over (docs/architecture.md#security).
         sock.setsockopt(zmq.ROUTER_MANDATORY, 1)
         sock.setsockopt(zmq.ROUTER_HANDOVER, 0)
     if curve is not None:

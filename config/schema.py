@@ -1,4 +1,4 @@
-"""The three configuration files of ptap, with the original platform's names (DESIGN §7).
+"""The three configuration files of ptap, with the original platform's names (docs/architecture.md#configuration).
 
 Each ``*Config`` class is loaded by :func:`config.loader.load`. Paths that
 are relative are taken relative to the current directory of the process.

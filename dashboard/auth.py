@@ -1,6 +1,6 @@
 """Who may change things: login, secure cookies, signed Bokeh sessions, allowed origins.
 
-The rules (DESIGN §6):
+The rules (docs/architecture.md#security):
 
 * Viewing needs no login while the dashboard listens on loopback only; on
   any other address every page and every Bokeh document needs a login too.

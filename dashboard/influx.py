@@ -1,6 +1,6 @@
 """A small InfluxQL reader for the dashboard: history for the charts, run summaries.
 
-The dashboard reads InfluxDB itself (DESIGN §1: "HTTP (InfluxQL history)")
+The dashboard reads InfluxDB itself (docs/architecture.md#processes-and-sockets: "HTTP /query (history)")
 instead of importing the manager's sink, so ``dashboard`` depends on ``bus``
 and InfluxDB only. Queries go as ``POST /query`` with ``epoch=ns`` through
 Tornado's ``AsyncHTTPClient`` on the one asyncio loop; several statements

@@ -1,4 +1,4 @@
-"""``ptap-dashboard``: the web dashboard (DESIGN §1, §6, §8), until SIGTERM or SIGINT.
+"""``ptap-dashboard``: the web dashboard (docs/architecture.md#processes-and-sockets, #security, #commands), until SIGTERM or SIGINT.
 
     ptap-dashboard [--config frontendagentclient.cfg] [--set web.port=5006] [--log-level L]
 

@@ -1,6 +1,6 @@
 """The manager as a CURVE server: its ZAP authenticator and what keeps it honest.
 
-With ``[security] curve = yes`` (DESIGN §6) every socket is a CURVE server
+With ``[security] curve = yes`` (docs/architecture.md#security) every socket is a CURVE server
 whose ZAP domain (:data:`DOMAINS`) the :class:`manager.keys.KeyStore` policy
 decides on. libzmq lets every key in when no authenticator answers, so the
 manager starts it before anything binds, proves that it refuses a throw-away
@@ -37,7 +37,7 @@ def refuse_open_bus(cfg: ServerConfig) -> None:
     sec = cfg.security
     if cfg.basic.bind_addr not in LOOPBACK and not sec.curve and not sec.allow_insecure:
         # Jobs are remote execution: an unauthenticated bus must not be
-        # reachable from other hosts by accident (DESIGN §6).
+        # reachable from other hosts by accident (docs/architecture.md#security).
         raise StartupError(
             f"[basic] bind_addr = {cfg.basic.bind_addr} is not loopback and CURVE is "
             "off: anyone reaching it could run commands on every node — set [security] "

@@ -1,4 +1,4 @@
-"""With CURVE: who may send what, and which agent keys are admitted (DESIGN §6).
+"""With CURVE: who may send what, and which agent keys are admitted (docs/architecture.md#security).
 
 Every check here goes by the key ZAP authenticated for the connection
 (``User-Id``), never by the name a peer claims, and :class:`~manager.keys.KeyStore`
@@ -102,7 +102,7 @@ def _short(key: bytes | None) -> str:
 async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
                       address: str = "") -> bool:
     """``agent.register`` as ``node`` with ``key`` from IP ``address``: Salt-style
-    acceptance (DESIGN §6).
+    acceptance (docs/architecture.md#security).
 
     An accepted key must name its own node (else ``key-mismatch``). An unknown
     key is filed as pending (with ``auto_accept``, accepted at once if

@@ -215,7 +215,7 @@ def _key_entry(listing: dict[str, list[dict[str, str]]], node: str) -> dict[str,
 
 
 async def handle_report_get(mgr: Manager, peer: bytes, msg: ReportGet) -> None:
-    """``report.get``: a job's analysis report (DESIGN §9, docs/analysis.md).
+    """``report.get``: a job's analysis report (docs/architecture.md#analysis, docs/analysis.md).
 
     Reply: the report object (docs/report-schema.json) for ``format`` ``json``,
     else ``{"format": F, "content": str}`` for ``text``, ``csv``, ``html``.

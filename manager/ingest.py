@@ -1,6 +1,6 @@
 """Metric ingest: PULL frames → checked series → line protocol → sink → acks.
 
-The contract with agents (DESIGN §5) is at least once with nothing lost:
+The contract with agents (docs/architecture.md#metric-path) is at least once with nothing lost:
 
 * a batch is *accepted* once it decodes, comes from a registered node and
   fits in the buffer; it is checked and encoded to line protocol at once

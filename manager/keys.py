@@ -1,4 +1,4 @@
-"""Agent and administrator keys, accepted Salt-style (DESIGN §6).
+"""Agent and administrator keys, accepted Salt-style (docs/architecture.md#security).
 
 Layout under ``[security] keys_dir``::
 

@@ -1,6 +1,6 @@
 """Encode wire series (``bus/metrics.py``) to InfluxDB line protocol.
 
-This is the manager's hot path (DESIGN §5), so it works on the wire form —
+This is the manager's hot path (docs/architecture.md#metric-path), so it works on the wire form —
 ``[measurement, tags, fields, rows]`` — checks rows while it encodes them
 (:func:`encode_batch`), and does per point only what depends on the point:
 

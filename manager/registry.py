@@ -6,7 +6,7 @@ the whole liveness policy is tested as plain function calls.
 
 A node is known by the *routing id* of the peer that registered it (later the
 CURVE ``User-Id``). Messages after registration are attributed by routing id
-only; a node name a peer claims later is never trusted (DESIGN §6).
+only; a node name a peer claims later is never trusted (docs/architecture.md#security).
 
 States (:class:`bus.messages.NodeState`)::
 

@@ -8,7 +8,7 @@ PULL loop (:meth:`Manager.on_metrics`) and a housekeeping tick every
 ``[basic] epoll_interval`` (liveness sweep, heartbeats, dispatch, runs lost
 across a restart). Runs and jobs are kept by :class:`manager.bookkeeper.Bookkeeper`.
 
-With ``[security] curve = yes`` (DESIGN §6) every socket is a CURVE server
+With ``[security] curve = yes`` (docs/architecture.md#security) every socket is a CURVE server
 (``manager/authenticator.py``). The authenticator starts before anything
 binds, a throw-away key must be refused before the manager serves, and the
 manager stops if the authenticator ever ends: each of these would otherwise

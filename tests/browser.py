@@ -8,7 +8,7 @@
         await page.screenshot(output_dir / "page.png")
         assert page.remote_requests() == []        # nothing left the machine
 
-Chromium starts with the flags DESIGN §10 lists and ``--remote-debugging-port=0``;
+Chromium starts with the flags docs/architecture.md#tests-and-benchmarks lists and ``--remote-debugging-port=0``;
 the port it picked is read from ``DevToolsActivePort`` in the user-data-dir.
 One websocket (Tornado's client) carries everything: pages are attached in
 flat mode, so each command names its session. Waits are on events (a

@@ -10,7 +10,7 @@ Loaded from ``tests/conftest.py`` with ``pytest_plugins = ["tests.conftest_influ
   the ``influx_db`` fixture restarts it in any case.
 * ``influx_db`` (function): a fresh, uniquely named database; dropped after.
 
-Nothing stands in for InfluxDB here (DESIGN §5, §10): without ``influxd``
+Nothing stands in for InfluxDB here (docs/architecture.md#metric-path, #tests-and-benchmarks): without ``influxd``
 the fixtures fail with the command that installs it.
 """
 

@@ -1,6 +1,6 @@
 """The ``proc`` measurement: one row per process of a job's tree, plus a ``pid=tree`` sum.
 
-Tags are node, job, pid and comm; fields (DESIGN §5):
+Tags are node, job, pid and comm; fields (docs/architecture.md#metric-path):
 
 =============  =============================================================
 ``cpu_pct``    user+system CPU of the process over the interval, percent of
@@ -10,7 +10,7 @@ Tags are node, job, pid and comm; fields (DESIGN §5):
 ``write_bps``  (``read_bytes/write_bytes`` of ``/proc/<pid>/io``; page-cache
                hits and pipes are not counted)
 ``threads``    thread count (gauge)
-``ctx_vol``    voluntary context switches **per second** (the DESIGN name is
+``ctx_vol``    voluntary context switches **per second** (the documented name is
 ``ctx_invol``  kept; the value is a rate like every other counter here)
 ``fds``        open file descriptors (gauge)
 =============  =============================================================

@@ -1,4 +1,4 @@
-"""The ``agent`` measurement: what the observer itself costs (DESIGN §5).
+"""The ``agent`` measurement: what the observer itself costs (docs/architecture.md#metric-path).
 
 Fields: ``cpu_pct`` (the agent process, all threads, percent of one CPU over
 the interval; unset on the first call), ``rss`` (bytes), and

@@ -8,7 +8,7 @@ produce a negative or huge rate; ``now_ns`` is only the row timestamp. A
 counter that went backwards (a reset, or a 32-bit driver counter wrapping)
 counts as zero for that interval.
 
-Choices worth knowing when reading the data (DESIGN §5):
+Choices worth knowing when reading the data (docs/architecture.md#metric-path):
 
 * ``cpu.user`` includes nice time, as vmstat's ``us`` does, so the seven
   fields add up to 100. Guest time is already inside user on Linux and is not

@@ -1,4 +1,4 @@
-"""The dashboard's pages (DESIGN §8 routes), each a small Tornado handler module."""
+"""The dashboard's pages (the routes in docs/architecture.md#commands), each a small Tornado handler module."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Analysis objects (reports, comparisons) as HTML, whatever their exact shape.
 
-The report object is the manager's (DESIGN §2: CLI, shell and dashboard show
+The report object is the manager's (docs/architecture.md#analysis: CLI, shell and dashboard show
 the same object), so the dashboard does not hard-code its fields: mappings
 become key/value tables, lists of mappings become tables with a column per
 key, lists of plain values become one line. Every string is escaped; the

@@ -1,4 +1,4 @@
-"""Analysis reports and run comparisons (DESIGN §9, docs/analysis.md).
+"""Analysis reports and run comparisons (docs/architecture.md#analysis, docs/analysis.md).
 
 Small modules, imports flowing one way::
 

@@ -30,7 +30,7 @@ from manager.analysis.stats import Direction
 L, H = Direction.LOWER, Direction.HIGHER
 
 #: Fields read from each measurement, as the agent's collectors write them
-#: (DESIGN §5; tests check these against ``agent/collectors``, which the
+#: (docs/architecture.md#metric-path; tests check these against ``agent/collectors``, which the
 #: manager does not import).
 SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "cpu": ("user", "system", "iowait", "irq", "softirq", "steal", "idle"),
@@ -99,7 +99,7 @@ NET = _defs("net", [
     ("rx_pps", "/s", L, "packets received/s"), ("tx_pps", "/s", L, "packets sent/s"),
     ("errors", "/s", L, "network errors/s"), ("drops", "/s", L, "network drops/s"),
 ], combine="sum")
-#: Totals derived per timestamp: read + write, rx + tx (DESIGN §9 "bytes/s totals").
+#: Totals derived per timestamp: read + write, rx + tx (docs/architecture.md#analysis "bytes/s totals").
 TOTALS = [
     MetricDef("disk.total_bps", "disk", "total_bps", "B/s", L, "disk read+write, all disks",
               main=True),

@@ -172,7 +172,7 @@ def build_spec(args: argparse.Namespace) -> messages.JobSpec:
     if not command:
         raise CliError("run needs a command — e.g. ptap run --wait -- sleep 2", EXIT_USAGE)
     if len(command) == 1 and any(c.isspace() for c in command[0]):
-        # One quoted argument with spaces is a shell string, as DESIGN §4 allows.
+        # One quoted argument with spaces is a shell string, as docs/architecture.md#nodes-jobs-and-runs allows.
         command = ["/bin/sh", "-c", command[0]]
     return messages.JobSpec(
         command=command,

@@ -1,4 +1,4 @@
-"""``ptap``: the command line for a ptap cluster (DESIGN §8).
+"""``ptap``: the command line for a ptap cluster (docs/architecture.md#commands).
 
 Every failure ends as one line on stderr, ``ptap: <what happened> — <what to
 do>``, and a non-zero status: 2 for a usage error, 75 when the manager does

@@ -1,4 +1,4 @@
-"""``ptap shell``: the interactive admin shell (DESIGN §8).
+"""``ptap shell``: the interactive admin shell (docs/architecture.md#commands).
 
 Every line is a ``ptap`` command without the ``ptap`` in front (``nodes``,
 ``run --wait -- sleep 2``, ``job ID``...), run by the very parser and

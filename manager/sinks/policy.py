@@ -1,6 +1,6 @@
 """How the manager gets a batch of lines into a sink, whatever the sink answers.
 
-DESIGN §5: the manager acks a batch only once it is stored; it buffers and
+docs/architecture.md#metric-path: the manager acks a batch only once it is stored; it buffers and
 retries with back-off while InfluxDB is down, honours ``Retry-After``,
 splits a payload on 413 and drops only the rejected lines on 400.
 :func:`write_with_policy` (a list of lines) and :func:`write_payload` (lines

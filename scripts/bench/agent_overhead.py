@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench/agent_overhead.py [--seconds 60] [--warmup 10] [--json]
 
-DESIGN §10 asks for ratios measured in the same run; the target is an agent
+docs/architecture.md#tests-and-benchmarks asks for ratios measured in the same run; the target is an agent
 that costs at most 0.5 % of one core and at most a quarter of what Glances
 costs when both sample every second.
 

@@ -2,7 +2,7 @@
 
     .venv/bin/python scripts/bench/ingest.py [--points N] [--agents N] [--json]
 
-DESIGN §10 asks every benchmark for ratios measured in the same run on the
+docs/architecture.md#tests-and-benchmarks asks every benchmark for ratios measured in the same run on the
 same machine, and §11 for the manager's cost per point. This one measures,
 on the same generated points (``cpu`` rows of six 1-decimal percentages,
 grouped as agents batch them, ``bus/metrics.py``):

@@ -3,7 +3,7 @@
     .venv/bin/python scripts/bench/lineproto.py [--points N] [--repeat R]
 
 Prints µs per point for each encoder and their ratio, measured in the same
-run on the same data (DESIGN §10). Three shapes of batch:
+run on the same data (docs/architecture.md#tests-and-benchmarks). Three shapes of batch:
 
 * ``cpu 1-decimal``: 6 float fields rounded as psutil's percentages are,
   100 rows per series (a batch covering a few seconds of many samples);

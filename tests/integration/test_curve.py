@@ -1,4 +1,4 @@
-"""CURVE and Salt-style key acceptance end to end (DESIGN §6), with real processes.
+"""CURVE and Salt-style key acceptance end to end (docs/architecture.md#security), with real processes.
 
 A real manager with ``[security] curve = yes`` on 127.0.0.1 and its keys in the
 test's tmp dir, real agents with the manager's ``server.key`` copied to them,

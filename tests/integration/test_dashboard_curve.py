@@ -1,4 +1,4 @@
-"""The dashboard against a CURVE manager (DESIGN §6), with real processes.
+"""The dashboard against a CURVE manager (docs/architecture.md#security), with real processes.
 
 A real manager with ``[security] curve = yes`` (keys auto-accepted) and one
 real agent ``node1``; real ``python -m dashboard.main`` processes configured

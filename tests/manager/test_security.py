@@ -1,4 +1,4 @@
-"""A CURVE manager (DESIGN §6) in-process, with real CURVE sockets on 127.0.0.1.
+"""A CURVE manager (docs/architecture.md#security) in-process, with real CURVE sockets on 127.0.0.1.
 
 Who may do what is decided by the key ZAP authenticated for each connection:
 these tests drive peers holding an accepted agent key, the admin key and
