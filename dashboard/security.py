@@ -21,7 +21,6 @@ import zmq.asyncio
 
 from bus.client import ManagerClient
 from bus.daemon import StartupError
-from bus import handshake
 from bus.errors import ManagerUnreachable
 from bus.messages import Message
 from bus.security import KeyFileError, client_keys, load_public, public_path
@@ -72,29 +71,26 @@ def curve_hint(keys: CurveKeys | None) -> str:
 
 def handshake_problem(event: int, value: int, address: str, curve: bool) -> str:
     """One line on a failed ZeroMQ handshake with the manager (a socket monitor's
-    ``event`` and ``value``): what the event establishes (:mod:`bus.handshake`),
-    with libzmq's code, and what to change.
+    ``event`` and ``value``): what went wrong and what to change.
 
     libzmq does not retry a handshake the peer refused, so every fix ends with
     a restart of the dashboard.
     """
-    outcome = handshake.classify(event, value)
-    what = handshake.cause(outcome, f"the manager at {address}", "the dashboard", curve)
-    if outcome is handshake.Outcome.REFUSED:
-        fix = WHAT_TO_DO
-        what = f"the manager at {address} refused the dashboard's key (ZAP status {value})"
-    elif outcome is handshake.Outcome.NOT_ZMTP:
-        fix = "check that [manager] address and port name a ptap manager's ROUTER"
-        what = f"{what} ({handshake.code_name(event, value)})"
-    elif curve:
-        fix = "set [security] curve = no here, or curve = yes in its server.cfg"
-        if outcome is handshake.Outcome.HUNG_UP:
-            fix += f"; or {WHAT_TO_DO}"
+    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
+        fix = (f"the manager at {address} refused the dashboard's key (ZAP status {value}) — "
+               f"{WHAT_TO_DO}")
+    elif (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
+            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
+        if curve:
+            fix = (f"the manager at {address} does not use CURVE — set [security] curve = no "
+                   "here, or curve = yes in its server.cfg")
+        else:
+            fix = (f"the manager at {address} uses CURVE and the dashboard does not — set "
+                   "[security] curve = yes and keys_dir (its keys_dir) in the dashboard's config")
     else:
-        fix = "set [security] curve = yes and keys_dir (its keys_dir) in the dashboard's config"
-    if outcome is handshake.Outcome.HUNG_UP:
-        what = f"{what} ({handshake.code_name(event, value)})"
-    return f"{what} — {fix}, then restart the dashboard"
+        fix = (f"handshake with the manager at {address} failed (event {event}, code "
+               f"{value:#x}) — check that [security] curve and keys_dir match the manager's")
+    return f"{fix}, then restart the dashboard"
 
 
 class Unreachable(ManagerUnreachable):
