@@ -133,6 +133,9 @@ class RunReport:
     stdout_tail: str = ""
     stderr_tail: str = ""
     error: str = ""
+    #: App metric datagrams the kernel dropped on this run's UDP endpoint (its
+    #: receive buffer was full); None: not known (no ``app`` collector, an older agent).
+    app_dropped: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -175,8 +178,9 @@ class Heartbeat(Message):
     An agent's heartbeat also carries its wall clock when sent (``sent_at``, for
     the manager's clock-offset estimate), the metric batches its spool holds
     unacked (``spool_depth``) and the samples it has dropped since it started
-    (``samples_dropped``). None: not known (the manager's heartbeats, an older
-    agent).
+    (``samples_dropped``), and the app metric datagrams the kernel dropped on
+    its runs' UDP endpoints since it started (``app_dropped``). None: not known
+    (the manager's heartbeats, an older agent).
     """
 
     TYPE: ClassVar[MsgType] = MsgType.HEARTBEAT
@@ -184,6 +188,7 @@ class Heartbeat(Message):
     sent_at: float | None = None
     spool_depth: int | None = None
     samples_dropped: int | None = None
+    app_dropped: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
