@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
 import logging
 import os
 import signal
@@ -53,6 +54,27 @@ def setup_logging(level: str) -> None:
     )
 
 
+#: prctl(2) option that names the calling thread; the main thread's name is
+#: the process's ``comm``.
+_PR_SET_NAME = 15
+#: The kernel keeps a ``comm`` of at most 15 bytes (and a NUL).
+_COMM_MAX = 15
+
+
+def set_process_name(name: str) -> None:
+    """Show this process as ``name`` in ``ps``, ``top`` and ``/proc/PID/comm``.
+
+    Started as ``python -m manager.main`` a daemon would otherwise be one more
+    ``python`` among the jobs' interpreters. Threads started afterwards inherit
+    the name. Best effort: without Linux's prctl the name is left as it is.
+    """
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):  # not Linux: no prctl in the C library
+        return
+    prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:_COMM_MAX]), 0, 0, 0)
+
+
 #: The umask a daemon was started with, before :func:`run` set its own; the
 #: agent gives it back to the jobs it runs.
 INHERITED_UMASK = os.umask(0o022)
@@ -67,8 +89,9 @@ def run(prog: str, main: Callable[[], Awaitable[None]],
     ``OSError``) that mean "cannot start": they become one line and exit 2.
     Everything a daemon creates (state database and its WAL, spools, keys,
     logs it opens) is its owner's alone: job environments, commands and keys
-    are in there.
+    are in there. The process is named ``prog`` (:func:`set_process_name`).
     """
+    set_process_name(prog)
     os.umask(0o077)
     catch: tuple[type[BaseException], ...] = (PtapError, OSError, *expected)
     try:
