@@ -134,12 +134,21 @@ class AgentCollectors:
     perf_events: tuple[str, ...] = key(
         ("task-clock", "context-switches", "cpu-migrations", "page-faults",
          "cycles", "instructions"), doc="perf events; unsupported ones are reported")
+    app_rcvbuf: int = key(8 * 1024 * 1024, lo=1024, hi=1024 * 1024 * 1024,
+                          doc="receive buffer of each run's app metrics UDP socket, bytes "
+                          "(what a paused agent can hold; beyond rmem_max only as root)")
 
 
 @dataclass(frozen=True)
 class AgentSpool:
-    max_batches: int = key(10_000, lo=10, doc="unacked metric batches kept in memory")
-    dir: str = key("", doc="folder for a disk spool; empty keeps it in memory only")
+    max_batches: int = key(10_000, lo=10, doc="unacked metric batches kept at most")
+    max_bytes: int = key(64 * 1024 * 1024, lo=1024 * 1024,
+                         doc="bytes of unacked metric batches kept at most; beyond, the "
+                         "oldest go and their points count as samples_dropped")
+    dir: str = key("var/agent-spool",
+                   doc="folder of the disk spool (unacked batches, finished runs), one "
+                   "subfolder per node; a leading var/ means $PTAP_VAR when that is set "
+                   "(start-all's state folder); empty keeps them in memory only")
 
 
 @dataclass(frozen=True)
