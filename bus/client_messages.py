@@ -1,0 +1,186 @@
+"""Requests of clients (the CLI, the shell, the dashboard), the manager's replies,
+and the events it publishes (docs/protocol.md "Client requests", "PUB events").
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from bus.message_types import Message, MsgType
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """A test task: what to run, where, how often, and what to collect.
+
+    ``targets`` holds node names, ``label:NAME`` selectors, or ``all``.
+    ``exclusive`` keeps the run from overlapping another test on the node.
+    """
+
+    command: list[str]
+    name: str = ""
+    targets: list[str] = field(default_factory=lambda: ["all"])
+    collect: list[str] = field(default_factory=lambda: ["system"])
+    interval: float = 1.0
+    timeout: float = 0.0
+    repeat: int = 1
+    env: dict[str, str] = field(default_factory=dict)
+    cwd: str = ""
+    tags: dict[str, str] = field(default_factory=dict)
+    exclusive: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class NodesList(Message):
+    """client → manager: list nodes. Reply: ``{"nodes": [node dict, ...]}``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.NODES_LIST
+    req_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobSubmit(Message):
+    """client → manager: create a job. Reply: the job dict (with ``id`` and its runs)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.JOB_SUBMIT
+    req_id: str
+    spec: JobSpec
+
+
+@dataclass(frozen=True, slots=True)
+class JobsList(Message):
+    """client → manager: newest jobs first. Reply: ``{"jobs": [job dict, ...]}``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.JOBS_LIST
+    req_id: str
+    limit: int = 100
+
+
+@dataclass(frozen=True, slots=True)
+class JobGet(Message):
+    """client → manager: one job with its runs. Reply: the job dict."""
+
+    TYPE: ClassVar[MsgType] = MsgType.JOB_GET
+    req_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class JobCancel(Message):
+    """client → manager: cancel every unfinished run of a job. Reply: the job dict."""
+
+    TYPE: ClassVar[MsgType] = MsgType.JOB_CANCEL
+    req_id: str
+    job_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Keys(Message):
+    """client → manager: agent key acceptance (``list|accept|reject|revoke``)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.KEYS
+    req_id: str
+    action: str
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class ReportGet(Message):
+    """client → manager: the analysis report of a job (docs/architecture.md#analysis).
+
+    ``format`` is ``json`` (reply: the report object), or ``text``, ``csv``,
+    ``html`` (reply: ``{"format": F, "content": str}``).
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.REPORT_GET
+    req_id: str
+    job_id: str
+    format: str = "json"
+
+
+@dataclass(frozen=True, slots=True)
+class CompareGet(Message):
+    """client → manager: compare job ``cand`` against baseline job ``base``.
+
+    ``threshold`` is the relative change of the median (0.05 = 5 %) beyond
+    which a significant change is a regression or an improvement. ``format``
+    as for :class:`ReportGet`.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.COMPARE_GET
+    req_id: str
+    base: str
+    cand: str
+    format: str = "json"
+    threshold: float = 0.05
+
+
+@dataclass(frozen=True, slots=True)
+class StatusGet(Message):
+    """client → manager: the manager's own health, for ``ptap doctor``.
+
+    Reply: ``{"version", "protocol", "curve", "interval", "liveness",
+    "influxdb": {"url", "database", "write_error", "read_error", "queued_points",
+    "write_retries"}, "pending_keys"}`` (docs/protocol.md).
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.STATUS_GET
+    req_id: str
+
+
+@dataclass(frozen=True, slots=True)
+class Reply(Message):
+    """manager → client: the result of request ``req_id``."""
+
+    TYPE: ClassVar[MsgType] = MsgType.REPLY
+    req_id: str
+    result: Any
+
+
+@dataclass(frozen=True, slots=True)
+class Error(Message):
+    """manager → peer: request ``req_id`` (empty for a bad frame) failed.
+
+    ``code`` is machine-readable (``ProtocolError.code``, ``not-found``,
+    ``not-registered``, ``bad-request``...); ``message`` is one line for people.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.ERROR
+    req_id: str
+    code: str
+    message: str
+
+
+@dataclass(frozen=True, slots=True)
+class Event(Message):
+    """manager → subscribers over PUB: a node or run changed state.
+
+    ``kind`` is ``node`` or ``run``; ``detail`` carries the changed record.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.EVENT
+    kind: str
+    ts: float
+    node: str = ""
+    job_id: str = ""
+    run_id: str = ""
+    state: str = ""
+    detail: dict[str, Any] = field(default_factory=dict)
+
+
+#: Every client request, reply and event class.
+CLIENT_MESSAGES: tuple[type[Message], ...] = (
+    NodesList,
+    JobSubmit,
+    JobsList,
+    JobGet,
+    JobCancel,
+    Keys,
+    ReportGet,
+    CompareGet,
+    StatusGet,
+    Reply,
+    Error,
+    Event,
+)

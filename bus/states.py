@@ -1,0 +1,37 @@
+"""The states of nodes and runs, as the wire and the JSON shapes spell them
+(docs/architecture.md#nodes-jobs-and-runs).
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+
+class RunState(StrEnum):
+    """Life of one run (one node, one iteration). See docs/architecture.md#nodes-jobs-and-runs."""
+
+    QUEUED = "queued"
+    DISPATCHED = "dispatched"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    TIMEOUT = "timeout"
+    CANCELLED = "cancelled"
+    LOST = "lost"
+
+    @property
+    def final(self) -> bool:
+        return self in _FINAL_RUN_STATES
+
+
+_FINAL_RUN_STATES = frozenset(
+    {RunState.SUCCEEDED, RunState.FAILED, RunState.TIMEOUT, RunState.CANCELLED, RunState.LOST}
+)
+
+
+class NodeState(StrEnum):
+    """Liveness of a node as the manager's registry sees it."""
+
+    READY = "ready"
+    BUSY = "busy"
+    LOST = "lost"
