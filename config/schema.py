@@ -47,6 +47,9 @@ class ServerBasic:
     listen_max: int = key(1024, lo=1, hi=65535, doc="TCP listen backlog of each socket")
     interval: float = key(1.0, lo=0.05, hi=3600, doc="heartbeat interval, seconds")
     liveness: int = key(3, lo=1, hi=100, doc="missed heartbeats before a node is lost")
+    forget_after: float = key(7 * 24 * 3600.0, lo=0, hi=10 * 365 * 24 * 3600.0,
+                              doc="seconds a lost node stays listed before it is forgotten "
+                                  "(its jobs and metrics stay); 0: never")
 
 
 @dataclass(frozen=True)

@@ -64,15 +64,20 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
         if not await admit_agent(mgr, peer, msg.node, key, address):
             return
         assert key is not None
+    takeover = _may_take_over(mgr, peer, msg.node, key)
+    if key is not None:
         mgr.node_keys[msg.node] = key
     reg = mgr.registry.register(msg.node, peer, msg.facts, time.monotonic(), time.time(),
-                                msg.sent_at)
+                                msg.sent_at, takeover=takeover)
     if not reg.accepted:
         mgr.bad_frames.warn("name-taken", f"refused node {msg.node} from peer {peer.hex()}: "
                             "name taken by a live peer")
         await mgr.reply_error(peer, "", "name-taken",
                               f"node name {msg.node} is held by another live agent")
         return
+    if reg.replaced is not None:
+        log.info("node %s: its agent is back on a new connection (peer %s), which takes "
+                 "over from peer %s at once", msg.node, peer.hex(), reg.replaced.hex())
     log.info("node %s registered from peer %s (address %r, %d runs reported)",
              msg.node, peer.hex(), msg.facts.address, len(msg.runs))
     # Kept over time, so reports of old jobs show the environment of their runs.
@@ -86,6 +91,26 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     # A restarted manager learns here what the node holds.
     await mgr.bookkeeper.sync_node(msg.node)
     await mgr.bookkeeper.dispatch_queued([msg.node])
+
+
+def _may_take_over(mgr: Manager, peer: bytes, name: str, key: bytes | None) -> bool:
+    """May ``peer`` take node ``name`` from the live connection that holds it?
+
+    After a pause or a partition the agent gives its old connection up and
+    registers on a new one before the manager sees the old one fail; waiting
+    for the old one to be swept as lost kept the node away for seconds. With
+    CURVE the key is the node's identity: the same key (already admitted for
+    this name) is the same agent, so it takes over at once, and a peer with
+    any other key was refused above. Without CURVE there is no identity, so
+    only a connection that is provably gone (ROUTER has dropped it) is taken
+    over; a second agent using a live node's name is still refused.
+    """
+    owner = mgr.registry.get(name)
+    if owner is None or owner.lost or owner.routing_id == peer:
+        return False  # nothing live to take over
+    if mgr.keys is not None:
+        return key is not None and mgr.node_keys.get(name) == key
+    return not mgr.peer_connected(owner.routing_id)
 
 
 async def _reconcile(mgr: Manager, peer: bytes, msg: Register) -> None:

@@ -14,7 +14,16 @@ States (:class:`bus.messages.NodeState`)::
                   │  ▲
       silent for  │  │ any message
       liveness ×  ▼  │
-      interval    LOST
+      interval    LOST ──► forgotten  (gone for ``forget_after``, or ``ptap nodes forget``)
+
+A forgotten node is simply no longer known: its jobs and metrics stay where
+they are stored, and if its agent comes back it registers as a new node.
+
+A live node's name is refused to another peer, except when the caller has
+proved that peer is the node's own agent on a new connection (``takeover``:
+the same CURVE key, or the old connection is gone): after a pause or a
+partition the agent gives its old connection up before the manager notices,
+and waiting for the old one to be swept as lost only delays its return.
 
 Clock offsets: each ``agent.register`` and agent ``heartbeat`` carries the
 agent's wall clock when it was sent (``sent_at``), and the manager's wall time
@@ -27,6 +36,7 @@ within about a millisecond, and a clock that is stepped shows within a window.
 
 from __future__ import annotations
 
+import logging
 import math
 import re
 from collections import deque
@@ -37,6 +47,7 @@ from typing import Any
 from bus import codec
 from bus.messages import NodeFacts, NodeState
 
+log = logging.getLogger(__name__)
 #: Node names end up in PUB topics and run ids, so they are kept plain.
 NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 
@@ -127,11 +138,13 @@ class Registration:
 
     ``changes`` lists side effects on other nodes (a routing id that
     re-registers under a new name leaves its old node ``lost``).
+    ``replaced`` is the routing id of a live connection this one took over.
     """
 
     decision: Decision
     node: Node | None = None
     changes: tuple[StateChange, ...] = ()
+    replaced: bytes | None = None
 
     @property
     def accepted(self) -> bool:
@@ -152,12 +165,14 @@ class Registry:
 
     ``interval`` is the heartbeat interval and ``liveness`` the number of
     intervals of silence after which a node is lost (Paranoid Pirate's
-    HEARTBEAT_LIVENESS).
+    HEARTBEAT_LIVENESS). A node silent for ``forget_after`` seconds is
+    forgotten by :meth:`sweep` (0: never).
     """
 
-    def __init__(self, interval: float, liveness: int) -> None:
+    def __init__(self, interval: float, liveness: int, forget_after: float = 0.0) -> None:
         self.interval = interval
         self.liveness = liveness
+        self.forget_after = forget_after
         self._by_name: dict[str, Node] = {}
         self._by_routing: dict[bytes, Node] = {}
 
@@ -183,19 +198,31 @@ class Registry:
         """Nodes that are not lost."""
         return [n for n in self.nodes() if not n.lost]
 
+    def select(self, states: frozenset[NodeState] = frozenset(),
+               labels: frozenset[str] = frozenset()) -> list[Node]:
+        """Nodes, by name, in one of ``states`` (any when empty) that carry every
+        label in ``labels`` (``ptap nodes --state --label``)."""
+        return [n for n in self.nodes()
+                if (not states or n.state in states)
+                and labels.issubset(n.facts.labels)]
+
     # --- events -------------------------------------------------------------------
 
     def register(self, name: str, routing_id: bytes, facts: NodeFacts,
-                 now: float, wall: float, sent_at: float | None = None) -> Registration:
+                 now: float, wall: float, sent_at: float | None = None,
+                 takeover: bool = False) -> Registration:
         """A peer asks to be node ``name``; ``sent_at`` is its clock's stamp, if any.
 
-        Refused when another peer that is not lost owns the name; the agent
-        retries, and once the old peer is lost the name is free. The same
-        peer registering again (after a manager restart, or to refresh its
-        facts) is accepted, with its clock readings started afresh.
+        Refused when another peer that is not lost owns the name, unless
+        ``takeover`` (the caller proved the new peer is that node's agent on a
+        new connection); otherwise the agent retries, and once the old peer is
+        lost the name is free. The same peer registering again (after a manager
+        restart, or to refresh its facts) is accepted, with its clock readings
+        started afresh. Runs the node holds stay with it in every case.
         """
         owner = self._by_name.get(name)
-        if owner is not None and owner.routing_id != routing_id and not owner.lost:
+        live_owner = owner is not None and owner.routing_id != routing_id and not owner.lost
+        if live_owner and not takeover:
             return Registration(Decision.NAME_TAKEN)
         changes = []
         previous = self._by_routing.get(routing_id)
@@ -216,7 +243,16 @@ class Registry:
         self._by_name[name] = node
         self._by_routing[routing_id] = node
         changes.append(StateChange(name, old_state, node.state))
-        return Registration(Decision.ACCEPTED, node, tuple(changes))
+        replaced = owner.routing_id if live_owner and owner is not None else None
+        return Registration(Decision.ACCEPTED, node, tuple(changes), replaced)
+
+    def forget(self, name: str) -> Node | None:
+        """Forget node ``name`` now (``ptap nodes forget``); the node, or None if unknown.
+        Its peer, if it speaks again, is a stranger until it registers."""
+        node = self._by_name.pop(name, None)
+        if node is not None and self._by_routing.get(node.routing_id) is node:
+            del self._by_routing[node.routing_id]
+        return node
 
     def seen(self, routing_id: bytes, now: float) -> StateChange | None:
         """Any message from a registered peer proves it alive; a lost node comes back."""
@@ -265,12 +301,20 @@ class Registry:
         return StateChange(name, old, new)
 
     def sweep(self, now: float) -> list[StateChange]:
-        """Mark nodes silent for more than ``liveness × interval`` as lost."""
+        """Mark nodes silent for more than ``liveness × interval`` as lost, and
+        forget those silent for more than ``forget_after`` (logged, no change:
+        nothing is left to publish about them)."""
         changes = []
-        for node in self.nodes():
-            if not node.lost and now - node.last_seen > self.timeout:
+        for node in self.nodes():  # a copy, by name: forgetting is safe, changes in order
+            silent = now - node.last_seen
+            if not node.lost and silent > self.timeout:
                 changes.append(StateChange(node.name, node.state, NodeState.LOST))
                 node.state = NodeState.LOST
+            elif node.lost and self.forget_after and silent > self.forget_after:
+                self.forget(node.name)
+                log.info("node %s forgotten: gone for %.0f s, more than [basic] forget_after "
+                         "(%g s); it registers again if its agent comes back",
+                         node.name, silent, self.forget_after)
         return changes
 
 

@@ -41,6 +41,7 @@ from manager import authenticator, authorization, control
 from manager.analysis.query import QueryClient
 from manager.analysis.service import Analyst
 from manager.bookkeeper import Bookkeeper
+from manager.history.service import HistoryService
 from manager.influx_setup import make_query_client, make_sink, query_database
 from manager.ingest import Ingest
 from manager.keys import KeyStore
@@ -95,7 +96,8 @@ class Manager:
         self.tuning = SocketTuning(max_message_bytes=ROUTER_MAX_BODY,
                                    backlog=cfg.basic.listen_max)
         self.pull_tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max)
-        self.registry = Registry(cfg.basic.interval, cfg.basic.liveness)
+        self.registry = Registry(cfg.basic.interval, cfg.basic.liveness,
+                                 cfg.basic.forget_after)
         #: Unfinished jobs and their runs: handlers read it, the bookkeeper keeps it.
         self.book = Book()
         self.counters: Counter[str] = Counter()
@@ -138,6 +140,8 @@ class Manager:
         self.query = query or make_query_client(cfg)
         self.analyst = Analyst(self.bookkeeper.job_dict, self.bookkeeper.node_facts,
                                self.query, query_database(cfg))
+        self.history = HistoryService(self.analyst, lambda: self.store.path, self.spawn)
+        self.bookkeeper.on_job_end = self.history.job_ended
 
     # --- life cycle -----------------------------------------------------------------
 
@@ -209,6 +213,7 @@ class Manager:
             self.gate.stop()  # only now: no server socket is left to let anyone in
         if self._own_ctx:
             self._ctx.destroy(linger=0)
+        self.history.close()
         if self._store is not None:
             self._store.close()
         if self.ready_file is not None:
@@ -273,6 +278,17 @@ class Manager:
             )
             return False
         self._last_sent[peer] = time.monotonic()
+        return True
+
+    def peer_connected(self, peer: bytes) -> bool:
+        """Does ROUTER still hold a connection for ``peer``? Asked with a heartbeat
+        (harmless to a live agent): ROUTER_MANDATORY refuses a routing id whose
+        connection it has dropped (EHOSTUNREACH), and that is the only answer."""
+        try:
+            self._router_now.send_multipart([peer, *codec.encode(Heartbeat(running=0))],
+                                            flags=zmq.NOBLOCK)
+        except zmq.ZMQError as exc:
+            return exc.errno != zmq.EHOSTUNREACH
         return True
 
     async def reply_error(self, peer: bytes, req_id: str, code: str, message: str) -> None:

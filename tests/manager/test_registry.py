@@ -165,3 +165,71 @@ def test_node_json_carries_clock_spool_and_dropped() -> None:
         0.05, 3, 12)
     assert list(shape)[:8] == ["name", "state", "address", "last_seen", "silent_for",
                                "registered_at", "running", "clock_offset"]
+
+
+def test_takeover_hands_a_live_node_to_its_agents_new_connection() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    reg.set_running("n1", ["j.n1.1"])
+    assert not reg.register("n1", b"B", FACTS, now=1.0, wall=1.0).accepted
+    out = reg.register("n1", b"B", FACTS, now=1.0, wall=1.0, takeover=True)
+    assert out.accepted and out.replaced == b"A"
+    assert out.changes == (StateChange("n1", NodeState.BUSY, NodeState.BUSY),)
+    assert reg.node_for(b"A") is None and reg.node_for(b"B") is reg.get("n1")
+    assert reg.get("n1").running == ["j.n1.1"], "its runs stay with the node"
+
+
+def test_takeover_of_a_lost_or_own_node_replaces_nothing() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.register("n1", b"A", FACTS, now=1.0, wall=1.0, takeover=True).replaced is None
+    reg.sweep(now=10.0)
+    assert reg.register("n1", b"B", FACTS, now=10.0, wall=10.0, takeover=True).replaced is None
+
+
+def test_select_by_states_and_every_label() -> None:
+    reg = make()
+    gpu = NodeFacts(hostname="g", address="10.0.0.6", cpus=2, memory_bytes=1, kernel="6.1",
+                    labels=["fast", "gpu", "rack=a1"])
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    reg.register("n2", b"B", gpu, now=0.0, wall=0.0)
+    reg.register("n3", b"C", gpu, now=5.0, wall=5.0)
+    reg.sweep(now=5.0)  # n1 and n2 lost
+    names = lambda nodes: [n.name for n in nodes]  # noqa: E731
+    assert names(reg.select()) == ["n1", "n2", "n3"]
+    assert names(reg.select(frozenset({NodeState.LOST}))) == ["n1", "n2"]
+    assert names(reg.select(labels=frozenset({"gpu", "rack=a1"}))) == ["n2", "n3"]
+    assert names(reg.select(frozenset({NodeState.READY, NodeState.BUSY}),
+                            frozenset({"fast"}))) == ["n3"]
+    assert names(reg.select(labels=frozenset({"rack=b9"}))) == []
+
+
+def test_forget_removes_the_node_and_its_peer_becomes_a_stranger() -> None:
+    reg = make()
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.forget("n1") is not None
+    assert reg.get("n1") is None and reg.node_for(b"A") is None and reg.nodes() == []
+    assert reg.seen(b"A", now=1.0) is None
+    assert reg.forget("n1") is None, "unknown"
+    assert reg.register("n1", b"A", FACTS, now=2.0, wall=2.0).changes == (
+        StateChange("n1", None, NodeState.READY),), "it comes back as a new node"
+
+
+def test_sweep_forgets_nodes_gone_longer_than_forget_after() -> None:
+    reg = Registry(1.0, 3, forget_after=100.0)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    reg.register("n2", b"B", FACTS, now=50.0, wall=50.0)
+    assert [c.name for c in reg.sweep(now=60.0)] == ["n1", "n2"]
+    assert reg.sweep(now=100.0) == [] and reg.get("n1") is not None, "not yet: 100 s"
+    reg.sweep(now=100.5)
+    assert reg.get("n1") is None and reg.get("n2") is not None
+    reg.sweep(now=150.5)
+    assert reg.nodes() == []
+
+
+def test_forget_after_zero_never_forgets() -> None:
+    reg = Registry(1.0, 3, forget_after=0.0)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    reg.sweep(now=10.0)
+    reg.sweep(now=1e9)
+    assert reg.get("n1") is not None
