@@ -19,6 +19,7 @@ from typing import Any
 
 import zmq.asyncio
 
+from bus import handshake
 from bus.client import ManagerClient
 from bus.daemon import StartupError
 from bus.errors import ManagerUnreachable
@@ -69,28 +70,33 @@ def curve_hint(keys: CurveKeys | None) -> str:
             "and [security] keys_dir must be its keys_dir")
 
 
+#: Outcomes whose libzmq code says more than the words do.
+_CODE_TELLS = (handshake.Outcome.HUNG_UP, handshake.Outcome.NOT_ZMTP)
+
+
 def handshake_problem(event: int, value: int, address: str, curve: bool) -> str:
     """One line on a failed ZeroMQ handshake with the manager (a socket monitor's
-    ``event`` and ``value``): what went wrong and what to change.
+    ``event`` and ``value``): what the event establishes (:mod:`bus.handshake`),
+    with libzmq's code, and what to change.
 
     libzmq does not retry a handshake the peer refused, so every fix ends with
     a restart of the dashboard.
     """
-    if event == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        fix = (f"the manager at {address} refused the dashboard's key (ZAP status {value}) — "
-               f"{WHAT_TO_DO}")
-    elif (event == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-            and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
-        if curve:
-            fix = (f"the manager at {address} does not use CURVE — set [security] curve = no "
-                   "here, or curve = yes in its server.cfg")
-        else:
-            fix = (f"the manager at {address} uses CURVE and the dashboard does not — set "
-                   "[security] curve = yes and keys_dir (its keys_dir) in the dashboard's config")
+    outcome = handshake.classify(event, value)
+    code = handshake.code_name(event, value) if outcome in _CODE_TELLS else ""
+    what = handshake.cause(outcome, f"the manager at {address}", "the dashboard", curve, code)
+    if outcome is handshake.Outcome.REFUSED:
+        fix = WHAT_TO_DO
+        what = f"the manager at {address} refused the dashboard's key (ZAP status {value})"
+    elif outcome is handshake.Outcome.NOT_ZMTP:
+        fix = "check that [remote-server] server_ip and server_port name a ptap manager"
+    elif curve:
+        fix = "set [security] curve = no here, or curve = yes in its server.cfg"
+        if outcome is handshake.Outcome.HUNG_UP:
+            fix += f"; or {WHAT_TO_DO}"
     else:
-        fix = (f"handshake with the manager at {address} failed (event {event}, code "
-               f"{value:#x}) — check that [security] curve and keys_dir match the manager's")
-    return f"{fix}, then restart the dashboard"
+        fix = "set [security] curve = yes and keys_dir (its keys_dir) in the dashboard's config"
+    return f"{what} — {fix}, then restart the dashboard"
 
 
 class Unreachable(ManagerUnreachable):

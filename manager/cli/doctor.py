@@ -136,6 +136,10 @@ def _unreachable(facts: Facts) -> tuple[str, str]:
     if outcome == "refused":
         return (f"manager {where} refused this CLI's key ({_keys(facts)}; ZAP status "
                 f"{hs.get('value')})", "use the manager's admin key (keys_dir/admin.key_secret)")
+    if outcome == "not-zmtp":
+        return (f"manager {where} broke the ZeroMQ handshake ({hs.get('code')})",
+                "is that port a ptap manager's ROUTER (its PUB is the next one)? "
+                "see --manager")
     if outcome == "no-handshake":
         return (f"manager {where}: a connection, but no ZeroMQ handshake",
                 "is that port a ptap manager's ROUTER (its PUB is the next one)? "

@@ -23,6 +23,7 @@ import zmq
 import zmq.asyncio
 from zmq.utils.monitor import parse_monitor_message
 
+from bus import handshake as handshake_outcome
 from bus.client import ManagerClient, new_request_id
 from bus.errors import ManagerUnreachable, RequestFailed
 from bus.messages import StatusGet
@@ -88,7 +89,8 @@ async def handshake(ctx: zmq.asyncio.Context, address: str, curve: CurveKeys | N
     ``failed`` (the manager closed the connection during the handshake: with a
     DEALER that is all libzmq tells of a wrong server key or of one side using
     CURVE and the other not); ``refused`` (ZAP refused the key, ``value`` is its
-    status); ``mechanism-mismatch`` when libzmq says so.
+    status); ``mechanism-mismatch`` when libzmq says so; ``not-zmtp`` when the
+    peer broke ZMTP otherwise (``code`` names it).
     """
     sock = make_socket(ctx, zmq.DEALER, SocketTuning(), curve)
     monitor = sock.get_monitor_socket(_EVENTS)
@@ -120,14 +122,12 @@ async def handshake(ctx: zmq.asyncio.Context, address: str, curve: CurveKeys | N
 
 
 def _failed(kind: int, value: int) -> dict[str, Any]:
-    if kind == zmq.EVENT_HANDSHAKE_FAILED_AUTH:
-        outcome = "refused"
-    elif (kind == zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL
-          and value == zmq.PROTOCOL_ERROR_ZMTP_MECHANISM_MISMATCH):
-        outcome = "mechanism-mismatch"
-    else:
-        outcome = "failed"
-    return {"outcome": outcome, "event": kind, "value": value}
+    """A failed handshake as :mod:`bus.handshake` reads it; "no detail" is ``failed``,
+    which :func:`gather` then narrows down with a second, plain attempt."""
+    outcome = handshake_outcome.classify(kind, value)
+    name = "failed" if outcome is handshake_outcome.Outcome.HUNG_UP else outcome.value
+    return {"outcome": name, "event": kind, "value": value,
+            "code": handshake_outcome.code_name(kind, value)}
 
 
 def dashboard_status(url: str, timeout: float = DASHBOARD_TIMEOUT

@@ -73,9 +73,11 @@ def test_unreachable_manager_says_how_far_it_got() -> None:
                               "found as the local cluster's keys) — pass --keys ''",
         "refused": "refused this CLI's key",
         "no-handshake": "a connection, but no ZeroMQ handshake",
+        "not-zmtp": "broke the ZeroMQ handshake (ZMTP_UNEXPECTED_COMMAND) — is that port",
     }
     for outcome, expected in cases.items():
-        facts = healthy(handshake={"outcome": outcome, "value": 400}, status=None, nodes=None)
+        facts = healthy(handshake={"outcome": outcome, "value": 400,
+                                   "code": "ZMTP_UNEXPECTED_COMMAND"}, status=None, nodes=None)
         found = doctor.check(facts)
         assert len(problems(found)) == 1 and expected in problems(found)[0], outcome
         assert [f.check for f in found] == ["manager", "dashboard"]
