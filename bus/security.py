@@ -19,7 +19,6 @@ Two ways in which CURVE fails *open* are closed here:
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -27,16 +26,21 @@ import stat
 import struct
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import zmq
-import zmq.asyncio
 import zmq.auth
-from zmq.auth.asyncio import AsyncioAuthenticator
 from zmq.utils import z85
-from zmq.utils.monitor import parse_monitor_message
 
 from bus.errors import PtapError
 from bus.sockets import CurveKeys
+
+if TYPE_CHECKING:
+    # The Gatekeeper's, imported where it is made: the CLI's one-shot commands
+    # read key files here without an event loop (asyncio costs them ~15 ms).
+    import asyncio
+
+    import zmq.asyncio
 
 log = logging.getLogger(__name__)
 
@@ -174,6 +178,8 @@ class Gatekeeper:
 
     def __init__(self, ctx: zmq.asyncio.Context, policy: Policy,
                  domains: tuple[str, ...]) -> None:
+        from zmq.auth.asyncio import AsyncioAuthenticator  # noqa: PLC0415 - see the imports
+
         self.ctx = ctx
         self.auth = AsyncioAuthenticator(ctx)
         provider = _Provider(policy)
@@ -199,6 +205,10 @@ class Gatekeeper:
         libzmq drops the connection without telling why, and the check would
         time out. Raises :class:`KeyFileError` if the throw-away key got through.
         """
+        import asyncio  # noqa: PLC0415 - see the imports
+
+        from zmq.utils.monitor import parse_monitor_message  # noqa: PLC0415
+
         public, secret = zmq.curve_keypair()
         probe = self.ctx.socket(kind)
         probe.curve_publickey, probe.curve_secretkey = public, secret

@@ -12,17 +12,20 @@ the loop: see there.
 
 from __future__ import annotations
 
-import asyncio
 import errno
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import zmq
-import zmq.asyncio
 
 from bus.ratelimit import RateLimitedLog
+
+if TYPE_CHECKING:
+    # Not at run time: the CLI's one-shot commands read CurveKeys (through
+    # bus.security) without an event loop, and importing asyncio costs them ~15 ms.
+    import zmq.asyncio
 
 log = logging.getLogger(__name__)
 
@@ -125,6 +128,8 @@ async def receive(sock: zmq.asyncio.Socket, *, copy: bool = True) -> list[Any]:
         except zmq.ZMQError as exc:
             if exc.errno in CLOSING_ERRNOS or sock.closed:
                 raise
+            import asyncio  # noqa: PLC0415 - loaded already: we are in its loop
+
             failures += 1
             if exc.errno in (zmq.EAGAIN, errno.EINTR) and failures < 100:
                 # A turn of the loop, so that a readiness report that stays
