@@ -12,12 +12,16 @@ import os
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from bus import messages
 from bus.errors import RequestFailed
-from manager.cli import follow, render
+from manager.cli import render
 from manager.cli.session import EXIT_USAGE, CliError, Session
+
+if TYPE_CHECKING:
+    # Imported where used: the one-shot commands run without them and without an
+    # event loop (manager/cli/oneshot.py); they cost ~40 ms to import.
+    from bus import messages
 
 
 def _print(text: str) -> None:
@@ -52,8 +56,10 @@ async def cmd_cancel(session: Session, args: argparse.Namespace) -> int:
     """``ptap cancel ID``: ask the manager to end every unfinished run of a job."""
     async with session.client() as client:
         job = await client.cancel(args.job_id)
+    from bus.messages import RunState  # noqa: PLC0415 - see the imports
+
     open_runs = [r for r in job.get("runs") or []
-                 if not messages.RunState(r.get("state", "queued")).final]
+                 if not RunState(r.get("state", "queued")).final]
     if open_runs:
         _print(f"cancelling job {job.get('id')}: {len(open_runs)} run(s) being stopped "
                f"— follow with ptap job {job.get('id')}")
@@ -145,6 +151,8 @@ def _keys_summary(summary: dict[str, Any]) -> str:
 
 async def cmd_run(session: Session, args: argparse.Namespace) -> int:
     """``ptap run [...] -- CMD...``: submit a job, print its id; ``--wait`` follows it."""
+    from manager.cli import follow  # noqa: PLC0415 - see the imports
+
     spec = build_spec(args)
     # Listening before submitting: a job may be over before its id comes back.
     events = await follow.JobEvents.open(session, session.timeout) if args.wait else None
@@ -166,6 +174,8 @@ async def cmd_run(session: Session, args: argparse.Namespace) -> int:
 
 def build_spec(args: argparse.Namespace) -> messages.JobSpec:
     """The :class:`JobSpec` for ``ptap run``'s arguments; bad values are usage errors."""
+    from bus import messages  # noqa: PLC0415 - see the imports
+
     command = list(args.command)
     if command and command[0] == "--":
         command = command[1:]
@@ -207,6 +217,8 @@ def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 async def cmd_watch(session: Session, args: argparse.Namespace) -> int:
     """``ptap watch [--node N]``: live events and metric batches until Ctrl-C."""
+    from manager.cli import follow  # noqa: PLC0415 - see the imports
+
     # Ask once first: a SUB socket waits silently forever for a manager
     # that is not there, and the user deserves to be told.
     async with session.client() as client:
