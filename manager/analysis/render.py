@@ -3,7 +3,8 @@
 Every function here is a pure function of the objects that
 :func:`manager.analysis.report.report_object` and
 :func:`manager.analysis.compare.compare` return, so the CLI, the dashboard and
-the tests all show the same thing. HTML is :mod:`manager.analysis.charts`.
+the tests all show the same thing. HTML is :mod:`manager.analysis.charts`, with
+the tables and headline of :mod:`bus.views` that the dashboard shows too.
 """
 
 from __future__ import annotations
@@ -13,12 +14,12 @@ import io
 import json
 import math
 import shlex
-import time
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
+from bus.views.text import number, percent, when
 from manager.analysis.stats import ALPHA, smallest_p
 
 FORMATS = ("text", "json", "csv", "html")
@@ -26,7 +27,7 @@ FORMATS = ("text", "json", "csv", "html")
 MAX_FLAG_LINES = 10
 MAX_SUSPECT_LINES = 10
 SUMMARY_COLS = ("count", "mean", "min", "p50", "p95", "p99", "max", "stddev")
-_BINARY = (("Ti", 2**40), ("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
+__all__ = ["FORMATS", "number", "percent", "plain", "render", "table", "when"]
 
 
 def plain(obj: Any) -> Any:
@@ -60,35 +61,7 @@ def render(obj: dict[str, Any], fmt: str) -> str:
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 
-# --- numbers --------------------------------------------------------------------------
-
-
-def number(x: float | None, unit: str = "") -> str:
-    """A value for people: 4 significant digits, binary prefixes for bytes."""
-    if x is None:
-        return "-"
-    if abs(x) < 1e-9:
-        x = 0.0  # float noise such as the stddev of identical values
-    if unit in ("B", "B/s"):
-        for prefix, size in _BINARY:
-            if abs(x) >= size:
-                return f"{x / size:.4g} {prefix}{unit}"
-        return f"{x:.4g} {unit}"
-    text = f"{x:.4g}"
-    return text + unit if unit in ("", "%") or unit.startswith("/") else f"{text} {unit}"
-
-
-def percent(x: float | str | None) -> str:
-    """A relative change as a signed percentage; ``"inf"``/``"-inf"`` as ±∞."""
-    if x is None:
-        return "-"
-    if isinstance(x, str):
-        return "+∞" if x == "inf" else "-∞"
-    return f"{x * 100:+.1f}%"
-
-
-def when(ts: float | None) -> str:
-    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+# --- numbers (number, percent and when are bus.views.text's, shared with the dashboard) --
 
 
 def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:

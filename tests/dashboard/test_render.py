@@ -78,9 +78,10 @@ def test_compare_object_shows_the_node_the_pooled_verdict_hides() -> None:
     out = analysis_html(comparison)
     assert out.index("Verdict") < out.index("node-flags") < out.index("Metrics") \
         < out.index("Per node (2 in both jobs, 2 detailed)")
-    flags = out[out.index("node-flags"):out.index("</ul>", out.index("node-flags"))]
-    assert flags.count("<li") == 1, "only the flag the pooled verdict hides"
-    assert "node <b>n3</b>: <code>app.latency</code> +30.00 %" in flags
+    # The flags are the HTML file's (bus.views.comparison): one renderer for both.
+    flags = out[out.index("node-flags"):out.index("</div>", out.index("node-flags"))]
+    assert flags.count("<p class='node-flag") == 1, "only the flag the pooled verdict hides"
+    assert "node <b>n3</b>: <code>app.latency</code> worse by 30.0%" in flags
     assert "pooled: <span class='verdict same'>unchanged</span>" in flags
     assert "only in the baseline (not compared): &lt;script&gt;" in out and "<script>" not in out
     assert "Node n3: regression" in out and "6.5" in out
@@ -107,8 +108,8 @@ def test_compare_object_counts_from_the_totals_not_the_capped_lists() -> None:
                                  "suspects_count": 10}},
     }
     out = analysis_html(comparison)
-    flags = out[out.index("node-flags"):out.index("</ul>", out.index("node-flags"))]
-    assert flags.count("node-flag'") == 10 and "240 more under Per node" in flags
+    flags = out[out.index("node-flags"):out.index("</div>", out.index("node-flags"))]
+    assert flags.count("<p class='node-flag") == 10 and "240 more under Per node" in flags
     assert "only in the baseline (not compared): x1, x2 and 5 more" in out
     assert ("350 more node(s) not detailed: 340 show no possible regression or improvement"
             in out)
