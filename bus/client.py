@@ -153,6 +153,13 @@ class ManagerClient:
                                   format=format, threshold=threshold)
         return await self.request(msg, timeout=timeout or max(self.timeout, 60.0))
 
+    async def history(self, series: str, metrics: list[str] | None = None, since: float = 0.0,
+                      last: int = 0, timeout: float | None = None) -> dict[str, Any]:
+        """The performance history of ``series`` (the history object, ``ptap.history``)."""
+        msg = messages.HistoryGet(req_id=new_request_id(), series=series,
+                                  metrics=list(metrics or []), since=since, last=last)
+        return dict(await self.request(msg, timeout=timeout or max(self.timeout, 60.0)))
+
     async def keys(self, action: str, node: str = "") -> Any:
         msg = messages.Keys(req_id=new_request_id(), action=action, node=node)
         return await self.request(msg)

@@ -16,6 +16,8 @@ class JobSpec:
 
     ``targets`` holds node names, ``label:NAME`` selectors, or ``all``.
     ``exclusive`` keeps the run from overlapping another test on the node.
+    ``series`` names the performance history the job belongs to (empty: its
+    ``name``); tags such as ``version`` or ``commit`` order and label its point.
     """
 
     command: list[str]
@@ -29,6 +31,7 @@ class JobSpec:
     cwd: str = ""
     tags: dict[str, str] = field(default_factory=dict)
     exclusive: bool = True
+    series: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,6 +120,26 @@ class CompareGet(Message):
 
 
 @dataclass(frozen=True, slots=True)
+class HistoryGet(Message):
+    """client → manager: the performance history of a series (README "History").
+
+    ``series`` is a job name or a spec's ``series``. ``metrics`` are metric ids
+    (empty: the test's own, ``run.*``, ``proc.*``, ``perf.*`` of the tree and
+    ``app.*``); ``since`` keeps the jobs created at or after that wall time
+    (0: all); ``last`` keeps the last N points (0: all). Reply: the history
+    object (``kind`` ``ptap.history``, see ``manager/history/__init__.py``);
+    ``not-found`` for a series no finished job belongs to.
+    """
+
+    TYPE: ClassVar[MsgType] = MsgType.HISTORY_GET
+    req_id: str
+    series: str
+    metrics: list[str] = field(default_factory=list)
+    since: float = 0.0
+    last: int = 0
+
+
+@dataclass(frozen=True, slots=True)
 class StatusGet(Message):
     """client → manager: the manager's own health, for ``ptap doctor``.
 
@@ -179,6 +202,7 @@ CLIENT_MESSAGES: tuple[type[Message], ...] = (
     Keys,
     ReportGet,
     CompareGet,
+    HistoryGet,
     StatusGet,
     Reply,
     Error,

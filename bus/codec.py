@@ -64,6 +64,7 @@ MAX_BODY_BYTES: dict[MsgType, int] = {
     MsgType.KEYS: 4 * KiB,
     MsgType.REPORT_GET: 4 * KiB,
     MsgType.COMPARE_GET: 4 * KiB,
+    MsgType.HISTORY_GET: 16 * KiB,
     MsgType.STATUS_GET: 4 * KiB,
     MsgType.ERROR: 64 * KiB,
 }

@@ -32,6 +32,7 @@ class MsgType(StrEnum):
     KEYS = "keys"
     REPORT_GET = "report.get"
     COMPARE_GET = "compare.get"
+    HISTORY_GET = "history.get"
     STATUS_GET = "status.get"
     REPLY = "reply"
     ERROR = "error"

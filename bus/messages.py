@@ -23,6 +23,7 @@ metrics.batch         agent → mgr     PUSH → PULL (and PUB ``m.<node>``)
 metrics.ack           mgr → agent     ROUTER → DEALER
 nodes.list …          client → mgr    DEALER → ROUTER, answered by reply/error
 status.get            client → mgr    DEALER → ROUTER, answered by reply/error
+history.get           client → mgr    DEALER → ROUTER, answered by reply/error
 reply, error          mgr → peer      ROUTER → DEALER
 event                 mgr → all       PUB ``evt.node.<n>`` / ``evt.job.<id>``
 ====================  ==============  =====================================
@@ -64,6 +65,7 @@ from bus.client_messages import (
     CompareGet,
     Error,
     Event,
+    HistoryGet,
     JobCancel,
     JobGet,
     JobsList,
@@ -92,6 +94,7 @@ __all__ = [
     "Error",
     "Event",
     "Heartbeat",
+    "HistoryGet",
     "JobCancel",
     "JobGet",
     "JobSpec",

@@ -45,7 +45,8 @@ AGENT_ONLY = frozenset({MsgType.HEARTBEAT, MsgType.RUN_UPDATE})
 #: With CURVE, only an administrator's key may send these.
 CLIENT_REQUESTS = frozenset({MsgType.NODES_LIST, MsgType.JOB_SUBMIT, MsgType.JOBS_LIST,
                              MsgType.JOB_GET, MsgType.JOB_CANCEL, MsgType.KEYS,
-                             MsgType.REPORT_GET, MsgType.COMPARE_GET, MsgType.STATUS_GET})
+                             MsgType.REPORT_GET, MsgType.COMPARE_GET, MsgType.HISTORY_GET,
+                             MsgType.STATUS_GET})
 #: Unknown keys filed as pending at most: anyone may ask, so asking must not fill the disk.
 MAX_PENDING_KEYS = 1000
 NOT_AUTHORIZED = ("this key may not do that; use the manager's admin key "

@@ -61,6 +61,8 @@ class Bookkeeper:
         self._may_dispatch = may_dispatch
         #: Monotonic time by which nodes holding reloaded runs must be back.
         self._restart_deadline: float | None = None
+        #: Called with a job's id when it reaches a final state (the history's summaries).
+        self.on_job_end: Callable[[str], None] | None = None
 
     @property
     def store(self) -> Store:
@@ -184,6 +186,8 @@ class Bookkeeper:
             await self.publish_job(job)
             if job.state.final:
                 self.book.drop(job.id)
+                if self.on_job_end is not None:
+                    self.on_job_end(job.id)
         for name in sorted({r.node for r in runs}):
             await self.sync_node(name)
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from bus.messages import (
     PROTOCOL_VERSION,
     CompareGet,
+    HistoryGet,
     JobCancel,
     JobGet,
     JobsList,
@@ -36,6 +37,7 @@ from bus.messages import (
 )
 from manager import authorization, scheduler
 from manager.analysis.service import AnalysisError, check_format, check_threshold
+from manager.history.service import check_request
 from manager.influx_setup import query_database
 from manager.keys import KeyState, KeyStore
 from manager.scheduler import Job, SpecError
@@ -243,6 +245,27 @@ async def handle_compare_get(mgr: Manager, peer: bytes, msg: CompareGet) -> None
     work = mgr.analyst.compare(msg.base, msg.cand, msg.format, msg.threshold)
     mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, work),
               f"compare {msg.base[:40]} {msg.cand[:40]}")
+
+
+async def handle_history_get(mgr: Manager, peer: bytes, msg: HistoryGet) -> None:
+    """``history.get``: the performance history of series ``series`` (README "History").
+
+    Reply: the history object, ``kind`` ``ptap.history`` (its shape is in
+    ``manager/history/__init__.py``): the series' jobs in order, and per
+    metric its points (median of the job's runs, with their range) and its
+    change points (job, step with a 95 % interval, p-value, regression or
+    improvement, environment differences first). Errors: ``not-found`` (no
+    finished job in the series), ``bad-request`` (empty series, negative
+    ``last``, bad ``since``), ``unavailable`` (an unsummarised job's points
+    cannot be read from InfluxDB). Computed in the background like reports.
+    """
+    def checks() -> None:
+        check_request(msg.series, msg.metrics, msg.since, msg.last)
+
+    if await _refused(mgr, peer, msg.req_id, checks):
+        return
+    work = mgr.history.history(msg.series, list(msg.metrics), msg.since, msg.last)
+    mgr.spawn(_analysis_reply(mgr, peer, msg.req_id, work), f"history {msg.series[:40]}")
 
 
 async def _refused(mgr: Manager, peer: bytes, req_id: str, check: Callable[[], object]) -> bool:

@@ -33,6 +33,7 @@ from manager.agent_handlers import handle_heartbeat, handle_register, handle_run
 from manager.authorization import AGENT_ONLY, authorize, principal, speaks_for_its_node
 from manager.client_handlers import (
     handle_compare_get,
+    handle_history_get,
     handle_job_cancel,
     handle_job_get,
     handle_job_submit,
@@ -134,5 +135,6 @@ HANDLERS: dict[MsgType, Handler] = {
     MsgType.KEYS: handle_keys,
     MsgType.REPORT_GET: handle_report_get,
     MsgType.COMPARE_GET: handle_compare_get,
+    MsgType.HISTORY_GET: handle_history_get,
     MsgType.STATUS_GET: handle_status_get,
 }

@@ -45,6 +45,7 @@ SAMPLES: list[m.Message] = [
     m.Keys(req_id="r6", action="list"),
     m.ReportGet(req_id="r8", job_id="j", format="html"),
     m.CompareGet(req_id="r9", base="a", cand="b", threshold=0.1),
+    m.HistoryGet(req_id="r12", series="nightly", metrics=["run.cpu_seconds"], since=1.5, last=10),
     m.StatusGet(req_id="r10"),
     m.Reply(req_id="r7", result={"nodes": []}),
     m.Error(req_id="", code="malformed", message="bad"),

@@ -1,0 +1,132 @@
+"""The manager's adapter for histories: summaries kept when jobs end, histories on request.
+
+:meth:`HistoryService.job_ended` is called by the bookkeeper when a job
+reaches a final state; the job is summarised :data:`SETTLE_S` later (the
+agent's last samples are still on their way to InfluxDB when the job ends)
+and the summary kept. :meth:`HistoryService.history` first summarises the
+series' ended jobs that have none (jobs from before this ptap, or whose
+summary failed), then builds the history from the stored summaries alone:
+no raw points are read for a job twice. A job that ended less than
+:data:`SETTLE_S` ago is summarised for the answer but not kept yet.
+
+Errors are :class:`manager.analysis.service.AnalysisError` (``not-found``,
+``bad-request``, ``unavailable``), answered by ``manager/client_handlers.py``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from manager.analysis.report import SETTLE_S
+from manager.analysis.service import Analyst, BadRequest, NotFound, Unavailable
+from manager.history import build
+from manager.history.summaries import SummaryStore, summarise
+
+log = logging.getLogger(__name__)
+
+#: Longest series name and most metrics one request may name.
+MAX_SERIES_LEN = 200
+MAX_METRICS = 64
+
+
+class HistoryService:
+    """Histories for the manager. ``state_path`` returns the state database's path
+    (known once the manager has opened its store)."""
+
+    def __init__(self, analyst: Analyst, state_path: Callable[[], str],
+                 spawn: Callable[[Any, str], None], *, settle: float = SETTLE_S,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.analyst = analyst
+        self._state_path = state_path
+        self._spawn = spawn
+        self.settle = settle
+        self.clock = clock
+        self._store: SummaryStore | None = None
+
+    @property
+    def store(self) -> SummaryStore:
+        if self._store is None:
+            self._store = SummaryStore(self._state_path())
+        return self._store
+
+    def close(self) -> None:
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
+    def job_ended(self, job_id: str) -> None:
+        """Summarise ``job_id`` once its last samples have settled in InfluxDB."""
+        self._spawn(self._summarise_later(job_id), f"summary {job_id}")
+
+    async def _summarise_later(self, job_id: str) -> None:
+        await asyncio.sleep(self.settle)  # the agent's last batches are in flight
+        try:
+            await self.summary(job_id, keep=True)
+        except Exception as exc:  # kept for later: the next history.get retries it
+            log.warning("job %s: no history summary yet (%s); it is made on first use",
+                        job_id, exc)
+
+    async def summary(self, job_id: str, *, keep: bool) -> dict[str, Any]:
+        """The job's summary, computed from its analysis; kept if ``keep``."""
+        analysis = await self.analyst.analyse(job_id)
+        result: dict[str, Any] = await _in_executor(lambda: summarise(analysis))
+        if keep:
+            self.store.put(result)
+        return result
+
+    async def history(self, series: str, metric_ids: list[str], since: float = 0.0,
+                      last: int = 0) -> dict[str, Any]:
+        """The history object of ``series`` (see ``manager/history/__init__.py``)."""
+        check_request(series, metric_ids, since, last)
+        store = self.store
+        now = self.clock()
+        fresh = []
+        for job_id in store.missing(series, since):
+            job = self.analyst.jobs(job_id)
+            settled = job is not None and now - float(job.get("ended_at") or 0.0) >= self.settle
+            try:
+                summary = await self.summary(job_id, keep=settled)
+            except Unavailable:
+                raise
+            except NotFound:
+                continue
+            if not settled:
+                fresh.append(summary)
+        summaries = store.of_series(series, since) + fresh
+        if not summaries:
+            raise NotFound(self._unknown(series, since))
+        return await _in_executor(lambda: build.history_object(
+            series, summaries, metric_ids, last=last, now=now))
+
+    def _unknown(self, series: str, since: float) -> str:
+        if since > 0 and self.store.has_jobs(series):
+            return (f"series {series[:80]!r} has no finished job since {_when(since)}; "
+                    "try an earlier --since")
+        return (f"no finished job in series {series[:80]!r}; jobs join a series with "
+                "ptap run --name NAME or --series NAME")
+
+
+def check_request(series: str, metric_ids: list[str], since: float, last: int) -> None:
+    """Refuse what no history could answer, before any work (raises BadRequest)."""
+    if not series.strip() or len(series) > MAX_SERIES_LEN:
+        raise BadRequest(f"series name must be 1 to {MAX_SERIES_LEN} characters")
+    if len(metric_ids) > MAX_METRICS:
+        raise BadRequest(f"at most {MAX_METRICS} metrics per history")
+    if not (math.isfinite(since) and since >= 0):
+        raise BadRequest(f"since {since!r} is not a wall time in seconds (0: all)")
+    if last < 0:
+        raise BadRequest(f"last {last} is negative; 0 keeps every point")
+
+
+async def _in_executor(fn: Callable[[], Any]) -> Any:
+    """numpy and JSON work off the event loop: the ROUTER loop serves agents meanwhile."""
+    return await asyncio.get_running_loop().run_in_executor(None, fn)
+
+
+def _when(wall: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime(wall))
