@@ -83,6 +83,7 @@ from bus.message_types import (
     MsgType,
 )
 from bus.states import (
+    JobState,
     NodeState,
     RunState,
 )
@@ -98,6 +99,7 @@ __all__ = [
     "JobCancel",
     "JobGet",
     "JobSpec",
+    "JobState",
     "JobSubmit",
     "JobsList",
     "Keys",

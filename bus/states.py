@@ -1,10 +1,12 @@
-"""The states of nodes and runs, as the wire and the JSON shapes spell them
+"""The states of nodes, jobs and runs, as the wire and the JSON shapes spell them
 (docs/architecture.md#nodes-jobs-and-runs).
 """
 
 from __future__ import annotations
 
 from enum import StrEnum
+
+__all__ = ["JobState", "NodeState", "RunState"]
 
 
 class RunState(StrEnum):
@@ -35,3 +37,17 @@ class NodeState(StrEnum):
     READY = "ready"
     BUSY = "busy"
     LOST = "lost"
+
+
+class JobState(StrEnum):
+    """A job's state, derived from its runs (``manager.scheduler.job_state``)."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self not in (JobState.QUEUED, JobState.RUNNING)

@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
 from bus import codec
@@ -28,6 +27,7 @@ from bus.messages import (
     RunState,
     run_settings_problem,
 )
+from bus.states import JobState as JobState  # its home; re-exported here
 from manager.registry import Node
 
 MAX_REPEAT = MAX_ITERATION  # iterations are numbered 1..repeat on each node
@@ -44,20 +44,6 @@ TRANSITIONS: dict[RunState, frozenset[RunState]] = {
     RunState.RUNNING: _FINALS,
     **{s: frozenset() for s in _FINALS},
 }
-
-
-class JobState(StrEnum):
-    """A job's state, derived from its runs (:func:`job_state`)."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-    @property
-    def final(self) -> bool:
-        return self not in (JobState.QUEUED, JobState.RUNNING)
 
 
 class SpecError(ValueError):
