@@ -42,7 +42,7 @@ from agent.held_runs import HeldRuns
 from agent.link_hooks import LinkHooks, call_hooks
 from agent.runner import Runner, RunnerOptions
 from bus import codec
-from bus.errors import ProtocolError
+from bus.errors import ErrorCode, ProtocolError
 from bus.messages import (
     PROTOCOL_VERSION,
     Error,
@@ -218,29 +218,29 @@ class Link(DealerLoop):
         """error: ``not-registered`` → register now; ``name-taken`` and ``pending`` →
         back off and retry; ``version``, ``key-mismatch``, ``not-authorized`` → a log
         line, slow retry; other codes are logged."""
-        if msg.code == "not-registered":
+        if msg.code == ErrorCode.NOT_REGISTERED:
             log.info("node %s: manager does not know this connection; registering again",
                      self.node)
             self.registered.clear()
             self._send_register()
             return None
-        if msg.code == "name-taken":
+        if msg.code == ErrorCode.NAME_TAKEN:
             delay = self._next_backoff()
             self._trouble.warn("name-taken", f"node {self.node}: name taken by another live "
                                f"agent: {msg.message}; retrying in {delay:.2f} s")
             return delay
-        if msg.code == "pending":
+        if msg.code == ErrorCode.PENDING:
             self._quiet_retries = True  # the key waits for acceptance: retries are not news
             delay = self._next_backoff()
             self._refusals.warn("pending", f"node {self.node}: {msg.message}; "
                                 "asking again every few seconds")
             return delay
-        if msg.code in ("key-mismatch", "not-authorized"):
+        if msg.code in (ErrorCode.KEY_MISMATCH, ErrorCode.NOT_AUTHORIZED):
             self._refusals.warn("refused", f"node {self.node}: manager refused this agent's key "
                                 f"({msg.code}): {msg.message}; retrying every "
                                 f"{self._timing.version_retry:g} s")
             return self._timing.version_retry
-        if msg.code == "version":
+        if msg.code == ErrorCode.VERSION:
             level = logging.DEBUG if self._version_logged else logging.ERROR
             self._version_logged = True
             log.log(level, "node %s: manager refused protocol %d: %s; retrying every %g s",

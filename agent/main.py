@@ -32,6 +32,7 @@ from agent.link import Link, LinkTiming
 from agent.runner import RunnerOptions
 from agent.sampling import Sampler
 from bus.daemon import StartupError, add_common_flags, parse_overrides, run, setup_logging
+from bus.ports import ManagerAddress
 from bus.security import ensure_keypair, load_public, public_path
 from bus.sockets import CurveKeys, SocketTuning, make_socket
 from config import AgentConfig, ConfigError, load_agent
@@ -116,16 +117,16 @@ class Agent:
 
 def manager_address(cfg: AgentConfig) -> str:
     """The manager's ROUTER endpoint from ``[remote-server]``."""
-    host = cfg.remote_server.server_ip
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # an IPv6 literal
-    return f"tcp://{host}:{cfg.remote_server.server_port}"
+    return _manager(cfg).router
 
 
 def metrics_address(cfg: AgentConfig) -> str:
-    """The manager's PULL endpoint: ROUTER port + 2 (docs/protocol.md "Ports")."""
-    base = manager_address(cfg).rpartition(":")[0]
-    return f"{base}:{cfg.remote_server.server_port + 2}"
+    """The manager's PULL endpoint (docs/protocol.md "Ports")."""
+    return _manager(cfg).pull
+
+
+def _manager(cfg: AgentConfig) -> ManagerAddress:
+    return ManagerAddress(cfg.remote_server.server_ip, cfg.remote_server.server_port)
 
 
 def agent_keys(cfg: AgentConfig) -> CurveKeys:

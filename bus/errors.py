@@ -21,6 +21,32 @@ in an ``Error`` reply, so both ends agree on what went wrong.
 
 from __future__ import annotations
 
+from enum import StrEnum
+
+
+class ErrorCode(StrEnum):
+    """Every ``code`` an ``error`` message may carry (docs/protocol.md).
+
+    Peers branch on these (the agent re-registers on ``not-registered``, the CLI
+    picks its hint by code), so they are named once, here.
+    """
+
+    PROTOCOL = "protocol"
+    MALFORMED = "malformed"
+    UNKNOWN_TYPE = "unknown-type"
+    TOO_LARGE = "too-large"
+    NOT_AUTHORIZED = "not-authorized"
+    SCHEMA = "schema"
+    VERSION = "version"
+    BAD_REQUEST = "bad-request"
+    NOT_FOUND = "not-found"
+    NOT_REGISTERED = "not-registered"
+    NAME_TAKEN = "name-taken"
+    PENDING = "pending"
+    KEY_MISMATCH = "key-mismatch"
+    INTERNAL = "internal"
+    UNAVAILABLE = "unavailable"
+
 
 class PtapError(Exception):
     """Base class of every ptap error."""
@@ -29,31 +55,31 @@ class PtapError(Exception):
 class ProtocolError(PtapError):
     """A frame that cannot be acted on. Receive loops count it and go on."""
 
-    code = "protocol"
+    code: str = ErrorCode.PROTOCOL
 
 
 class MalformedFrame(ProtocolError):
-    code = "malformed"
+    code: str = ErrorCode.MALFORMED
 
 
 class UnknownMessageType(ProtocolError):
-    code = "unknown-type"
+    code: str = ErrorCode.UNKNOWN_TYPE
 
 
 class MessageTooLarge(ProtocolError):
-    code = "too-large"
+    code: str = ErrorCode.TOO_LARGE
 
 
 class NotPermitted(ProtocolError):
-    code = "not-authorized"
+    code: str = ErrorCode.NOT_AUTHORIZED
 
 
 class SchemaError(ProtocolError):
-    code = "schema"
+    code: str = ErrorCode.SCHEMA
 
 
 class VersionMismatch(ProtocolError):
-    code = "version"
+    code: str = ErrorCode.VERSION
 
 
 class ClientError(PtapError):

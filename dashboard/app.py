@@ -30,6 +30,7 @@ from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
 from bus.daemon import StartupError
+from bus.ports import ManagerAddress
 from config.schema import DashboardConfig
 from dashboard import live
 from dashboard.auth import TOKEN_PATH, Auth
@@ -49,12 +50,9 @@ WEBSOCKET_MAX_MESSAGE = 1024 * 1024
 
 
 def manager_addresses(cfg: DashboardConfig) -> tuple[str, str]:
-    """The manager's ROUTER and PUB endpoints (PUB is ROUTER + 1, docs/protocol.md)."""
-    host = cfg.remote_server.server_ip
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"  # an IPv6 literal
-    port = cfg.remote_server.server_port
-    return f"tcp://{host}:{port}", f"tcp://{host}:{port + 1}"
+    """The manager's ROUTER and PUB endpoints (docs/protocol.md "Ports")."""
+    manager = ManagerAddress(cfg.remote_server.server_ip, cfg.remote_server.server_port)
+    return manager.router, manager.pub
 
 
 class TokenLoginPage(Page):

@@ -11,32 +11,17 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass
 from pathlib import Path
 
 import zmq
 import zmq.asyncio
 
 from bus.daemon import StartupError
+from bus.ports import PortLayout as PortLayout  # what bind_consecutive returns
+from bus.ports import tcp_endpoint as endpoint
 
 #: Random bases tried before giving up on ``bind_port = 0``.
 BIND_ATTEMPTS = 50
-
-
-@dataclass(frozen=True, slots=True)
-class Ports:
-    """The bound ports: ROUTER, PUB (= router + 1) and PULL (= router + 2)."""
-
-    router: int
-    pub: int
-    pull: int
-
-
-def endpoint(host: str, port: int | None) -> str:
-    """``tcp://host:port``, with an IPv6 host in brackets; without port for a random bind."""
-    if ":" in host and not host.startswith("["):
-        host = f"[{host}]"
-    return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
 
 
 def connect_host(bind_addr: str) -> str:
@@ -51,7 +36,7 @@ def bind_consecutive(
     pull: zmq.asyncio.Socket,
     addr: str,
     port: int,
-) -> Ports:
+) -> PortLayout:
     """Bind the three sockets at ``port``, +1, +2, or at a random free base if ``port`` is 0.
 
     Raises :class:`StartupError` (one line saying what to change) when that fails.
@@ -78,18 +63,19 @@ def _bind_at(
     addr: str,
     base: int,
     router_bound: bool = False,
-) -> Ports:
+) -> PortLayout:
     """Bind ROUTER (unless already), PUB and PULL at base, +1, +2; all or none."""
     router, pub, pull = sockets
     bound: list[tuple[zmq.asyncio.Socket, str]] = []
-    plan = [(router, base), (pub, base + 1), (pull, base + 2)]
+    layout = PortLayout(base)
+    plan = [(router, layout.router), (pub, layout.pub), (pull, layout.pull)]
     if router_bound:
         bound.append((router, endpoint(addr, base)))
         plan = plan[1:]
     for sock, port in plan:
         where = endpoint(addr, port)
         try:
-            if port > 65535:
+            if port > 65535:  # PUB or PULL past the last port
                 raise zmq.ZMQError(zmq.EINVAL, "port out of range")
             sock.bind(where)
         except zmq.ZMQError as exc:
@@ -101,10 +87,10 @@ def _bind_at(
                 "and bind_port"
             ) from None
         bound.append((sock, where))
-    return Ports(base, base + 1, base + 2)
+    return layout
 
 
-def write_ready_file(path: Path, ports: Ports) -> None:
+def write_ready_file(path: Path, ports: PortLayout) -> None:
     """Write the ports atomically (temp file + rename): readers never see half a file."""
     data = {
         "router": ports.router,

@@ -46,7 +46,7 @@ from manager.influx_setup import make_query_client, make_sink, query_database
 from manager.ingest import Ingest
 from manager.keys import KeyStore
 from manager.ports import (
-    Ports,
+    PortLayout,
     bind_consecutive,
     connect_host,
     endpoint,
@@ -102,7 +102,7 @@ class Manager:
         self.book = Book()
         self.counters: Counter[str] = Counter()
         self.bad_frames = RateLimitedLog(log)
-        self.ports: Ports | None = None
+        self.ports: PortLayout | None = None
         self._store: Store | None = None
         #: With CURVE: the key store (who may do what) and the authenticator.
         self.keys: KeyStore | None = None

@@ -16,7 +16,8 @@ from typing import TYPE_CHECKING, Any
 from bokeh.embed import server_document
 from tornado.web import HTTPError, RequestHandler
 
-from bus.errors import ManagerUnreachable, RequestFailed
+from bus.errors import ErrorCode, ManagerUnreachable, RequestFailed
+from bus.states import RunState
 from dashboard.auth import COOKIE, LOGIN_SECONDS, Auth
 
 if TYPE_CHECKING:
@@ -25,7 +26,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
-FINAL_STATES = frozenset({"succeeded", "failed", "timeout", "cancelled", "lost"})
+FINAL_STATES = frozenset(s.value for s in RunState if s.final)
 
 
 def fmt_time(ts: float | None) -> str:
@@ -137,7 +138,7 @@ class Page(RequestHandler):
         except ManagerUnreachable as exc:
             raise PageError(503, f"The manager is not answering: {exc}") from None
         except RequestFailed as exc:
-            status = 404 if exc.code == "not-found" else 400
+            status = 404 if exc.code == ErrorCode.NOT_FOUND else 400
             raise PageError(status, f"The manager refused: {exc}") from None
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:

@@ -13,12 +13,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from bus.messages import JobSpec
+from bus.states import JobState
 from dashboard.pages.base import FINAL_STATES, Page, PageError
 
 log = logging.getLogger(__name__)
 
 COLLECTORS = ("system", "process", "perf", "app")
-STATES = ("queued", "running", "succeeded", "failed", "cancelled")
+STATES = tuple(s.value for s in JobState)
 
 
 class FormError(ValueError):

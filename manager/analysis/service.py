@@ -33,6 +33,7 @@ from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, cast
 
+from bus.errors import ErrorCode
 from manager.analysis import compare as compare_mod
 from manager.analysis import nodes, query, render, report
 from manager.analysis.report import ENV_KEYS, JobAnalysis
@@ -53,19 +54,19 @@ NODE_WORKERS = min(4, os.cpu_count() or 1)
 class AnalysisError(Exception):
     """A report or comparison that cannot be made; ``code`` is the wire error code."""
 
-    code = "internal"
+    code: str = ErrorCode.INTERNAL
 
 
 class NotFound(AnalysisError):
-    code = "not-found"
+    code: str = ErrorCode.NOT_FOUND
 
 
 class BadRequest(AnalysisError):
-    code = "bad-request"
+    code: str = ErrorCode.BAD_REQUEST
 
 
 class Unavailable(AnalysisError):
-    code = "unavailable"
+    code: str = ErrorCode.UNAVAILABLE
 
 
 def check_format(fmt: str) -> None:

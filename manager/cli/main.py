@@ -15,7 +15,7 @@ import sys
 from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
-from bus.errors import ManagerUnreachable, PtapError, RequestFailed
+from bus.errors import ErrorCode, ManagerUnreachable, PtapError, RequestFailed
 from manager.cli import discovery
 from manager.cli.discovery import Target
 from manager.cli.session import (
@@ -44,11 +44,11 @@ def _command(module: str, name: str) -> Command:
     return run
 
 #: What to do, by the manager's error code, when its message does not say.
-_HINTS = {
-    "not-found": "list the jobs with ptap jobs",
-    "bad-request": "check the arguments (ptap {command} --help) and the nodes (ptap nodes)",
-    "version": "use the same ptap version for the CLI and the manager",
-    "unavailable": "check that InfluxDB runs and server.cfg [influxdb] points at it",
+_HINTS: dict[str, str] = {
+    ErrorCode.NOT_FOUND: "list the jobs with ptap jobs",
+    ErrorCode.BAD_REQUEST: "check the arguments (ptap {command} --help) and the nodes (ptap nodes)",
+    ErrorCode.VERSION: "use the same ptap version for the CLI and the manager",
+    ErrorCode.UNAVAILABLE: "check that InfluxDB runs and server.cfg [influxdb] points at it",
 }
 
 

@@ -11,11 +11,11 @@ local cluster's.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 from bus.errors import PtapError
+from bus.ports import MAX_ROUTER_PORT, PUB_OFFSET, ManagerAddress
 
 # ZeroMQ, msgpack and the message classes are imported when a command needs
 # them, not at start-up: `ptap --help`, a usage error and tab completion then
@@ -43,23 +43,8 @@ class CliError(PtapError):
         self.exit_code = exit_code
 
 
-@dataclass(frozen=True, slots=True)
-class Endpoint:
-    """The manager's host and ROUTER port."""
-
-    host: str
-    port: int
-
-    @property
-    def router(self) -> str:
-        return f"tcp://{self.host}:{self.port}"
-
-    @property
-    def pub(self) -> str:
-        return f"tcp://{self.host}:{self.port + 1}"
-
-    def __str__(self) -> str:
-        return f"{self.host}:{self.port}"
+#: The manager's host and ROUTER port; PUB and PULL follow from it.
+Endpoint = ManagerAddress
 
 
 def parse_manager(text: str | None) -> Endpoint:
@@ -75,8 +60,9 @@ def parse_manager(text: str | None) -> Endpoint:
         port = int(port_text)
     except ValueError:
         port = -1
-    if not 1 <= port <= 65533:
-        raise CliError(f"--manager {text!r}: port must be 1–65533 (PUB uses port+1) — "
+    if not 1 <= port <= MAX_ROUTER_PORT:
+        raise CliError(f"--manager {text!r}: port must be 1–{MAX_ROUTER_PORT} "
+                       f"(PUB uses port+{PUB_OFFSET}) — "
                        "e.g. --manager 127.0.0.1:54321", EXIT_USAGE)
     return Endpoint(host, port)
 

@@ -1,0 +1,66 @@
+"""The manager's port layout: ROUTER on a base port, PUB and PULL on the next two.
+
+Peers are told one port, the ROUTER's, and find the other two from it
+(docs/protocol.md "Ports"); the manager binds them all
+(``manager/ports.py``), the CLI, the dashboard and the agent connect to them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+#: PUB (events, live metrics) is the ROUTER port plus this.
+PUB_OFFSET = 1
+#: PULL (metric batches) is the ROUTER port plus this.
+PULL_OFFSET = 2
+#: The highest ROUTER port whose PUB and PULL ports still exist.
+MAX_ROUTER_PORT = 65535 - PULL_OFFSET
+
+
+@dataclass(frozen=True, slots=True)
+class PortLayout:
+    """The three ports of one manager, from its ROUTER port."""
+
+    router: int
+
+    @property
+    def pub(self) -> int:
+        return self.router + PUB_OFFSET
+
+    @property
+    def pull(self) -> int:
+        return self.router + PULL_OFFSET
+
+
+def tcp_endpoint(host: str, port: int | None) -> str:
+    """``tcp://host:port``, an IPv6 host in brackets; without a port for a random bind."""
+    if ":" in host and not host.startswith("["):
+        host = f"[{host}]"
+    return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
+
+
+@dataclass(frozen=True, slots=True)
+class ManagerAddress:
+    """Where a manager listens, as its peers connect to it: a host and the ROUTER port."""
+
+    host: str
+    port: int
+
+    @property
+    def ports(self) -> PortLayout:
+        return PortLayout(self.port)
+
+    @property
+    def router(self) -> str:
+        return tcp_endpoint(self.host, self.port)
+
+    @property
+    def pub(self) -> str:
+        return tcp_endpoint(self.host, self.ports.pub)
+
+    @property
+    def pull(self) -> str:
+        return tcp_endpoint(self.host, self.ports.pull)
+
+    def __str__(self) -> str:
+        return f"{self.host}:{self.port}"
