@@ -195,6 +195,7 @@ def build_spec(args: argparse.Namespace) -> messages.JobSpec:
         env=parse_pairs(args.env, "--env"),
         cwd=args.cwd or "",
         tags=parse_pairs(args.tag, "--tag"),
+        series=getattr(args, "series", "") or "",
     )
 
 

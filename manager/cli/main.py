@@ -16,7 +16,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import NoReturn
 
 from bus.errors import ErrorCode, ManagerUnreachable, PtapError, RequestFailed
-from manager.cli import discovery
+from manager.cli import discovery, history
 from manager.cli.discovery import Target
 from manager.cli.session import (
     DEFAULT_MANAGER,
@@ -114,6 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--count", type=_count, metavar="N", help="stop after N lines")
     p.set_defaults(func=_command("commands", "cmd_watch"))
     _add_analysis(sub)
+    history.add_parser(sub, _command("history", "cmd_history"), _count)
     p = sub.add_parser("keys", help="agent key acceptance")
     p.add_argument("action", choices=["list", "accept", "reject", "revoke"])
     p.add_argument("node", nargs="?", metavar="NODE")
@@ -168,6 +169,9 @@ def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="iterations per node (default 1)")
     p.add_argument("--tag", metavar="K=V", action="append", default=[], help="tag (repeatable)")
     p.add_argument("--name", metavar="N", default="", help="a name for the job")
+    p.add_argument("--series", metavar="NAME", default="",
+                   help="the history the job belongs to (default: its --name); tag it "
+                        "--tag version=... or --tag commit=... (see ptap history)")
     p.add_argument("--env", metavar="K=V", action="append", default=[],
                    help="environment variable for the command (repeatable)")
     p.add_argument("--cwd", metavar="DIR", default="", help="working directory on the node")
