@@ -12,8 +12,6 @@ import csv
 import io
 from typing import Any
 
-from manager.history.html import render_history_html
-
 FORMATS = ("text", "csv", "html")
 _ARROW = {"regression": "▲ regression", "improvement": "▼ improvement"}
 
@@ -23,6 +21,9 @@ def render(history: dict[str, Any], fmt: str) -> str:
     if fmt == "csv":
         return csv_text(history)
     if fmt == "html":
+        # Bokeh (about 0.5 s to import) only for the format that needs it.
+        from manager.history.html import render_history_html  # noqa: PLC0415
+
         return render_history_html(history)
     return text(history)
 
