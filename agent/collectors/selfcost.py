@@ -2,9 +2,11 @@
 
 Fields: ``cpu_pct`` (the agent process, all threads, percent of one CPU over
 the interval; unset on the first call), ``rss`` (bytes), and
-``samples_dropped`` and ``spool_depth`` as reported by the callable the agent
-passes in (the shipper's spool knows them; this module does not).
-``samples_dropped`` is passed through as given, a running total.
+``samples_dropped``, ``spool_depth`` and ``app_dropped`` as reported by the
+callable the agent passes in (the shipper's spool and the app endpoints know
+them; this module does not). ``samples_dropped`` and ``app_dropped`` (app
+metric datagrams the kernel dropped on full UDP buffers) are passed through as
+given, running totals.
 
 CPU time is ``time.process_time()`` (user + system of every thread, from the
 kernel's per-process clock) and RSS the second number of ``/proc/self/statm``,
@@ -27,7 +29,7 @@ from bus.metrics import Series
 
 log = logging.getLogger(__name__)
 
-AGENT_FIELDS = ("cpu_pct", "rss", "samples_dropped", "spool_depth")
+AGENT_FIELDS = ("cpu_pct", "rss", "samples_dropped", "spool_depth", "app_dropped")
 STATM = "/proc/self/statm"
 _PAGE = os.sysconf("SC_PAGE_SIZE")
 
@@ -66,7 +68,7 @@ class SelfCostCollector:
             stats = {}
         s = Series("agent", self._tags, AGENT_FIELDS)
         s.add(now_ns, cpu_pct, self._rss(), stats.get("samples_dropped"),
-              stats.get("spool_depth"))
+              stats.get("spool_depth"), stats.get("app_dropped"))
         return [s]
 
     def close(self) -> None:

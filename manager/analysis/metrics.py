@@ -38,7 +38,7 @@ SOURCE_FIELDS: dict[str, tuple[str, ...]] = {
     "disk": ("read_bps", "write_bps", "read_iops", "write_iops", "busy_pct"),
     "net": ("rx_bps", "tx_bps", "rx_pps", "tx_pps", "errors", "drops"),
     "proc": ("cpu_pct", "rss", "read_bps", "write_bps", "threads", "ctx_vol", "ctx_invol", "fds"),
-    "agent": ("cpu_pct", "rss", "samples_dropped", "spool_depth"),
+    "agent": ("cpu_pct", "rss", "samples_dropped", "spool_depth", "app_dropped"),
 }
 #: The ``pid`` tag of the ``proc`` row that sums the job's whole process tree.
 TREE_PID = "tree"
@@ -118,6 +118,7 @@ AGENT = _defs("agent", [
     ("cpu_pct", "%", L, "agent CPU (the observer's cost)"), ("rss", "B", L, "agent memory"),
     ("samples_dropped", "", L, "samples dropped by the agent (running total)"),
     ("spool_depth", "", L, "agent spool depth (unacked batches)"),
+    ("app_dropped", "", L, "app metric datagrams the kernel dropped (running total)"),
 ])
 RUN = [
     MetricDef("run.duration", "run", "duration", "s", L, "run duration (started → ended)"),
