@@ -5,6 +5,11 @@ link reconnects, ``agent.register`` reports every run held, and a final state is
 resent on every heartbeat until the manager acks it. So the runs live here, apart
 from the session in :mod:`agent.link`, which hands :class:`HeldRuns` the three
 run messages and asks it what to report and what to resend.
+
+Runs also outlive the agent: a final state goes to the :class:`~agent.run_journal.RunJournal`
+on disk before it is sent, and the finished runs an earlier agent left there
+are held (as reports, :attr:`HeldRuns.finished`) and reported like the others
+until the manager acks them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from agent.link_hooks import LinkHooks, call_hooks
+from agent.run_journal import RunJournal
 from agent.runner import Runner, RunnerOptions
 from bus.messages import Message, RunAck, RunCancel, RunDispatch, RunReport, RunState, RunUpdate
 from bus.ratelimit import RateLimitedLog
@@ -28,15 +34,20 @@ class HeldRuns:
     """Starts, cancels and forgets runs; every state change goes out through ``send``.
 
     :attr:`runs` maps run ids to their :class:`~agent.runner.Runner` until the
-    manager acks the final state. ``send`` queues a message for the manager
-    without waiting; between sessions it drops it, which is safe because finals
-    are resent until acked and registration reports every run again.
+    manager acks the final state; :attr:`finished` holds the final reports of
+    runs an earlier agent process ran, read back from ``journal``. ``send``
+    queues a message for the manager without waiting; between sessions it drops
+    it, which is safe because finals are resent until acked and registration
+    reports every run again.
     """
 
     def __init__(self, node: str, options: RunnerOptions, hooks: LinkHooks,
-                 send: Callable[[Message], None], trouble: RateLimitedLog) -> None:
+                 send: Callable[[Message], None], trouble: RateLimitedLog,
+                 journal: RunJournal | None = None) -> None:
         self.node = node
         self.runs: dict[str, Runner] = {}
+        self.journal = journal or RunJournal(None)
+        self.finished: dict[str, RunReport] = {r.run_id: r for r in self.journal.load()}
         self._options = options
         self._hooks = hooks
         self._send = send
@@ -45,7 +56,7 @@ class HeldRuns:
 
     def reports(self) -> list[RunReport]:
         """What ``agent.register`` carries: every run held, in its current state."""
-        return [runner.report() for runner in self.runs.values()]
+        return [runner.report() for runner in self.runs.values()] + list(self.finished.values())
 
     def running(self) -> int:
         """How many runs are running now (a heartbeat's ``running``)."""
@@ -56,6 +67,8 @@ class HeldRuns:
         for runner in self.runs.values():
             if runner.is_final:
                 self._send(RunUpdate(run=runner.report()))
+        for report in self.finished.values():
+            self._send(RunUpdate(run=report))
 
     async def aclose(self) -> None:
         """Cancel every unfinished run and wait for their process groups to end."""
@@ -71,11 +84,12 @@ class HeldRuns:
 
     def on_dispatch(self, msg: RunDispatch) -> None:
         """run.dispatch: start a Runner; for a run already held, resend its current update."""
-        known = self.runs.get(msg.run_id)
+        known = self.runs[msg.run_id].report() if msg.run_id in self.runs else \
+            self.finished.get(msg.run_id)
         if known is not None:
             log.info("node %s: run %s dispatched again; resending its state %s", self.node,
                      msg.run_id, known.state)
-            self._send(RunUpdate(run=known.report()))
+            self._send(RunUpdate(run=known))
             return
         def on_line(stream: str, line: str) -> None:
             self._call_hooks(self._hooks.output_line, runner, stream, line)
@@ -91,7 +105,9 @@ class HeldRuns:
     def on_cancel(self, msg: RunCancel) -> None:
         """run.cancel: end the run's process group; a finished run's update is resent."""
         runner = self.runs.get(msg.run_id)
-        if runner is None:
+        if msg.run_id in self.finished:
+            self._send(RunUpdate(run=self.finished[msg.run_id]))
+        elif runner is None:
             log.info("node %s: cancel for run %s, which this agent does not hold", self.node,
                      msg.run_id)
         elif runner.is_final:
@@ -104,7 +120,10 @@ class HeldRuns:
         runner = self.runs.get(msg.run_id)
         if runner is not None and runner.is_final:
             del self.runs[msg.run_id]
-            log.debug("node %s: run %s acked", self.node, msg.run_id)
+        elif self.finished.pop(msg.run_id, None) is None:
+            return
+        self.journal.forget(msg.run_id)
+        log.debug("node %s: run %s acked", self.node, msg.run_id)
 
     # --- a run's life ------------------------------------------------------------------
 
@@ -125,12 +144,21 @@ class HeldRuns:
             log.error("node %s: starting a run failed: %r", self.node, task.exception())
 
     def _on_change(self, runner: Runner) -> None:
-        """Every state change goes to the manager at once, and to the hooks."""
+        """Every state change goes to the manager at once, and to the hooks.
+
+        A final state goes to the hooks first (the app collector adds what the
+        kernel dropped to the report), then to disk, and only then to the manager:
+        whatever the manager has seen, a restarted agent can report again.
+        """
+        if runner.is_final:
+            self._call_hooks(self._hooks.run_ended, runner)
+            report = runner.report()
+            self.journal.record(report)
+            self._send(RunUpdate(run=report))
+            return
         self._send(RunUpdate(run=runner.report()))
         if runner.state is RunState.RUNNING:
             self._call_hooks(self._hooks.run_started, runner)
-        elif runner.is_final:
-            self._call_hooks(self._hooks.run_ended, runner)
 
     def _call_hooks(self, hooks: list[Callable[..., None]], *args: Any) -> None:
         call_hooks(hooks, *args, node=self.node, trouble=self._trouble)

@@ -40,6 +40,7 @@ import zmq.asyncio
 from agent.dealer_loop import DealerLoop, Outcome
 from agent.held_runs import HeldRuns
 from agent.link_hooks import LinkHooks, call_hooks
+from agent.run_journal import RunJournal
 from agent.runner import Runner, RunnerOptions
 from bus import codec
 from bus.errors import ErrorCode, ProtocolError
@@ -85,14 +86,16 @@ class Link(DealerLoop):
     ``await run()`` until cancelled, then ``await aclose()`` to end the runs.
     :attr:`registered` is set while a welcome holds; :attr:`sessions` counts DEALER
     sockets opened so far; :attr:`runs` are the runs held until the manager acks them.
-    :attr:`beat_stats`, when set, gives each heartbeat its ``spool_depth`` and
-    ``samples_dropped`` (the metrics side's counts).
+    :attr:`beat_stats`, when set, gives each heartbeat its ``spool_depth``,
+    ``samples_dropped`` and ``app_dropped`` (the metrics side's counts).
+    ``journal`` keeps finished runs on disk until acked (:mod:`agent.run_journal`).
     """
 
     def __init__(self, address: str, node: str, facts: NodeFacts, *,
                  ctx: zmq.asyncio.Context, runner_options: RunnerOptions,
                  timing: LinkTiming = LinkTiming(), hooks: LinkHooks | None = None,
-                 tuning: SocketTuning = SocketTuning(), curve: CurveKeys | None = None) -> None:
+                 tuning: SocketTuning = SocketTuning(), curve: CurveKeys | None = None,
+                 journal: RunJournal | None = None) -> None:
         # Bad frames, failed sends and hooks: at most one line per kind every 5 s.
         trouble = RateLimitedLog(log, period=5.0)
         super().__init__(address, node, ctx=ctx, tuning=tuning, curve=curve,
@@ -103,7 +106,7 @@ class Link(DealerLoop):
         self.hooks = hooks or LinkHooks()
         self.registered = asyncio.Event()
         self._timing = timing
-        self._held = HeldRuns(node, runner_options, self.hooks, self._send, trouble)
+        self._held = HeldRuns(node, runner_options, self.hooks, self._send, trouble, journal)
         self.beat_stats: Callable[[], Mapping[str, int]] | None = None
         self._version_logged = False
         self._refusals = RateLimitedLog(log, timing.refusal_log_period)
@@ -153,7 +156,8 @@ class Link(DealerLoop):
                                    exc_info=True)
         return Heartbeat(running=self._held.running(), sent_at=time.time(),
                          spool_depth=_count(stats.get("spool_depth")),
-                         samples_dropped=_count(stats.get("samples_dropped")))
+                         samples_dropped=_count(stats.get("samples_dropped")),
+                         app_dropped=_count(stats.get("app_dropped")))
 
     def _handle(self, frames: list[bytes]) -> Outcome:
         try:

@@ -5,6 +5,10 @@ the node facts once (the perf probe runs in a thread), then keep a
 :class:`agent.link.Link` to the manager until SIGTERM or SIGINT, which cancel
 every run still going so no test process outlives the agent.
 
+What must outlive the process (unacked metric batches, finished runs not yet
+acked) is kept in this node's folder under ``[spool] dir``
+(:mod:`agent.state_dir`, on by default), opened once before anything connects.
+
 Collectors and the metrics shipper (:class:`agent.sampling.Sampler`) start in
 :meth:`Agent.start_metrics`; the link hands them what they need through
 :class:`agent.link.LinkHooks` (welcomes, metric acks, runs that start and end,
@@ -29,8 +33,10 @@ import zmq.asyncio
 
 from agent.facts import PerfProbe, gather_facts_async
 from agent.link import Link, LinkTiming
+from agent.run_journal import RunJournal
 from agent.runner import RunnerOptions
 from agent.sampling import Sampler
+from agent.state_dir import StateDir, open_state_dir
 from bus.daemon import StartupError, add_common_flags, parse_overrides, run, setup_logging
 from bus.ports import ManagerAddress
 from bus.security import ensure_keypair, load_public, public_path
@@ -51,6 +57,7 @@ class Agent:
         self.link: Link | None = None
         self.sampler: Sampler | None = None
         self.curve: CurveKeys | None = None
+        self.state: StateDir | None = None
         self._sampling: asyncio.Task[None] | None = None
         self._probe = probe
 
@@ -59,13 +66,17 @@ class Agent:
         # Keys first: a missing or unsafe key ends start-up before anything connects.
         self.curve = agent_keys(self.cfg) if self.cfg.security.curve else None
         facts = await gather_facts_async(self.cfg, self._probe)
+        self.state = open_state_dir(self.cfg.spool.dir, self.node)
         ctx = zmq.asyncio.Context()
         try:
+            journal = RunJournal(self.state.runs if self.state else None)
             self.link = Link(manager_address(self.cfg), self.node, facts, ctx=ctx,
                              runner_options=runner_options(self.cfg),
-                             timing=link_timing(self.cfg), curve=self.curve)
-            log.info("node %s: agent %s on %s (%d CPUs), manager %s", self.node,
-                     facts.agent_version, facts.address or "?", facts.cpus, self.link.address)
+                             timing=link_timing(self.cfg), curve=self.curve,
+                             journal=journal)
+            log.info("node %s: agent %s on %s (%d CPUs), manager %s, spool %s", self.node,
+                     facts.agent_version, facts.address or "?", facts.cpus, self.link.address,
+                     self.state.path if self.state else "in memory only")
             if self.curve is not None:
                 # What an operator compares with ptap keys list before accepting.
                 log.info("node %s: CURVE public key %s", self.node, self.curve.public.decode())
@@ -77,10 +88,13 @@ class Agent:
                 await self.stop_metrics()
         finally:
             ctx.destroy(linger=0)
+            if self.state is not None:
+                self.state.close()
 
     async def start_metrics(self, link: Link, ctx: zmq.asyncio.Context) -> None:
         """Start the collectors and the shipper beside the link (see :mod:`agent.sampling`)."""
-        self.sampler = Sampler(self.cfg, self.node, ctx, metrics_address(self.cfg), self.curve)
+        self.sampler = Sampler(self.cfg, self.node, ctx, metrics_address(self.cfg), self.curve,
+                               spool_dir=self.state.batches if self.state else None)
         if self.curve is not None:
             # Before the sampler's own welcome hook, so its resend goes to the new socket.
             link.hooks.welcome.append(lambda _: self._renew_push(ctx))

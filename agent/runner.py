@@ -90,6 +90,8 @@ class Runner:
         self.started_at: float | None = None
         self.ended_at: float | None = None
         self.error = ""
+        #: App metric datagrams the kernel dropped (set by the app collector at the end).
+        self.app_dropped: int | None = None
         self._on_change = on_change
         self._on_line = on_line
         self._line_hook_failed = False
@@ -114,11 +116,22 @@ class Runner:
         return self.state.final
 
     def report(self) -> RunReport:
-        """The run as the manager sees it in ``run.update`` and ``agent.register``."""
+        """The run as the manager sees it in ``run.update`` and ``agent.register``.
+
+        Datagrams the kernel dropped are said in ``error`` as well, where people
+        look, not only in ``app_dropped``: a lossy run must not pass for a clean one.
+        """
+        error = self.error
+        if self.app_dropped:
+            error = "; ".join(filter(None, [error, (
+                f"{self.app_dropped} app metric datagram(s) dropped by the kernel (the "
+                "agent's UDP buffer was full): raise [collectors] app_rcvbuf or send to "
+                "PTAP_METRICS_STREAM")]))
         return RunReport(
             run_id=self.run_id, job_id=self.job_id, state=self.state, pid=self.pid,
             exit_code=self.exit_code, started_at=self.started_at, ended_at=self.ended_at,
-            stdout_tail=self._out.text(), stderr_tail=self._err.text(), error=self.error,
+            stdout_tail=self._out.text(), stderr_tail=self._err.text(), error=error,
+            app_dropped=self.app_dropped,
         )
 
     async def start(self) -> None:

@@ -42,6 +42,7 @@ import zmq
 import zmq.asyncio
 
 from agent.collectors.app import AppMetricsEndpoint
+from agent.collectors.app_sockets import read_udp_drops
 from agent.collectors.perf import PerfCollector
 from agent.collectors.proctree import ProcessTreeCollector
 from agent.collectors.selfcost import SelfCostCollector
@@ -94,20 +95,25 @@ class Sampler:
 
     def __init__(self, cfg: AgentConfig, node: str, ctx: zmq.asyncio.Context,
                  pull_address: str, curve: CurveKeys | None = None, *,
-                 inline_budget: float = INLINE_BUDGET) -> None:
+                 inline_budget: float = INLINE_BUDGET, spool_dir: Path | None = None) -> None:
+        """``spool_dir``: where unacked batches are kept across restarts (see
+        :mod:`agent.state_dir`); None keeps them in memory only."""
         self.cfg = cfg
         self.node = node
         self.interval = cfg.collectors.interval
         self.push = make_socket(ctx, zmq.PUSH, SocketTuning(sndhwm=1000), curve)
         self.push.connect(pull_address)
-        spool_dir = Path(cfg.spool.dir) if cfg.spool.dir else None
-        self.spool = Spool(cfg.spool.max_batches, spool_dir)
+        self.spool = Spool(cfg.spool.max_batches, spool_dir, cfg.spool.max_bytes)
         self.shipper = Shipper(node, self.spool, self.push,
                                resend_after=max(5.0, 3 * self.interval))
         enabled = set(cfg.collectors.enabled)
         self.system = SystemCollector(node) if "system" in enabled else None
         self.selfcost = SelfCostCollector(node, self._stats)
         self.runs: dict[str, _RunCollectors] = {}
+        # Datagrams the kernel dropped, and points the endpoints refused, on the app
+        # endpoints of runs that are over (live ones are asked on every report).
+        self._app_dropped_closed = 0
+        self._app_refused_closed = 0
         self.ticks = 0  # times the loop sampled something (for tests and tuning)
         self.inline_budget = inline_budget
         self.inline = True  # where the next tick's /proc reads run
@@ -187,7 +193,8 @@ class Sampler:
                         self.node, ", ".join(sorted(unknown)), ", ".join(sorted(KNOWN_COLLECTORS)))
         rc = _RunCollectors(job_id=d.job_id, interval=max(MIN_INTERVAL, d.interval),
                             collect=frozenset(d.collect),
-                            app=AppMetricsEndpoint(self.node, d.job_id))
+                            app=AppMetricsEndpoint(self.node, d.job_id,
+                                                   rcvbuf=self.cfg.collectors.app_rcvbuf))
         if "app" in rc.collect:
             await rc.app.start()
             runner.extra_env.update(rc.app.env())
@@ -210,9 +217,16 @@ class Sampler:
         self._alarm.poke()
 
     def _on_run_ended(self, runner: Runner) -> None:
+        """Before the final report is kept and sent: what the kernel dropped goes in it."""
         rc = self.runs.get(runner.run_id)
         if rc is not None:
             rc.ended = True
+            if "app" in rc.collect:
+                runner.app_dropped = rc.app.kernel_dropped()
+                if runner.app_dropped:
+                    log.warning("run %s on %s: the kernel dropped %d app metric datagram(s): "
+                                "the agent did not read its UDP buffer in time", runner.run_id,
+                                self.node, runner.app_dropped)
             self._alarm.poke()
 
     def _on_output_line(self, runner: Runner, stream: str, line: str) -> None:
@@ -266,16 +280,25 @@ class Sampler:
         for perf in rc.perf:
             await perf.stop()
         await rc.app.stop()
+        self._app_dropped_closed += rc.app.kernel_dropped() or 0
+        self._app_refused_closed += rc.app.dropped
 
     def _flush(self) -> None:
         pending, self._pending = self._pending, []
         self.shipper.ship(pending)
 
     def _stats(self) -> dict[str, int]:
-        # Both are points collected and never sent: the spool's oldest, pushed out
-        # while the manager was away, and rows too large for any batch.
-        dropped = self.spool.points_dropped + self.shipper.rows_too_large
-        return {"samples_dropped": dropped, "spool_depth": len(self.spool)}
+        # All are points collected and never sent: the spool's oldest, pushed out
+        # while the manager was away, rows too large for any batch, and app points
+        # refused while an endpoint held its maximum.
+        live = [rc.app for rc in self.runs.values()]
+        dropped = (self.spool.points_dropped + self.shipper.rows_too_large
+                   + self._app_refused_closed + sum(app.dropped for app in live))
+        app_dropped = self._app_dropped_closed + sum(
+            n for n in read_udp_drops({app.sockets.inode for app in live
+                                       if app.sockets.inode is not None}).values())
+        return {"samples_dropped": dropped, "spool_depth": len(self.spool),
+                "app_dropped": app_dropped}
 
 
 def _read_proc(system: SystemCollector | None, trees: list[ProcessTreeCollector | None],

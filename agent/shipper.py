@@ -9,8 +9,15 @@ themselves.
 
 Sends never block: a full PUSH queue (HWM) leaves the batch in the spool for
 the next resend pass, so collection never stalls behind a slow network. When
-the spool overflows, the oldest batch goes and its points are counted in
-``points_dropped``, which the ``agent`` measurement reports.
+the spool overflows (``max_batches`` or ``max_bytes``), the oldest batch goes
+and its points are counted in ``points_dropped``, which the ``agent``
+measurement and the heartbeat's ``samples_dropped`` report.
+
+With a folder (the default, see :mod:`agent.state_dir`) each batch is also a
+file, written to a temporary name and renamed: an agent that is stopped or
+killed sends them after its restart. Batch files are not fsynced: a process
+crash loses nothing without it, and a power cut costs at most the last few
+seconds, where an fsync a second would stall the loop on a busy disk.
 """
 
 from __future__ import annotations
@@ -28,6 +35,7 @@ import zmq.asyncio
 
 from bus import codec, messages
 from bus.metrics import BATCH_SPLIT_BYTES, Series, count_points, series_to_wire, split_wire
+from bus.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
@@ -40,21 +48,32 @@ class _Spooled:
 
 
 class Spool:
-    """Unacked batches by sequence, oldest first, bounded in count.
+    """Unacked batches by sequence, oldest first, bounded in count and in bytes.
 
     With ``directory`` set each batch is also written to a file, so batches
-    survive an agent restart; files are removed when acked or dropped.
+    survive an agent restart; files are removed when acked or dropped. A
+    folder that cannot be written costs durability (logged), never a batch.
     """
 
-    def __init__(self, max_batches: int, directory: Path | None = None) -> None:
+    def __init__(self, max_batches: int, directory: Path | None = None,
+                 max_bytes: int | None = None) -> None:
         self.max_batches = max_batches
+        self.max_bytes = max_bytes
         self.directory = directory
         self._batches: OrderedDict[int, _Spooled] = OrderedDict()
+        self.bytes = 0
         self.points_dropped = 0
         self.batches_dropped = 0
+        self._trouble = RateLimitedLog(log, period=60.0)
         if directory is not None:
-            directory.mkdir(parents=True, exist_ok=True)
-            self._load()
+            try:
+                directory.mkdir(parents=True, exist_ok=True)
+            except OSError as exc:
+                log.error("spool folder %s cannot be made (%s); batches kept in memory only",
+                          directory, exc.strerror or exc)
+                self.directory = None
+            else:
+                self._load()
 
     def __len__(self) -> int:
         return len(self._batches)
@@ -64,25 +83,44 @@ class Spool:
         return sum(b.points for b in self._batches.values())
 
     def add(self, seq: int, frames: list[bytes], points: int) -> None:
-        while len(self._batches) >= self.max_batches:
-            old_seq, old = self._batches.popitem(last=False)
-            self.points_dropped += old.points
-            self.batches_dropped += 1
-            self._unlink(old_seq)
-            log.warning("spool full (%d batches): dropped batch %d with %d points",
-                        self.max_batches, old_seq, old.points)
-        self._batches[seq] = _Spooled(frames, points, 0.0)
+        size = len(frames[1])
+        while self._batches and (len(self._batches) >= self.max_batches or (
+                self.max_bytes is not None and self.bytes + size > self.max_bytes)):
+            self._drop_oldest()
+        self._hold(seq, _Spooled(frames, points, 0.0))
         if self.directory is not None:
             path = self.directory / f"{seq:020d}.batch"
             tmp = path.with_suffix(".tmp")
-            tmp.write_bytes(frames[1])
-            tmp.replace(path)
+            try:
+                tmp.write_bytes(frames[1])
+                tmp.replace(path)
+            except OSError as exc:  # a full disk: the batch is still held and sent
+                self._trouble.warn("write", f"spool: cannot write {path} "
+                                   f"({exc.strerror or exc}); the batch is kept in memory "
+                                   "only and lost if the agent stops before it is acked")
+
+    def _hold(self, seq: int, batch: _Spooled) -> None:
+        self._batches[seq] = batch
+        self.bytes += len(batch.frames[1])
+
+    def _drop_oldest(self) -> None:
+        old_seq, old = self._batches.popitem(last=False)
+        self.bytes -= len(old.frames[1])
+        self.points_dropped += old.points
+        self.batches_dropped += 1
+        self._unlink(old_seq)
+        self._trouble.warn("full", f"spool full (max {self.max_batches} batches, "
+                           f"{self.max_bytes} bytes): dropped batch {old_seq} with "
+                           f"{old.points} points ({self.points_dropped} points dropped so "
+                           "far, reported as samples_dropped)")
 
     def ack(self, seqs: Iterable[int]) -> int:
         """Forget acked batches; returns how many were still held."""
         done = 0
         for seq in seqs:
-            if self._batches.pop(seq, None) is not None:
+            batch = self._batches.pop(seq, None)
+            if batch is not None:
+                self.bytes -= len(batch.frames[1])
                 done += 1
                 self._unlink(seq)
         return done
@@ -98,23 +136,35 @@ class Spool:
 
     def _unlink(self, seq: int) -> None:
         if self.directory is not None:
-            (self.directory / f"{seq:020d}.batch").unlink(missing_ok=True)
+            try:
+                (self.directory / f"{seq:020d}.batch").unlink(missing_ok=True)
+            except OSError as exc:
+                self._trouble.warn("unlink", f"spool: cannot remove batch {seq} "
+                                   f"({exc.strerror or exc}); it may be sent again")
 
     def _load(self) -> None:
         assert self.directory is not None
+        for path in sorted(self.directory.glob("*.tmp")):
+            path.unlink(missing_ok=True)  # a write cut by a crash: its batch was never sent
         for path in sorted(self.directory.glob("*.batch")):
-            body = path.read_bytes()
             try:
+                body = path.read_bytes()
                 batch = codec.decode([messages.MsgType.METRICS.value.encode(), body])
-            except Exception as exc:  # a torn file from a crash: say so, keep going
+                assert isinstance(batch, messages.MetricBatch)
+                points = count_points(batch.series)
+            except Exception as exc:  # a torn or foreign file: say so, keep going
                 log.warning("spool file %s is unreadable (%s); removing it", path, exc)
                 path.unlink(missing_ok=True)
                 continue
-            assert isinstance(batch, messages.MetricBatch)
             frames = [messages.MsgType.METRICS.value.encode(), body]
-            self._batches[batch.seq] = _Spooled(frames, count_points(batch.series), 0.0)
+            self._hold(batch.seq, _Spooled(frames, points, 0.0))
+        # Batches kept under a larger bound than today's: the oldest go, counted.
+        while self._batches and (len(self._batches) > self.max_batches or (
+                self.max_bytes is not None and self.bytes > self.max_bytes)):
+            self._drop_oldest()
         if self._batches:
-            log.info("spool: %d batches from a previous run will be sent", len(self._batches))
+            log.info("spool: %d batches (%d bytes) from a previous run will be sent",
+                     len(self._batches), self.bytes)
 
 
 class Shipper:

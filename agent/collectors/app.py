@@ -1,8 +1,10 @@
 """Numbers the program reports itself: the ``app`` and ``mark`` measurements.
 
-The agent gives the job ``PTAP_METRICS=udp://127.0.0.1:PORT``
-(:meth:`AppMetricsEndpoint.env`). One datagram holds one or more lines, each
-either InfluxDB line protocol or StatsD:
+The agent gives the job ``PTAP_METRICS=udp://127.0.0.1:PORT`` and
+``PTAP_METRICS_STREAM=tcp://127.0.0.1:PORT`` (:meth:`AppMetricsEndpoint.env`;
+the sockets are :mod:`agent.collectors.app_sockets`'). One datagram, or one
+newline-terminated line of the stream, holds lines, each either InfluxDB line
+protocol or StatsD:
 
 * ``latency,route=/api value=12.5 1700000000000000000`` — timestamp optional
   (ns since the epoch; the receive time otherwise). Every field becomes its own
@@ -24,8 +26,10 @@ logged at most once per 10 s; the good lines of the same datagram are kept.
 iteration=3``, see :func:`parse_mark_line`): tags node and job, one field per
 ``k=v``; numbers become floats, anything else a string.
 
-UDP only: it never blocks the program, and a local datagram is not lost unless
-the agent is too slow to drain its socket buffer.
+UDP never blocks the program; a local datagram is lost only when the agent is
+too slow to drain its (large) socket buffer, and then counted
+(:meth:`AppMetricsEndpoint.kernel_dropped`). The stream loses nothing: a slow
+agent makes the program's writes wait.
 
 Cost (dev VM): parsing takes ~2 µs per StatsD line, ~4.5 µs per plain
 line-protocol line (~13 µs with escapes); a 1,000-line datagram is taken
@@ -34,13 +38,13 @@ line-protocol line (~13 µs with escapes); a 1,000-line datagram is taken
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import re
 import shlex
 import time
 from dataclasses import dataclass, field
 
+from agent.collectors.app_sockets import AppSockets
 from bus.metrics import Series
 
 log = logging.getLogger(__name__)
@@ -245,41 +249,26 @@ def _series_key(name: str, tags: dict[str, str]) -> tuple[str, tuple[tuple[str, 
     return name, tuple(sorted(tags.items()))
 
 
-class _Protocol(asyncio.DatagramProtocol):
-    def __init__(self, endpoint: AppMetricsEndpoint) -> None:
-        self.endpoint = endpoint
-        self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-
-    def datagram_received(self, data: bytes, addr: object) -> None:
-        self.endpoint.feed(data, time.time_ns())
-
-    def error_received(self, exc: Exception) -> None:
-        log.debug("app metrics socket error: %s", exc)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if not self.closed.done():
-            self.closed.set_result(None)
-
-
 class AppMetricsEndpoint:
-    """A local UDP endpoint collecting a job's own metrics and marks.
+    """Local UDP and stream endpoints collecting a job's own metrics, and its marks.
 
-    ``start()`` binds ``127.0.0.1:0``; ``env()`` gives the variable for the
-    job; ``collect(now_ns)`` drains what arrived. Counters seen once are
-    reported every interval (0 when idle) until the endpoint stops.
+    ``start()`` binds both on ``127.0.0.1:0``; ``env()`` gives the variables for
+    the job; ``collect(now_ns)`` drains what arrived. Counters seen once are
+    reported every interval (0 when idle) until the endpoint stops. ``dropped``
+    counts datagram points refused while ``max_pending`` were held (the stream
+    waits instead); :meth:`kernel_dropped` the datagrams the kernel dropped.
     """
 
     def __init__(self, node: str, job_id: str, host: str = "127.0.0.1",
-                 max_pending: int = MAX_PENDING) -> None:
+                 max_pending: int = MAX_PENDING, rcvbuf: int = 8 * 1024 * 1024) -> None:
         self.node = node
         self.job_id = job_id
         self.host = host
         self.max_pending = max_pending
         self.bad_lines = 0
         self.dropped = 0
-        self._transport: asyncio.DatagramTransport | None = None
-        self._protocol: _Protocol | None = None
-        self._port: int | None = None
+        self.sockets = AppSockets(self.feed, self._full, host, rcvbuf)
+        self._env: dict[str, str] | None = None
         self._points: list[tuple[int, AppPoint]] = []
         self._marks: list[tuple[int, dict[str, str | float]]] = []
         self._counters: dict[tuple[str, tuple[tuple[str, str], ...]], float] = {}
@@ -289,35 +278,40 @@ class AppMetricsEndpoint:
         self._bad_logged_at = float("-inf")
 
     async def start(self) -> str:
-        """Bind the UDP socket; returns the ``udp://host:port`` address."""
-        loop = asyncio.get_running_loop()
-        transport, protocol = await loop.create_datagram_endpoint(
-            lambda: _Protocol(self), local_addr=(self.host, 0))
-        self._transport, self._protocol = transport, protocol
-        self._port = transport.get_extra_info("sockname")[1]
+        """Bind the endpoints; returns the ``udp://host:port`` address."""
+        self._env = await self.sockets.start()
         return self.address
 
     @property
     def address(self) -> str:
         """``udp://127.0.0.1:PORT`` (valid after :meth:`start`)."""
-        if self._port is None:
-            raise RuntimeError("AppMetricsEndpoint not started")
-        return f"udp://{self.host}:{self._port}"
+        return self.env()["PTAP_METRICS"]
+
+    @property
+    def stream_address(self) -> str:
+        """``tcp://127.0.0.1:PORT`` (valid after :meth:`start`)."""
+        return self.env()["PTAP_METRICS_STREAM"]
 
     def env(self) -> dict[str, str]:
         """Environment entries to give the job."""
-        return {"PTAP_METRICS": self.address}
+        if self._env is None:
+            raise RuntimeError("AppMetricsEndpoint not started")
+        return dict(self._env)
+
+    def kernel_dropped(self) -> int | None:
+        """Datagrams the kernel dropped on the UDP socket (None: not started or not known)."""
+        return self.sockets.dropped()
 
     async def stop(self) -> None:
-        """Close the socket and wait until it is closed."""
-        transport, protocol = self._transport, self._protocol
-        self._transport = self._protocol = None
-        if transport is not None and protocol is not None:
-            transport.close()
-            await protocol.closed
+        """Take what is still queued, close the sockets and wait until they are closed."""
+        await self.sockets.stop()
 
-    def feed(self, data: bytes, now_ns: int) -> int:
-        """Take one datagram's lines; returns how many were good."""
+    def feed(self, data: bytes, now_ns: int, lossless: bool = False) -> int:
+        """Take one datagram's (or stream chunk's) lines; returns how many were good.
+
+        ``lossless`` (the stream) keeps points past ``max_pending``: its reader
+        pauses instead, so they are bounded by one read.
+        """
         good = 0
         for raw in data.split(b"\n"):
             try:
@@ -327,8 +321,11 @@ class AppMetricsEndpoint:
                 continue
             good += bool(points)
             for p in points:
-                self._take(p, now_ns)
+                self._take(p, now_ns, lossless)
         return good
+
+    def _full(self) -> bool:
+        return len(self._points) >= self.max_pending
 
     def feed_stdout_line(self, line: str, now_ns: int) -> bool:
         """Record a ``PTAP mark`` line from the job's stdout; False if not a mark."""
@@ -342,6 +339,7 @@ class AppMetricsEndpoint:
         """``app`` and ``mark`` series for everything received since the last call."""
         points, self._points = self._points, []
         marks, self._marks = self._marks, []
+        self.sockets.resume_streams()
         by_key: dict[object, Series] = {}
         base = {"node": self.node, "job": self.job_id}
         for ts, p in points:
@@ -361,7 +359,7 @@ class AppMetricsEndpoint:
             s.add(ts, *(fields[k] for k in keys))
         return list(by_key.values())
 
-    def _take(self, p: AppPoint, now_ns: int) -> None:
+    def _take(self, p: AppPoint, now_ns: int, lossless: bool = False) -> None:
         key = _series_key(p.name, p.tags)
         if p.kind == "counter":
             self._counters[key] = self._counters.get(key, 0.0) + p.value
@@ -370,7 +368,7 @@ class AppMetricsEndpoint:
             p = AppPoint(p.name, self._gauges.get(key, 0.0) + p.value, "gauge", p.tags)
         if p.kind == "gauge":
             self._gauges[key] = p.value
-        if len(self._points) >= self.max_pending:
+        if len(self._points) >= self.max_pending and not lossless:
             self.dropped += 1
             return
         ts = p.ts_ns if p.ts_ns is not None else self._unique_ts(key, now_ns)

@@ -109,7 +109,8 @@ def test_udp_endpoint_mixed_good_and_garbage(caplog: pytest.LogCaptureFixture) -
     async def main() -> tuple[AppMetricsEndpoint, list[Series], list[Series]]:
         ep = AppMetricsEndpoint("n1", "j1")
         addr = await ep.start()
-        assert ep.env() == {"PTAP_METRICS": addr}
+        assert ep.env() == {"PTAP_METRICS": addr, "PTAP_METRICS_STREAM": ep.stream_address}
+        assert ep.stream_address.startswith("tcp://127.0.0.1:")
         host, port = addr.removeprefix("udp://").split(":")
         try:
             with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
