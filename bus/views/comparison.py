@@ -84,8 +84,9 @@ def flag_html(f: dict[str, Any]) -> str:
 def total(n: dict[str, Any], key: str, listed: int) -> int:
     """A total the manager counted; what was listed when the total is missing or odd."""
     value = n.get(key)
-    ok = isinstance(value, int) and not isinstance(value, bool) and value >= listed
-    return int(value) if ok else listed
+    if isinstance(value, int) and not isinstance(value, bool) and value >= listed:
+        return value
+    return listed
 
 
 def flags_html(c: dict[str, Any]) -> str:

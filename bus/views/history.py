@@ -19,7 +19,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from bokeh.models import ColumnDataSource, HoverTool, LabelSet, OpenURL, TapTool
+from bokeh.models import ColumnDataSource, HoverTool, OpenURL, TapTool
+from bokeh.models.annotations import LabelSet
 
 from bus.views.charts import LINE_WIDTH, finish_legend, styled_figure
 from bus.views.text import (
