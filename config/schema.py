@@ -137,9 +137,10 @@ class AgentCollectors:
     perf_events: tuple[str, ...] = key(
         ("task-clock", "context-switches", "cpu-migrations", "page-faults",
          "cycles", "instructions"), doc="perf events; unsupported ones are reported")
-    app_rcvbuf: int = key(8 * 1024 * 1024, lo=1024, hi=1024 * 1024 * 1024,
-                          doc="receive buffer of each run's app metrics UDP socket, bytes "
-                          "(what a paused agent can hold; beyond rmem_max only as root)")
+    app_rcvbuf: int = key(16 * 1024 * 1024, lo=1024, hi=1024 * 1024 * 1024,
+                          doc="receive buffer of each run's app metrics UDP socket, bytes: "
+                          "what a paused agent can hold (16 MiB: ~40,000 small datagrams); "
+                          "beyond net.core.rmem_max only as root")
 
 
 @dataclass(frozen=True)
