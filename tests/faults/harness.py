@@ -1,0 +1,296 @@
+"""One fault scenario's cluster, workload and measurements (the numbered-app-points method).
+
+A :class:`FaultRun` is a real manager and one real agent (node ``f-<scenario>``)
+writing to a real influxd, from :class:`tests.integration.conftest.Cluster`.
+Its job (``tests/faults/workload.py``) sends ``count`` numbered ``app`` points
+through the agent's app endpoint; InfluxDB is then asked exactly which numbers
+it holds. The scenario injects its fault between :meth:`FaultRun.submit` and
+:meth:`FaultRun.finish`, marking when the fault ended with :meth:`FaultRun.cleared`.
+
+:meth:`FaultRun.finish` returns an :class:`Outcome`: K sent, N stored (and the
+first numbers missing), kernel UDP drops the agent reported, the largest gap in
+the node's ``cpu`` series over the job's lifetime, the drain time (from the end
+of the fault, or of the workload if later, until InfluxDB held every point),
+the job's final state, how long the node took to be ``ready`` again, and the
+daemons that died without the scenario killing them.
+
+Polls (job and node state, counts) go through the manager's client and
+InfluxDB's HTTP API in this process, once every :data:`POLL` s: several
+scenarios run at once on a small host, and a ``ptap`` process per poll would
+cost more than the clusters. The final job state is read with ``ptap job``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import zmq.asyncio
+
+from bus.client import ManagerClient
+from bus.errors import PtapError
+from tests.conftest_influx import InfluxFixture
+from tests.faults.netns import HostManagerProc, NetNs
+from tests.integration.conftest import Cluster, Daemon
+
+WORKLOAD = str(Path(__file__).with_name("workload.py"))
+POLL = 0.25
+JOB_FINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
+#: After the fault and the workload have ended, every point must be stored within this.
+DRAIN_TIMEOUT = 90.0
+T = TypeVar("T")
+
+
+def poll(predicate: Callable[[], T | None], timeout: float, what: str,
+         interval: float = POLL) -> T:
+    """``predicate()`` until it returns something true, every ``interval`` s, or fail."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = predicate()
+        if result:
+            return result
+        if time.monotonic() >= deadline:
+            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
+        time.sleep(interval)  # wait-ok: poll step under a deadline
+
+
+def manager_call(address: str, method: str, *args: Any) -> Any:
+    """One request through :class:`bus.client.ManagerClient`; None if it went unanswered."""
+    async def call() -> Any:
+        ctx = zmq.asyncio.Context()
+        try:
+            async with ManagerClient(f"tcp://{address}", timeout=2.0, ctx=ctx) as client:
+                return await getattr(client, method)(*args)
+        finally:
+            ctx.destroy(linger=0)
+
+    try:
+        return asyncio.run(call())
+    except PtapError:
+        return None
+
+
+@dataclass
+class Outcome:
+    """What one fault did to the numbered points, the job and the daemons."""
+
+    name: str
+    fault: str
+    sent: int = 0
+    stored: int = 0
+    missing: list[int] = field(default_factory=list)  # the first few numbers not stored
+    udp_drops: int | None = None  # kernel drops the agent counted (None: it reports none)
+    cpu_gap: float | None = None  # seconds, largest gap in the node's cpu series
+    drain: float | None = None  # seconds, end of fault/workload → every point stored
+    job_state: str = "?"
+    expected_state: str = "succeeded"
+    node_return: float | None = None  # seconds, end of fault → node ready again
+    deaths: list[str] = field(default_factory=list)
+    restarts: list[str] = field(default_factory=list)  # deaths a supervisor undid
+    notes: list[str] = field(default_factory=list)
+    logs: list[Path] = field(default_factory=list)
+
+    @property
+    def lost(self) -> int:
+        return self.sent - self.stored
+
+    def line(self) -> str:
+        def sec(v: float | None) -> str:
+            return "-" if v is None else f"{v:.1f} s"
+
+        drops = "not reported" if self.udp_drops is None else str(self.udp_drops)
+        return (f"{self.name}: {self.fault}: K sent {self.sent}, N stored {self.stored} "
+                f"(lost {self.lost}, UDP drops {drops}), largest cpu gap {sec(self.cpu_gap)}, "
+                f"drain {sec(self.drain)}, node back {sec(self.node_return)}, job "
+                f"{self.job_state} (want {self.expected_state}), daemon deaths "
+                f"{len(self.deaths)}{' ' + '; '.join(self.deaths) if self.deaths else ''}"
+                + (f", supervisor restarts: {'; '.join(self.restarts)}" if self.restarts else "")
+                + (f" [{'; '.join(self.notes)}]" if self.notes else ""))
+
+    def problems(self, max_cpu_gap: float | None = None,
+                 max_node_return: float | None = None) -> list[str]:
+        """What the issue says must not happen, one line each."""
+        out = []
+        if self.lost and not (self.udp_drops and self.udp_drops >= self.lost):
+            out.append(f"{self.lost} of {self.sent} points lost and not counted as UDP drops "
+                       f"(first missing: {self.missing[:10]})")
+        if self.job_state != self.expected_state:
+            out.append(f"job ended {self.job_state}, not {self.expected_state}")
+        out += [f"daemon died: {d}" for d in self.deaths]
+        if max_cpu_gap is not None and (self.cpu_gap is None or self.cpu_gap > max_cpu_gap):
+            out.append(f"largest cpu gap {self.cpu_gap} s > {max_cpu_gap} s")
+        if max_node_return is not None and (self.node_return is None
+                                            or self.node_return > max_node_return):
+            out.append(f"node ready again after {self.node_return} s > {max_node_return} s")
+        return out
+
+    def save(self, folder: Path) -> None:
+        doc = {k: v for k, v in asdict(self).items() if k != "logs"}
+        (folder / f"{self.name}.json").write_text(json.dumps(doc, indent=1))
+
+
+class FaultRun:
+    """A cluster (manager + agent ``f-NAME``) on ``influx`` and its numbered-point job."""
+
+    def __init__(self, name: str, fault: str, tmp: Path, influx: InfluxFixture, database: str,
+                 *, rate: float, seconds: float) -> None:
+        self.influx, self.db = influx, database
+        self.node = f"f-{name.replace('_', '-')}"
+        self.rate, self.seconds = rate, seconds
+        self.count = int(rate * seconds)
+        self.outcome = Outcome(name, fault, sent=self.count)
+        self.cluster = Cluster(tmp, self.outcome.logs, influx.url, database)
+        self.job = ""
+        self.t_submit = self.t_cleared = 0.0
+        self.ns_submit = 0
+        self.pids: dict[str, int] = {}
+        self.agent_prefix: list[str] = []
+
+    # --- set-up ------------------------------------------------------------------
+
+    def in_namespace(self, ns: NetNs) -> None:
+        """Before :meth:`start`: the manager on the veth's host side, the agent inside ``ns``."""
+        manager = self.cluster.manager
+        self.cluster.manager = HostManagerProc(ns.host_ip, manager.cwd, self.influx.url, self.db)
+        self.agent_prefix = ns.exec_prefix()
+
+    def start(self) -> None:
+        """Database, manager and agent, the node ready."""
+        self.influx.create_database(self.db)
+        self.cluster.manager.start()
+        agent = self.cluster.add_agent(self.node, wait=False)
+        if self.agent_prefix:
+            # Cluster starts it outside; killed within milliseconds of its exec (long
+            # before Python has imported ZeroMQ, let alone connected), started again inside.
+            agent.kill()
+            agent.argv = [*self.agent_prefix, *agent.argv]
+            agent.spawn()
+        self.wait_node("ready", 30.0)
+        self.remember_pids()
+
+    def remember_pids(self) -> None:
+        """The daemons' pids as they are now: a change later is a death (see :meth:`deaths`)."""
+        self.pids = {d.name: d.pid for d in self.daemons()}
+
+    def daemons(self) -> list[Daemon]:
+        return [self.cluster.manager, *self.cluster.agents.values()]
+
+    def submit(self, *extra: str) -> str:
+        """Start the workload on the node (the real CLI); returns the job id."""
+        self.t_submit, self.ns_submit = time.monotonic(), time.time_ns()
+        rc, out, err = self.cluster.cli(
+            "run", "--nodes", self.node, "--collect", "system,app", *extra, "--",
+            sys.executable, WORKLOAD, str(self.count), str(self.rate))
+        assert rc == 0, f"ptap run exited {rc}: {err}"
+        self.job = out.split()[0]
+        return self.job
+
+    def wait_flowing(self, timeout: float = 30.0) -> None:
+        """Until InfluxDB holds the job's first points: the fault hits a flowing pipeline."""
+        poll(lambda: self.stored() > 0, timeout, f"{self.node}'s first points")
+
+    def at(self, seconds: float) -> None:
+        """Wait until ``seconds`` after the submit (the scenario's timeline)."""
+        pause = self.t_submit + seconds - time.monotonic()
+        if pause > 0:
+            time.sleep(pause)  # wait-ok: the fault's place in the workload's timeline
+
+    def cleared(self) -> None:
+        """The fault is over: drain and return times count from now."""
+        self.t_cleared = time.monotonic()
+
+    # --- state ----------------------------------------------------------------------
+
+    def node_state(self) -> str | None:
+        nodes = manager_call(self.cluster.manager.address, "nodes")
+        return next((n["state"] for n in nodes or [] if n["name"] == self.node), None)
+
+    def wait_node(self, state: str, timeout: float) -> float:
+        """Seconds until the node is in ``state``."""
+        t0 = time.monotonic()
+        poll(lambda: self.node_state() == state, timeout, f"node {self.node} {state}")
+        return time.monotonic() - t0
+
+    def job_state(self) -> str | None:
+        job = manager_call(self.cluster.manager.address, "job", self.job)
+        return None if job is None else str(job["state"])
+
+    def stored(self) -> int:
+        rows = self.influx.query(self.db, "SELECT count(\"value\") FROM app WHERE "
+                                 f"job = '{self.job}' AND \"name\" = 'faultseq'")
+        return int(rows[0]["count"]) if rows else 0
+
+    def missing(self, limit: int = 20) -> list[int]:
+        rows = self.influx.query(self.db, "SELECT \"value\" FROM app WHERE "
+                                 f"job = '{self.job}' AND \"name\" = 'faultseq'")
+        have = {int(r["value"]) for r in rows}
+        return [i for i in range(self.count) if i not in have][:limit]
+
+    def cpu_gap(self, t_end_ns: int) -> float | None:
+        """Largest gap (s) between the node's ``cpu`` samples from the submit to ``t_end_ns``."""
+        rows = self.influx.query(
+            self.db, f"SELECT \"idle\" FROM cpu WHERE node = '{self.node}' AND cpu = 'total' "
+                     f"AND time >= {self.ns_submit} AND time <= {t_end_ns}")
+        times = [self.ns_submit, *sorted(int(r["time"]) for r in rows), t_end_ns]
+        return max(b - a for a, b in zip(times, times[1:], strict=False)) / 1e9
+
+    def udp_drops(self) -> int | None:
+        """Kernel drops of the app socket the agent reported (the ``agent`` measurement's
+        ``app_drops``, summed over the run's node); None if it reports none."""
+        try:
+            rows = self.influx.query(
+                self.db, f"SELECT max(\"app_drops\") FROM agent WHERE node = '{self.node}' "
+                         f"AND time >= {self.ns_submit}")
+        except AssertionError:
+            return None
+        return int(rows[0]["max"]) if rows and rows[0].get("max") is not None else None
+
+    def deaths(self) -> list[str]:
+        """Daemons that are not the process :meth:`remember_pids` saw."""
+        out = []
+        for daemon in self.daemons():
+            was = self.pids.get(daemon.name)
+            if not daemon.alive:
+                code = daemon.proc.returncode if daemon.proc else None
+                out.append(f"{daemon.name} (pid {daemon.pid}) exited with {code}")
+            elif was is not None and was != daemon.pid:
+                out.append(f"{daemon.name} pid {was} was replaced by {daemon.pid}")
+        return out
+
+    # --- the end ------------------------------------------------------------------
+
+    def finish(self, job_timeout: float = 120.0) -> Outcome:
+        """Wait for the job and every point, then fill in and return the outcome."""
+        o = self.outcome
+        if not self.t_cleared:
+            self.cleared()
+        poll(lambda: self.job_state() in JOB_FINAL, job_timeout, f"job {self.job} to end")
+        t_end_ns = time.time_ns()
+        t_workload = time.monotonic()
+        start = max(self.t_cleared, min(t_workload, self.t_submit + self.seconds))
+        try:
+            poll(lambda: self.stored() >= self.count, DRAIN_TIMEOUT, "every point stored")
+            o.drain = max(0.0, time.monotonic() - start)
+        except AssertionError as exc:
+            o.notes.append(str(exc))
+        o.stored = self.stored()
+        o.missing = self.missing() if o.stored < self.count else []
+        o.udp_drops = self.udp_drops()
+        o.cpu_gap = self.cpu_gap(t_end_ns)
+        job = self.cluster.job(self.job)  # the CLI, as a user reads it
+        o.job_state = str(job["state"])
+        if o.job_state != o.expected_state:
+            o.notes += [f"run {r.get('state')} exit {r.get('exit_code')} error "
+                        f"{r.get('error')!r} stderr {str(r.get('stderr_tail'))[-300:]!r}"
+                        for r in job.get("runs", [])]
+        o.deaths = self.deaths()
+        return o
+
+    def stop(self) -> None:
+        self.cluster.stop()

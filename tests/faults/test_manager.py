@@ -1,0 +1,67 @@
+"""Faults of the manager: SIGKILL and a restart, and a 30 s SIGSTOP (issue 12, item 1 and 4).
+
+A manager that cannot talk to its agents must neither die nor lose a point: the
+agents spool every batch until the manager acks it, and the node is taken over
+at once by its agent when the manager comes back.
+"""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+
+import pytest
+
+from tests.faults.harness import Outcome
+from tests.faults.runner import Env, scenario
+
+pytestmark = pytest.mark.integration
+
+#: The agent samples every second; a gap much longer means samples went missing.
+MAX_CPU_GAP = 5.0
+#: "Taken over at once": the agent re-registers within a few heartbeats of the return.
+MAX_NODE_RETURN = 5.0
+PAUSE = 30.0  # the manager's SIGSTOP, as the issue measured it
+
+
+@scenario("manager_sigkill")
+def manager_sigkill(env: Env) -> Outcome:
+    run = env.run("manager SIGKILL at 1,000 points/s, started again 2 s later",
+                  rate=1000, seconds=15)
+    run.start()
+    run.submit()
+    run.wait_flowing()
+    run.at(5)
+    run.cluster.manager.kill()
+    run.at(7)
+    run.cluster.manager.start()  # same ports, same state db
+    run.cleared()
+    run.remember_pids()  # that restart was ours; any other change of pid is a death
+    run.outcome.node_return = run.wait_node("ready", 30)
+    return run.finish()
+
+
+@scenario("manager_sigstop")
+def manager_sigstop(env: Env) -> Outcome:
+    run = env.run(f"manager SIGSTOP {PAUSE:g} s at 200 points/s", rate=200,
+                  seconds=PAUSE + 10)
+    run.start()
+    run.submit()
+    run.wait_flowing()
+    run.at(4)
+    run.cluster.manager.signal(signal.SIGSTOP)
+    try:
+        run.at(4 + PAUSE)
+    finally:
+        run.cluster.manager.signal(signal.SIGCONT)
+    run.cleared()
+    run.outcome.node_return = run.wait_node("ready", 60)
+    return run.finish()
+
+
+def test_manager_sigkill(check: Callable[..., Outcome]) -> None:
+    check("manager_sigkill", max_cpu_gap=MAX_CPU_GAP, max_node_return=MAX_NODE_RETURN)
+
+
+def test_manager_sigstop(check: Callable[..., Outcome]) -> None:
+    check("manager_sigstop", max_cpu_gap=MAX_CPU_GAP, max_node_return=MAX_NODE_RETURN)
