@@ -260,7 +260,7 @@ class AppMetricsEndpoint:
     """
 
     def __init__(self, node: str, job_id: str, host: str = "127.0.0.1",
-                 max_pending: int = MAX_PENDING, rcvbuf: int = 8 * 1024 * 1024) -> None:
+                 max_pending: int = MAX_PENDING, rcvbuf: int = 16 * 1024 * 1024) -> None:
         self.node = node
         self.job_id = job_id
         self.host = host

@@ -7,7 +7,7 @@ Two endpoints on 127.0.0.1 per run, both fed to the same parser
     Datagrams never block the program, but the kernel drops what does not fit
     in the socket's receive buffer while the agent is not reading (a paused or
     starved agent). So the buffer is made large (``[collectors] app_rcvbuf``,
-    8 MiB by default; past ``net.core.rmem_max`` with ``SO_RCVBUFFORCE``, which
+    16 MiB by default; past ``net.core.rmem_max`` with ``SO_RCVBUFFORCE``, which
     needs root), and what the kernel still drops is read back per socket from
     the ``drops`` column of ``/proc/net/udp`` and reported
     (:func:`read_udp_drops`), never silent.
@@ -109,6 +109,7 @@ class _StreamConnection(asyncio.Protocol):
         self.paused = False
         self.closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._partial = b""
+        self._skipping = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -116,6 +117,10 @@ class _StreamConnection(asyncio.Protocol):
         self.owner.connections.add(self)
 
     def data_received(self, data: bytes) -> None:
+        if self._skipping:  # the rest of an endless line, already counted as bad
+            newline = data.find(b"\n")
+            self._skipping = newline < 0
+            data = b"" if newline < 0 else data[newline + 1:]
         data = self._partial + data
         cut = data.rfind(b"\n") + 1
         self._partial = data[cut:]
@@ -123,13 +128,13 @@ class _StreamConnection(asyncio.Protocol):
             self.owner.feed(data[:cut], time.time_ns(), True)
         if len(self._partial) > MAX_STREAM_LINE:
             self.owner.feed(b"\xff" + self._partial[:80], time.time_ns(), True)  # a bad line
-            self._partial = b""
+            self._partial, self._skipping = b"", True
         if self.owner.full() and self.transport is not None and not self.paused:
             self.paused = True  # the program's writes wait in TCP until collect()
             self.transport.pause_reading()
 
     def eof_received(self) -> bool | None:
-        if self._partial:  # a last line without its newline is still a line
+        if self._partial and not self._skipping:  # a last line without its newline is still a line
             self.owner.feed(self._partial, time.time_ns(), True)
             self._partial = b""
         return None
@@ -149,7 +154,7 @@ class AppSockets:
     """The UDP and stream endpoints of one run, feeding ``feed``; ``full()`` pauses streams."""
 
     def __init__(self, feed: Feed, full: Callable[[], bool], host: str = "127.0.0.1",
-                 rcvbuf: int = 8 * 1024 * 1024) -> None:
+                 rcvbuf: int = 16 * 1024 * 1024) -> None:
         self.feed = feed
         self.full = full
         self.host = host

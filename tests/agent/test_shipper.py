@@ -12,7 +12,7 @@ import zmq.asyncio
 
 from agent.shipper import Shipper, Spool
 from bus import codec, messages
-from bus.metrics import BATCH_SPLIT_BYTES, Series
+from bus.metrics import BATCH_SPLIT_BYTES, Series, series_to_wire
 from bus.sockets import make_socket
 
 
@@ -159,3 +159,33 @@ def test_a_heavy_tick_goes_as_several_batches_each_under_the_split_size(
         assert rows == big.rows  # cut between rows, in order
 
     asyncio.run(scenario())
+
+
+def test_the_spool_is_bounded_in_bytes_and_counts_what_it_drops(
+        ctx: zmq.asyncio.Context, tmp_path: Path) -> None:
+    push, _ = pair(ctx)
+    one = len(codec.encode(messages.MetricBatch(node="n1", seq=1,
+                                                series=series_to_wire([cpu_series(50)])))[1])
+    spool = Spool(1000, tmp_path, max_bytes=3 * one + one // 2)  # room for three
+    shipper = Shipper("n1", spool, push)
+    seqs = [shipper.ship([cpu_series(50)]) for _ in range(5)]
+    assert list(spool._batches) == seqs[2:], "the oldest go first"
+    assert spool.bytes <= spool.max_bytes  # type: ignore[operator]
+    assert (spool.batches_dropped, spool.points_dropped) == (2, 100)
+    assert sorted(p.name for p in tmp_path.glob("*.batch")) == [f"{s:020d}.batch"
+                                                                for s in seqs[2:]]
+    # A restart under a smaller bound keeps the newest and counts the rest.
+    smaller = Spool(1000, tmp_path, max_bytes=one + one // 2)
+    assert list(smaller._batches) == seqs[4:]
+    assert smaller.points_dropped == 100
+    assert len(list(tmp_path.glob("*.batch"))) == 1
+
+
+def test_a_spool_folder_that_cannot_be_made_keeps_batches_in_memory(
+        ctx: zmq.asyncio.Context, tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    push, _ = pair(ctx)
+    (tmp_path / "file").write_text("not a folder")
+    spool = Spool(100, tmp_path / "file" / "spool")
+    assert spool.directory is None and "kept in memory only" in caplog.text
+    shipper = Shipper("n1", spool, push)
+    assert shipper.ship([cpu_series(3)]) is not None and spool.points == 3
