@@ -12,8 +12,8 @@ import argparse
 import importlib
 import os
 import sys
-from collections.abc import Awaitable, Callable, Sequence
-from typing import NoReturn
+from collections.abc import Callable, Coroutine, Sequence
+from typing import Any, NoReturn
 
 from bus.errors import ErrorCode, ManagerUnreachable, PtapError, RequestFailed
 from manager.cli import discovery, history
@@ -29,7 +29,7 @@ from manager.cli.session import (
     admin_keys,
 )
 
-Command = Callable[[Session, argparse.Namespace], Awaitable[int]]
+Command = Callable[[Session, argparse.Namespace], Coroutine[Any, Any, int]]
 
 
 def _command(module: str, name: str) -> Command:
@@ -96,19 +96,19 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("nodes", help="nodes with state, last heartbeat, clock offset, "
                                         "capabilities")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
-    p.set_defaults(func=_command("commands", "cmd_nodes"))
+    p.set_defaults(func=_command("commands", "cmd_nodes"), oneshot=True)
     _add_run(sub)
     p = sub.add_parser("jobs", help="newest jobs first")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
     p.add_argument("--limit", type=_count, default=100, help="at most this many jobs")
-    p.set_defaults(func=_command("commands", "cmd_jobs"))
+    p.set_defaults(func=_command("commands", "cmd_jobs"), oneshot=True)
     p = sub.add_parser("job", help="one job with its runs and output tails")
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
-    p.set_defaults(func=_command("commands", "cmd_job"))
+    p.set_defaults(func=_command("commands", "cmd_job"), oneshot=True)
     p = sub.add_parser("cancel", help="end every unfinished run of a job")
     p.add_argument("job_id", metavar="ID")
-    p.set_defaults(func=_command("commands", "cmd_cancel"))
+    p.set_defaults(func=_command("commands", "cmd_cancel"), oneshot=True)
     p = sub.add_parser("watch", help="live tail of events and metric batches")
     p.add_argument("--node", metavar="N", help="only this node")
     p.add_argument("--count", type=_count, metavar="N", help="stop after N lines")
@@ -119,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("action", choices=["list", "accept", "reject", "revoke"])
     p.add_argument("node", nargs="?", metavar="NODE")
     p.add_argument("--json", action="store_true", help="print the manager's JSON")
-    p.set_defaults(func=_command("commands", "cmd_keys"))
+    p.set_defaults(func=_command("commands", "cmd_keys"), oneshot=True)
     p = sub.add_parser("doctor", help="check the manager, InfluxDB, nodes, keys and dashboard")
     p.add_argument("--dashboard", metavar="URL",
                    help="the dashboard to check (default: the local cluster's, if it has one)")
@@ -143,7 +143,7 @@ def _add_analysis(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("job_id", metavar="ID")
     p.add_argument("--format", choices=formats, default="text", help="output format (default text)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
-    p.set_defaults(func=_command("commands", "cmd_report"))
+    p.set_defaults(func=_command("commands", "cmd_report"), oneshot=True)
     p = sub.add_parser("compare", help="compare candidate job CAND with baseline job BASE")
     p.add_argument("base", metavar="BASE")
     p.add_argument("cand", metavar="CAND")
@@ -151,7 +151,7 @@ def _add_analysis(sub: argparse._SubParsersAction[_Parser]) -> None:
     p.add_argument("--threshold", metavar="PCT", type=_percent, default=5.0,
                    help="relative change of the median that counts, in percent (default 5)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
-    p.set_defaults(func=_command("commands", "cmd_compare"))
+    p.set_defaults(func=_command("commands", "cmd_compare"), oneshot=True)
 
 
 def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:
@@ -195,7 +195,21 @@ def _target(args: argparse.Namespace) -> Target:
 async def _dispatch(args: argparse.Namespace) -> int:
     session = Session(_target(args), args.request_timeout)
     try:
-        return await args.func(session, args)
+        status: int = await args.func(session, args)
+        return status
+    finally:
+        session.close()
+
+
+def _one_shot(args: argparse.Namespace) -> int:
+    """A command registered with ``oneshot=True``: its requests block, and it runs
+    without an event loop (manager/cli/oneshot.py), which ``ptap nodes`` would
+    spend more time importing and starting than asking."""
+    from manager.cli.oneshot import OneShotSession, run_to_end  # noqa: PLC0415
+
+    session = OneShotSession(_target(args), args.request_timeout)
+    try:
+        return run_to_end(args.func(session, args))
     finally:
         session.close()
 
@@ -211,7 +225,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _shell(args)
     try:
         _target(args)
-        import asyncio  # noqa: PLC0415 - not for --help and usage errors (~20 ms)
+        if getattr(args, "oneshot", False):
+            return _one_shot(args)
+        import asyncio  # noqa: PLC0415 - not for --help, usage errors, one-shot commands
 
         return asyncio.run(_dispatch(args))
     except ManagerUnreachable as exc:

@@ -21,6 +21,7 @@ from bus.ports import MAX_ROUTER_PORT, PUB_OFFSET, ManagerAddress
 # them, not at start-up: `ptap --help`, a usage error and tab completion then
 # cost Python's start and argparse alone.
 if TYPE_CHECKING:
+    import zmq.asyncio
 
     from bus.client import ManagerClient
     from bus.sockets import CurveKeys
@@ -95,14 +96,22 @@ class Session:
     """
 
     def __init__(self, target: Target, timeout: float) -> None:
-        import zmq.asyncio  # noqa: PLC0415 - see the module's imports
-
         self.target = target
         self.endpoint = target.endpoint
         self.timeout = timeout
         self.curve: CurveKeys | None = (admin_keys(target.keys_dir, target.keys_from)
                                         if target.keys_dir else None)
-        self.ctx = zmq.asyncio.Context()
+        self._ctx: zmq.asyncio.Context | None = None
+
+    @property
+    def ctx(self) -> zmq.asyncio.Context:
+        """The command's asyncio context, made on first use (a one-shot command,
+        manager/cli/oneshot.py, never makes one)."""
+        if self._ctx is None:
+            import zmq.asyncio  # noqa: PLC0415 - see the module's imports
+
+            self._ctx = zmq.asyncio.Context()
+        return self._ctx
 
     def client(self) -> ManagerClient:
         from bus.client import ManagerClient  # noqa: PLC0415
@@ -112,4 +121,5 @@ class Session:
 
     def close(self) -> None:
         # linger 0: a command that gives up must not hang on unsent requests.
-        self.ctx.destroy(linger=0)
+        if self._ctx is not None:
+            self._ctx.destroy(linger=0)

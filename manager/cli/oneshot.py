@@ -1,0 +1,209 @@
+"""One-shot commands without an event loop: ``ptap nodes``, ``jobs``, ``job``, ``cancel``,
+``keys``, ``report`` and ``compare``.
+
+Each of these sends a request or two and prints the reply, and people run them
+from the shell and from scripts, where their start-up is what they cost. Through
+:mod:`bus.client` each one paid for asyncio, ``zmq.asyncio``, the message
+classes and their codec (together ~90 ms of imports on a loaded 2-core host,
+for a request the manager answers in well under a millisecond). Here they take
+a plain blocking DEALER socket and msgpack instead, and import nothing else.
+
+The commands themselves are the ones in :mod:`manager.cli.commands`, unchanged:
+they are coroutines that only ``await`` their client. Given a
+:class:`BlockingClient`, whose coroutines block and never suspend, such a
+coroutine runs to its end in one step, which :func:`run_to_end` takes without
+an event loop.
+
+The wire is the protocol's (docs/protocol.md): ``[type, msgpack map]`` with the
+request's fields in the order :mod:`bus.codec` writes them, answered by
+``reply`` or ``error`` with the same ``req_id``. A reply is read with the
+limits :mod:`bus.client` uses (a report may be megabytes); a frame that does
+not decode, or answers another request, is logged and skipped, as there.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import time
+from collections.abc import Coroutine
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+import zmq
+
+from bus.errors import ManagerUnreachable, RequestFailed
+from manager.cli.session import Session
+
+if TYPE_CHECKING:
+    from bus.client import ManagerClient as _ClientShape
+    from bus.sockets import CurveKeys
+else:
+    # For the type checker a BlockingClient is a ManagerClient: it checks that
+    # every method here takes and returns what the async one does, so the same
+    # commands run on either. At run time it is nothing of it (no asyncio).
+    _ClientShape = object
+
+log = logging.getLogger(__name__)
+
+#: As bus.client.REPLY_LIMITS: a reply may carry a whole HTML report.
+MAX_REPLY_BYTES = 64 * 1024 * 1024
+#: What the one-shot commands ask longer for (bus.client: at least 60 s).
+ANALYSIS_TIMEOUT = 60.0
+
+
+class BlockingClient(_ClientShape):
+    """Request/reply with the manager's ROUTER socket, blocking, one request at a time.
+
+    Same calls, errors and timeouts as :class:`bus.client.ManagerClient`:
+    :class:`ManagerUnreachable` when no reply arrives within ``timeout``
+    seconds (the CURVE handshake included), :class:`RequestFailed` when the
+    manager refuses.
+    """
+
+    def __init__(self, address: str, *, timeout: float = 3.0,
+                 curve: CurveKeys | None = None) -> None:
+        self.address = address
+        self.timeout = timeout
+        self._curve = curve
+        self._context: zmq.Context[zmq.Socket[bytes]] | None = None
+        self._socket: zmq.Socket[bytes] | None = None  # the names differ from
+        # ManagerClient's, whose asyncio sockets the type checker sees here
+
+    async def __aenter__(self) -> BlockingClient:
+        self.open()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def open(self) -> None:
+        # The options bus.sockets.make_socket gives a client's DEALER that matter
+        # for one request: no linger, a cap on what the manager may send us.
+        self._context = zmq.Context()
+        sock = self._context.socket(zmq.DEALER)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
+        if self._curve is not None:
+            sock.curve_publickey = self._curve.public
+            sock.curve_secretkey = self._curve.secret
+            sock.curve_serverkey = self._curve.server_public
+        # Queue only on a finished connection: a request must not sit in a
+        # buffer and reach a manager that starts minutes later.
+        sock.setsockopt(zmq.IMMEDIATE, 1)
+        sock.connect(self.address)
+        self._socket = sock
+
+    async def close(self) -> None:
+        if self._context is not None:
+            self._context.destroy(linger=0)
+        self._context = self._socket = None
+
+    def ask(self, msg_type: str, fields: dict[str, Any], timeout: float | None = None) -> Any:
+        """Send request ``msg_type`` with ``fields`` and return the reply's ``result``."""
+        assert self._socket is not None, "client is not open"
+        wait = self.timeout if timeout is None else timeout
+        deadline = time.monotonic() + wait
+        req_id = os.urandom(8).hex()
+        body = msgpack.packb({"req_id": req_id, **fields}, use_bin_type=True)
+        # With IMMEDIATE the request can go once the connection (and its CURVE
+        # handshake) is done; until then the socket is not writable.
+        if not self._socket.poll(_ms_until(deadline), zmq.POLLOUT):
+            raise ManagerUnreachable(self.address, wait)
+        self._socket.send_multipart([msg_type.encode(), body], zmq.NOBLOCK)
+        while True:
+            if not self._socket.poll(_ms_until(deadline), zmq.POLLIN):
+                raise ManagerUnreachable(self.address, wait)
+            try:
+                frames = self._socket.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:  # readable, then dropped (over MAXMSGSIZE): wait on
+                continue
+            reply = _reply(frames, self.address)
+            if reply is None or reply.get("req_id") != req_id:
+                continue
+            if frames[0] == b"error":
+                raise RequestFailed(reply["code"], reply["message"])
+            return reply["result"]
+
+    # --- one method per request type, as ManagerClient's ------------------------------
+
+    async def nodes(self, states: list[str] | None = None,
+                    labels: list[str] | None = None) -> list[dict[str, Any]]:
+        """Nodes in one of ``states`` carrying every one of ``labels`` (all when empty)."""
+        filters = {"states": list(states or []), "labels": list(labels or [])}
+        return list(self.ask("nodes.list", {k: v for k, v in filters.items() if v})["nodes"])
+
+    async def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+        return list(self.ask("jobs.list", {"limit": limit})["jobs"])
+
+    async def job(self, job_id: str) -> dict[str, Any]:
+        return dict(self.ask("job.get", {"job_id": job_id}))
+
+    async def cancel(self, job_id: str) -> dict[str, Any]:
+        return dict(self.ask("job.cancel", {"job_id": job_id}))
+
+    async def report(self, job_id: str, format: str = "json",
+                     timeout: float | None = None) -> Any:
+        return self.ask("report.get", {"job_id": job_id, "format": format},
+                        timeout or max(self.timeout, ANALYSIS_TIMEOUT))
+
+    async def compare(self, base: str, cand: str, format: str = "json",
+                      threshold: float = 0.05, timeout: float | None = None) -> Any:
+        fields = {"base": base, "cand": cand, "format": format, "threshold": threshold}
+        return self.ask("compare.get", fields, timeout or max(self.timeout, ANALYSIS_TIMEOUT))
+
+    async def keys(self, action: str, node: str = "") -> Any:
+        return self.ask("keys", {"action": action, "node": node})
+
+
+def _ms_until(deadline: float) -> int:
+    return max(0, int((deadline - time.monotonic()) * 1000))
+
+
+#: The fields a ``reply`` and an ``error`` must carry (bus.messages.Reply, Error).
+_SHAPES: dict[bytes, dict[str, type]] = {b"reply": {"req_id": str, "result": object},
+           b"error": {"req_id": str, "code": str, "message": str}}
+
+
+def _reply(frames: list[bytes], address: str) -> dict[str, Any] | None:
+    """The body of a ``reply`` or ``error`` as bus.codec would accept it, else None (logged)."""
+    shape = _SHAPES.get(frames[0]) if len(frames) == 2 else None
+    if shape is None:
+        log.warning("ignoring bad frame from manager %s: not a reply (%d frames, type %r)",
+                    address, len(frames), frames[0][:40] if frames else b"")
+        return None
+    size = len(frames[1])  # as bus.codec.unpack: no length may claim more than the body
+    try:
+        body = msgpack.unpackb(frames[1], raw=False, strict_map_key=True, max_str_len=size,
+                               max_bin_len=size, max_array_len=min(1_000_000, size),
+                               max_map_len=min(65_536, size // 2), max_ext_len=0)
+    except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
+            msgpack.StackError, RecursionError) as exc:
+        log.warning("ignoring bad frame from manager %s: body is not valid msgpack: %s",
+                    address, exc)
+        return None
+    if not isinstance(body, dict) or any(
+            name not in body or not isinstance(body[name], kind) for name, kind in shape.items()):
+        log.warning("ignoring bad frame from manager %s: %s without its fields",
+                    address, frames[0].decode())
+        return None
+    return body
+
+
+class OneShotSession(Session):
+    """A :class:`Session` whose clients block: for commands run by :func:`run_to_end`."""
+
+    def client(self) -> BlockingClient:
+        return BlockingClient(self.endpoint.router, timeout=self.timeout, curve=self.curve)
+
+
+def run_to_end(command: Coroutine[Any, Any, int]) -> int:
+    """The result of ``command``, a coroutine that awaits nothing but a
+    :class:`BlockingClient`, so that it ends at its first step."""
+    try:
+        command.send(None)
+    except StopIteration as done:
+        return int(done.value)
+    command.close()
+    raise RuntimeError("a one-shot command waited for an event loop; register it "
+                       "without oneshot (manager/cli/main.py)")
