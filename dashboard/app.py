@@ -19,7 +19,6 @@ import asyncio
 import logging
 import os
 import socket
-from functools import partial
 from pathlib import Path
 
 import zmq.asyncio
@@ -32,12 +31,10 @@ from tornado.netutil import bind_sockets
 from bus.daemon import StartupError
 from bus.ports import ManagerAddress
 from config.schema import DashboardConfig
-from dashboard import live
 from dashboard.auth import TOKEN_PATH, Auth
-from dashboard.documents import application
+from dashboard.documents.registry import applications
 from dashboard.feed import Feed
 from dashboard.influx import InfluxReader
-from dashboard.pages import job as job_page
 from dashboard.pages import overview, routes
 from dashboard.pages.base import Page, PageError
 from dashboard.security import DashboardClient, dashboard_keys
@@ -153,14 +150,8 @@ class Dashboard:
                                "is another dashboard running? see [web] port") from None
 
     def _tornado_app(self, auth: Auth) -> BokehTornado:
-        apps = {
-            "/bk/overview": application(auth, self.overview.prepare, self.overview.build),
-            "/bk/live": application(auth, partial(live.prepare_live, self), live.build_live),
-            "/bk/job": application(auth, partial(job_page.prepare_job, self),
-                                   partial(job_page.build_job, self)),
-        }
         return BokehTornado(
-            apps, extra_patterns=[(TOKEN_PATH, TokenLoginPage, {"dash": self}), *routes(self)],
+            applications(self, auth), extra_patterns=[(TOKEN_PATH, TokenLoginPage, {"dash": self}), *routes(self)],
             use_index=False, redirect_root=False,
             secret_key=auth.bokeh_secret, sign_sessions=True, generate_session_ids=True,
             extra_websocket_origins=auth.origins, auth_provider=auth.bokeh_auth_provider(),

@@ -1,4 +1,6 @@
-"""The live view (``/live?node=NAME[&job=ID]``) and the live state behind every chart panel.
+"""The live state behind every chart panel, and the live view's arguments.
+
+The ``/bk/live`` and ``/bk/job`` documents (:mod:`dashboard.documents`) each hold one.
 
 A :class:`LiveState` is made per Bokeh session, in its ``prepare`` step:
 
@@ -17,7 +19,6 @@ The window selector (1 min … 1 h) refills the charts from InfluxDB.
 from __future__ import annotations
 
 import asyncio
-import html
 import logging
 import re
 import time
@@ -25,11 +26,9 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from bokeh.document import Document
-from bokeh.layouts import column, row
-from bokeh.models.widgets import Div, Select
+from bokeh.models.widgets import Select
 
 from dashboard.charts import ChartPanel
-from dashboard.documents import Failed, argument, arguments
 from dashboard.feed import Watch
 from dashboard.influx import HistoryUnavailable
 from dashboard.series import Update, View, merge, thin
@@ -186,7 +185,7 @@ class LiveState:
         self.panel.note.text = self.history_note
 
 
-# --- the /live document -------------------------------------------------------------------------------
+# --- the /live view's arguments --------------------------------------------------------------------
 
 
 def parse_nodes(values: list[str]) -> tuple[str, ...]:
@@ -202,42 +201,3 @@ def parse_nodes(values: list[str]) -> tuple[str, ...]:
 
 def parse_window(text: str) -> int:
     return int(text) if text.isdigit() and int(text) in WINDOWS else DEFAULT_WINDOW
-
-
-async def prepare_live(dash: Dashboard, session_context: Any) -> LiveState:
-    """``prepare`` of ``/bk/live``: the view from the page's arguments, then the backfill."""
-    job = argument(session_context, "job")
-    job = job if NAME_RE.match(job) else ""
-    nodes = parse_nodes(arguments(session_context, "node"))
-    if job and not nodes:
-        found = await dash.client.job(job)
-        nodes = parse_nodes([r["node"] for r in found.get("runs", [])])
-    if not nodes:
-        raise ValueError("no node given: open /live?node=NAME")
-    view = View(nodes, job, scope="job" if job else "system")
-    state = LiveState(dash, view, parse_window(argument(session_context, "window")))
-    try:
-        await state.start()
-    except BaseException:
-        state.close()
-        raise
-    return state
-
-
-def build_live(doc: Document, state: LiveState | Failed | None) -> None:
-    """``build`` of ``/bk/live``: title, window selector, charts."""
-    if not isinstance(state, LiveState):
-        doc.add_root(Div(text=_failure_html(state), name="error"))
-        return
-    panel = state.attach(doc)
-    what = ", ".join(state.view.nodes) + (f" — job {state.view.job}" if state.view.job else "")
-    doc.title = f"ptap live: {what}"
-    header = row(Div(text=f"<h2 style='margin:0'>Live: {html.escape(what)}</h2>", width=600),
-                 state.window_select())
-    doc.add_root(column(header, panel.layout, sizing_mode="stretch_width", name="live"))
-
-
-def _failure_html(failed: Failed | None) -> str:
-    message = failed.message if failed is not None else "this document could not be prepared"
-    return f"<p class='error'>Cannot show this view: {html.escape(message)}</p>"
-

@@ -122,7 +122,7 @@ def observer_text(obs: dict[str, Any]) -> str:
 
 
 def _series_line(r: dict[str, Any], series: dict[str, Any] | None, link: str) -> str:
-    name = series_name(as_dict(r.get("job")))
+    name = str(as_dict(series).get("name") or series_name(as_dict(r.get("job"))))
     if not name:
         return "<p class='series muted'>no series: give the job a name or --series</p>"
     shown = f"<a href='{esc(link)}'>{esc(name)}</a>" if link else esc(name)
@@ -133,8 +133,9 @@ def _series_line(r: dict[str, Any], series: dict[str, Any] | None, link: str) ->
 
 def headline(r: dict[str, Any], series: dict[str, Any] | None = None,
              series_link: str = "") -> str:
-    """The report's headline (see the module docstring). ``series``: what the history
-    says of this job's series (``moved_text``: one line); ``series_link``: its page."""
+    """The report's headline (see the module docstring). ``series``: the job's series
+    (``name``) and what its history says (``moved_text``: one line); ``series_link``:
+    the series' page."""
     job, runs = as_dict(r.get("job")), [as_dict(x) for x in as_list(r.get("runs"))]
     state = str(job.get("state") or "?")
     ok = sum(x.get("state") == "succeeded" for x in runs)

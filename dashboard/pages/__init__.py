@@ -12,6 +12,7 @@ JOB_ID = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
 
 def routes(dash: Dashboard) -> list[Any]:
     """``(pattern, handler, kwargs)`` for Bokeh's Tornado application's ``extra_patterns``."""
+    from dashboard.pages.history import HistoryPage
     from dashboard.pages.job import JobPage
     from dashboard.pages.jobs import CancelJobPage, JobsPage, NewJobPage
     from dashboard.pages.live import LivePage
@@ -32,6 +33,7 @@ def routes(dash: Dashboard) -> list[Any]:
         (rf"/report/{JOB_ID}", ReportPage, kw),
         (r"/compare/download", DownloadPage, kw),
         (r"/compare", ComparePage, kw),
+        (r"/history", HistoryPage, kw),
         (r"/login", LoginPage, kw),
         (r"/logout", LogoutPage, kw),
         (r"/api/status", StatusPage, kw),

@@ -16,8 +16,10 @@ from typing import Any
 from urllib.parse import urlencode
 
 from bus.errors import ClientError, RequestFailed
+from bus.views.history import moved_text
 from dashboard.pages.analysis import analysis_html
 from dashboard.pages.base import Page, PageError
+from dashboard.pages.job import history_url, series_of
 from dashboard.summary import run_summaries
 
 log = logging.getLogger(__name__)
@@ -51,13 +53,27 @@ class ReportPage(Page):
         job = await self.manager(self.dash.client.job(job_id))
         report_html, error = "", ""
         try:
-            report_html = analysis_html(await self.dash.client.report(job_id, "json"))
+            report = await self.dash.client.report(job_id, "json")
+            series = await self._series(job)
+            report_html = analysis_html(report, series, history_url(series["name"]))
         except ClientError as exc:
             error = manager_error(exc)
         summaries = await run_summaries(self.dash.influx, job)
         links = [(f, f"/report/{job_id}/download?format={f}") for f in FORMATS]
         self.page("report.html", job=job, report_html=report_html, error=error,
                   summaries=summaries, links=links)
+
+
+    async def _series(self, job: dict[str, Any]) -> dict[str, Any]:
+        """The job's series, and whether its history moved at this job (one line)."""
+        name = series_of(job)
+        if not name:
+            return {"name": ""}
+        try:
+            moved = moved_text(await self.dash.client.history(name), str(job["id"]))
+        except ClientError as exc:
+            moved = f"history not available: {manager_error(exc)}"
+        return {"name": name, "moved_text": moved}
 
 
 class ComparePage(Page):

@@ -11,6 +11,7 @@ import http.client
 import json
 import sys
 import urllib.parse
+import uuid
 from pathlib import Path
 
 import pytest
@@ -247,6 +248,59 @@ def test_report_and_compare_pages(browser: Browser, dashboard: DashboardProc,
                       "document.getElementById('compare-error') !== null")
         assert tab.js("document.querySelectorAll('table.summary').length") >= 2
         tab.screenshot(output_dir / "compare.png")
+    finally:
+        tab.close()
+
+
+#: JS: every ``points:<metric>`` source of the page's Bokeh document, as {metric: data}.
+HISTORY_POINTS = """Object.fromEntries([...Bokeh.documents[0].all_models]
+  .filter(m => typeof m.name === 'string' && m.name.startsWith('points:'))
+  .map(m => [m.name.slice(7), {job: [...m.data.job], url: [...m.data.url]}]))"""
+#: JS: whether a tap on a point opens ``@url`` (the TapTool's OpenURL callback).
+TAP_OPENS_URL = """[...Bokeh.documents[0].all_models].some(m => m.type === 'TapTool'
+  && m.callback && m.callback.url === '@url')"""
+#: JS: canvases inside Bokeh's shadow roots.
+CANVASES = """(() => { let n = 0; const walk = (root) => root.querySelectorAll('*').forEach(
+  (el) => { if (el.tagName === 'CANVAS') n++; if (el.shadowRoot) walk(el.shadowRoot); });
+  walk(document); return n; })()"""
+
+
+def test_history_page_charts_the_series_and_links_its_jobs(
+        browser: Browser, dashboard: DashboardProc, dash_cluster: Cluster,
+        output_dir: Path) -> None:
+    c = dash_cluster
+    series = f"hist-{uuid.uuid4().hex[:8]}"
+    jobs = [submit_cli(c, "--wait", "--name", series, "--tag", f"version=1.{i}", "--collect",
+                       "process", "--", sys.executable, "-c", BUSY.format(s=0.3))
+            for i in range(3)]
+    tab = browser.new_tab(f"{dashboard.url}/history?" + urllib.parse.urlencode(
+        {"series": series}))
+    try:
+        error = tab.js("(document.getElementById('history-error') || {}).textContent || ''")
+        assert error == "", error
+        lead = tab.js("document.querySelector('#history .big').textContent")
+        assert lead.startswith(f"Series {series}: 3 job(s) in version order"), lead
+        wait_doc(tab, "history")
+        points = tab.wait(f"Object.keys({HISTORY_POINTS}).length > 0 && {HISTORY_POINTS}", 20,
+                          "a chart with the series' points")
+        for data in points.values():
+            assert data["job"] == jobs, "one point per job, in version order"
+            assert data["url"] == [f"/jobs/{j}" for j in jobs]
+        assert tab.js(TAP_OPENS_URL), "a click on a point opens its job"
+        assert tab.wait(f"{CANVASES} >= {len(points)} && {CANVASES}", 20, "the charts drawn")
+        assert tab.js("document.querySelectorAll('#history-tables a[href=\"/jobs/"
+                      f"{jobs[0]}\"]').length") >= 1
+        tab.screenshot(output_dir / "history.png")
+        # A job's page links to its series, and its report says where the series stands.
+        tab.navigate(f"{dashboard.url}/jobs/{jobs[-1]}")
+        href = tab.js("document.getElementById('series-link').getAttribute('href')")
+        assert href == "/history?" + urllib.parse.urlencode({"series": series})
+        tab.navigate(f"{dashboard.url}/report/{jobs[-1]}")
+        line = tab.js("(document.querySelector('#headline .series') || {}).textContent || ''")
+        assert line.startswith(f"Series {series} — "), line
+        assert tab.js("document.querySelector('#headline .series a').getAttribute('href')") \
+            == href
+        tab.screenshot(output_dir / "report-headline.png")
     finally:
         tab.close()
 

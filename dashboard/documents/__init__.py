@@ -12,6 +12,7 @@ session token (see :mod:`dashboard.auth`).
 
 from __future__ import annotations
 
+import html
 import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -87,3 +88,9 @@ def arguments(session_context: Any, name: str) -> list[str]:
     request = getattr(session_context, "request", None)
     raw = (request.arguments if request is not None else {}).get(name) or []
     return [v.decode(errors="replace") if isinstance(v, bytes) else str(v) for v in raw]
+
+
+def failure_html(failed: Failed | None) -> str:
+    """What a document shows when its ``prepare`` failed: one escaped line."""
+    message = failed.message if failed is not None else "this document could not be prepared"
+    return f"<p class='error'>Cannot show this view: {html.escape(message)}</p>"
