@@ -13,7 +13,9 @@ then slices each run's window out of these arrays with numpy.
   (``scope = 'system'``).
 
 Queries go through anything with ``InfluxV1Sink.query``'s signature (v1
-``/query``, also what InfluxDB 2/3 serve for v1 clients with a token).
+``/query``, also what InfluxDB 2/3 serve for v1 clients with a token); the
+quoting and the answer checks are :mod:`bus.influxql`'s, shared with the
+dashboard.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from bus.influxql import QueryFailed, quote_ident, quote_str, statement_series
 from manager.analysis.metrics import SOURCE_FIELDS, TREE_PID
 
 
@@ -65,14 +68,6 @@ class SeriesData:
 
 #: measurement → list of series, as read for one job.
 RawData = dict[str, list[SeriesData]]
-
-
-def quote_ident(name: str) -> str:
-    return '"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"'
-
-
-def quote_str(value: str) -> str:
-    return "'" + value.replace("\\", "\\\\").replace("'", "\\'") + "'"
 
 
 def _fields(names: Iterable[str]) -> str:
@@ -120,11 +115,11 @@ async def fetch(client: QueryClient, w: Window, db: str | None = None) -> RawDat
 def parse(measurement: str, doc: dict[str, Any]) -> list[SeriesData]:
     """InfluxDB's JSON answer (one statement, ``epoch=ns``) → :class:`SeriesData` list."""
     results = doc.get("results") or [{}]
-    result = results[0]
-    if result.get("partial"):
-        raise QueryError(f"InfluxDB truncated the {measurement} points (max-row-limit); "
-                         "raise [http] max-row-limit in influxdb.conf or set it to 0")
-    return [_series(measurement, s) for s in result.get("series") or []]
+    try:
+        found = statement_series(results[0], f"the {measurement} points")
+    except QueryFailed as exc:  # the one reader's checks (bus.influxql)
+        raise QueryError(str(exc)) from exc
+    return [_series(measurement, s) for s in found]
 
 
 def _series(measurement: str, raw: dict[str, Any]) -> SeriesData:
