@@ -113,7 +113,8 @@ def decode(frames: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
     data = unpack(body, limits)
     if not isinstance(data, dict):
         raise MalformedFrame(f"{msg_type}: body is {type(data).__name__}, expected a map")
-    return _build(MESSAGE_CLASSES[msg_type], data, msg_type.value)
+    message: Message = _build(MESSAGE_CLASSES[msg_type], data, msg_type.value)
+    return message
 
 
 def unpack(body: bytes, limits: Limits = DEFAULT_LIMITS) -> Any:

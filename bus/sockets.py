@@ -93,7 +93,7 @@ def make_socket(
     return sock
 
 
-def _apply_curve(sock: zmq.Socket, keys: CurveKeys) -> None:
+def _apply_curve(sock: zmq.Socket[Any], keys: CurveKeys) -> None:
     sock.curve_publickey = keys.public
     sock.curve_secretkey = keys.secret
     if keys.is_server:

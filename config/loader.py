@@ -81,7 +81,7 @@ def _read_ini(cls: type, path: Path) -> list[tuple[str, str, str]]:
     except (configparser.Error, UnicodeDecodeError) as exc:
         first = str(exc).splitlines()[0]
         raise ConfigError(f"{path}: cannot parse: {first}") from None
-    known = {ini_name(f): f for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+    known = {ini_name(f): f for f in dataclasses.fields(cls)}
     out = []
     for sec in parser.sections():
         if sec not in known:
@@ -119,7 +119,7 @@ def _build(cls: type[T], values: dict[tuple[str, str], tuple[str, Any]], path: s
 def _check_names(cls: type, values: dict[tuple[str, str], tuple[str, Any]]) -> None:
     """Flags and variables must name real keys too: a typo must not pass silently."""
     known = {ini_name(f): {ini_name(k) for k in dataclasses.fields(_hints(cls)[f.name])}
-             for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+             for f in dataclasses.fields(cls)}
     for (sec, k), (origin, _) in values.items():
         if sec not in known:
             raise ConfigError(f"{origin}: unknown section [{sec}] (known: {', '.join(known)})")
@@ -173,7 +173,7 @@ def _convert(raw: Any, hint: Any) -> Any:
 def describe(cls: type) -> list[tuple[str, str, Any, str]]:
     """``(section, key, default, doc)`` for every key: used to check sample files."""
     rows = []
-    for sec_field in dataclasses.fields(cls):  # type: ignore[arg-type]
+    for sec_field in dataclasses.fields(cls):
         sec_cls = _hints(cls)[sec_field.name]
         for kf in dataclasses.fields(sec_cls):
             rows.append((ini_name(sec_field), ini_name(kf), kf.default, kf.metadata.get("doc", "")))

@@ -57,7 +57,7 @@ __all__ = ["encode_batch", "encode_series", "encode_lines", "encode_str_lines",
 try:  # built by setup.py where a C compiler and Python's headers are installed
     from manager._lineproto_c import encode_rows as _compiled_rows
 except ImportError:
-    _compiled_rows = None  # type: ignore[assignment]
+    _compiled_rows = None
 #: Which fast path :func:`encode_batch` takes: "compiled" or "python" (logged at start-up).
 ENCODER = "python" if _compiled_rows is None else "compiled"
 

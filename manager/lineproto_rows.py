@@ -85,8 +85,9 @@ def _formatter_factory(codes: str) -> Callable[..., Callable[[list[Any]], str]]:
     exec(compile(source, "<lineproto row formatter>", "exec"), namespace)
     if len(_FORMATTERS) >= _MAX_FORMATTERS:
         _FORMATTERS.clear()
-    factory = _FORMATTERS[codes] = namespace["make"]
-    return factory
+    made: Callable[..., Callable[[list[Any]], str]] = namespace["make"]
+    _FORMATTERS[codes] = made
+    return made
 
 
 def _row_formatter(

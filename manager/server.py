@@ -33,6 +33,7 @@ import zmq.asyncio
 from bus import codec, topics
 from bus.codec import DEFAULT_LIMITS, MAX_BODY_BYTES, Limits
 from bus.messages import Error, Heartbeat, Message, MetricAck
+from bus.ports import tcp_endpoint as endpoint
 from bus.ratelimit import RateLimitedLog
 from bus.security import Gatekeeper, peer_address, peer_key
 from bus.sockets import CurveKeys, SocketTuning, make_socket, receive_forever
@@ -49,7 +50,6 @@ from manager.ports import (
     PortLayout,
     bind_consecutive,
     connect_host,
-    endpoint,
     remove_ready_file,
     write_ready_file,
 )

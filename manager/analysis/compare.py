@@ -162,4 +162,5 @@ def warp(t: np.ndarray, anchors: list[tuple[float, float]]) -> np.ndarray:
     b = np.array([y for _, y in anchors])
     out = np.interp(t, c, b)
     out = np.where(t < c[0], t + (b[0] - c[0]), out)
-    return np.where(t > c[-1], t + (b[-1] - c[-1]), out)
+    mapped: np.ndarray = np.where(t > c[-1], t + (b[-1] - c[-1]), out)
+    return mapped

@@ -31,7 +31,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 from bus.errors import ErrorCode
 from manager.analysis import compare as compare_mod
@@ -40,6 +40,8 @@ from manager.analysis.report import ENV_KEYS, JobAnalysis
 from manager.sinks.base import SinkError
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: job id → the job JSON of docs/protocol.md (with its runs), or None.
 JobLookup = Callable[[str], dict[str, Any] | None]
@@ -130,8 +132,10 @@ class Analyst:
 
         def work() -> dict[str, Any]:
             with NodePool(self.node_workers, stop) as pool:
-                return render.plain(compare_mod.compare(base, cand, threshold=threshold, now=now,
-                                                        map_nodes=pool.map, stop=stop))
+                compared = compare_mod.compare(base, cand, threshold=threshold, now=now,
+                                               map_nodes=pool.map, stop=stop)
+                plain: dict[str, Any] = render.plain(compared)
+                return plain
 
         try:
             return cast(dict[str, Any], await _in_executor(work))
@@ -207,7 +211,7 @@ class NodePool:
         return iter([f.result() for f in futures])
 
 
-async def _in_executor(fn: Callable[[], Any]) -> Any:
+async def _in_executor(fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 

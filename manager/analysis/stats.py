@@ -109,7 +109,8 @@ def _change_statistic(b: np.ndarray, c: np.ndarray, axis: int = -1) -> np.ndarra
     with np.errstate(divide="ignore", invalid="ignore"):
         rel = np.where(scale > 0, diff / np.where(scale > 0, scale, 1.0),
                        np.sign(diff) * 2 * UNBOUNDED)
-    return np.clip(rel, -2 * UNBOUNDED, 2 * UNBOUNDED)
+    clipped: np.ndarray = np.clip(rel, -2 * UNBOUNDED, 2 * UNBOUNDED)
+    return clipped
 
 
 def resamples_for(n_total: int, resamples: int = RESAMPLES) -> int:

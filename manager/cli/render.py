@@ -110,8 +110,8 @@ def job_duration(job: dict[str, Any], now: float) -> float | None:
     started = [r["started_at"] for r in job.get("runs") or [] if r.get("started_at")]
     if not started:
         return None
-    end = job.get("ended_at") or now
-    return end - min(started)
+    end: float = job.get("ended_at") or now
+    return end - float(min(started))
 
 
 def jobs_table(jobs: list[dict[str, Any]], now: float) -> str:
@@ -130,7 +130,8 @@ def run_duration(run: dict[str, Any], now: float) -> float | None:
     start = run.get("started_at")
     if start is None:
         return None
-    return (run.get("ended_at") or now) - start
+    end: float = run.get("ended_at") or now
+    return end - float(start)
 
 
 def job_view(job: dict[str, Any], now: float) -> str:

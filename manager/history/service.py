@@ -20,7 +20,7 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
 from manager.analysis.report import SETTLE_S
 from manager.analysis.service import Analyst, BadRequest, NotFound, Unavailable
@@ -28,6 +28,8 @@ from manager.history import build
 from manager.history.summaries import SummaryStore, summarise
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 #: Longest series name and most metrics one request may name.
 MAX_SERIES_LEN = 200
@@ -123,7 +125,7 @@ def check_request(series: str, metric_ids: list[str], since: float, last: int) -
         raise BadRequest(f"last {last} is negative; 0 keeps every point")
 
 
-async def _in_executor(fn: Callable[[], Any]) -> Any:
+async def _in_executor(fn: Callable[[], T]) -> T:
     """numpy and JSON work off the event loop: the ROUTER loop serves agents meanwhile."""
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 

@@ -20,9 +20,9 @@ from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
-from influxdb_client import WritePrecision
 from influxdb_client.client.exceptions import InfluxDBError
 from influxdb_client.client.influxdb_client_async import InfluxDBClientAsync
+from influxdb_client.domain.write_precision import WritePrecision
 from influxdb_client.rest import ApiException
 
 from .base import SinkUnavailable, error_detail, error_for_status
@@ -92,4 +92,4 @@ class InfluxV2Sink:
         self._closed = True
         if self._client is not None:
             client, self._client = self._client, None
-            await client.close()
+            await client.close()  # type: ignore[no-untyped-call]  # influxdb_client is untyped

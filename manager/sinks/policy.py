@@ -59,7 +59,7 @@ class Backoff:
         Jitter spreads the retries of many ingest processes; a server's
         Retry-After is a floor, as it knows better when it will recover.
         """
-        delay = min(self.max, self.base * (2 ** min(attempt, 62)))
+        delay = min(self.max, self.base * float(2 ** min(attempt, 62)))
         delay *= 1.0 + self.jitter * (2.0 * rand() - 1.0)
         if retry_after is not None:
             delay = max(delay, retry_after)
