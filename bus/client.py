@@ -121,9 +121,18 @@ class ManagerClient:
 
     # --- one method per request type ------------------------------------------
 
-    async def nodes(self) -> list[dict[str, Any]]:
-        result = await self.request(messages.NodesList(req_id=new_request_id()))
+    async def nodes(self, states: list[str] | None = None,
+                    labels: list[str] | None = None) -> list[dict[str, Any]]:
+        """Nodes in one of ``states`` carrying every one of ``labels`` (all when empty).
+        A manager older than the filters lists every node."""
+        msg = messages.NodesList(req_id=new_request_id(), states=list(states or []),
+                                 labels=list(labels or []))
+        result = await self.request(msg)
         return list(result["nodes"])
+
+    async def forget_node(self, node: str) -> dict[str, Any]:
+        """Forget lost node ``node`` now; the node dict it had."""
+        return dict(await self.request(messages.NodeForget(req_id=new_request_id(), node=node)))
 
     async def submit(self, spec: messages.JobSpec) -> dict[str, Any]:
         return dict(await self.request(messages.JobSubmit(req_id=new_request_id(), spec=spec)))

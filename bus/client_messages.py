@@ -36,10 +36,30 @@ class JobSpec:
 
 @dataclass(frozen=True, slots=True)
 class NodesList(Message):
-    """client → manager: list nodes. Reply: ``{"nodes": [node dict, ...]}``."""
+    """client → manager: list nodes. Reply: ``{"nodes": [node dict, ...]}``.
+
+    Only nodes in one of ``states`` (``ready``, ``busy``, ``lost``; empty: any)
+    that carry every label in ``labels`` are listed, so a filtered list of a
+    large fleet stays small. A manager older than these fields ignores them and
+    lists every node (``ptap nodes`` filters again).
+    """
 
     TYPE: ClassVar[MsgType] = MsgType.NODES_LIST
     req_id: str
+    states: list[str] = field(default_factory=list)
+    labels: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True, slots=True)
+class NodeForget(Message):
+    """client → manager: forget lost node ``node`` now (its jobs and metrics stay).
+    Reply: the node dict it had. ``not-found`` for a node the manager does not
+    know; ``bad-request`` for one that is not lost (its agent would register
+    again at once)."""
+
+    TYPE: ClassVar[MsgType] = MsgType.NODE_FORGET
+    req_id: str
+    node: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -195,6 +215,7 @@ class Event(Message):
 #: Every client request, reply and event class.
 CLIENT_MESSAGES: tuple[type[Message], ...] = (
     NodesList,
+    NodeForget,
     JobSubmit,
     JobsList,
     JobGet,

@@ -57,6 +57,7 @@ MAX_BODY_BYTES: dict[MsgType, int] = {
     MsgType.RUN_ACK: 1 * KiB,
     MsgType.METRICS_ACK: 256 * KiB,
     MsgType.NODES_LIST: 4 * KiB,
+    MsgType.NODE_FORGET: 4 * KiB,
     MsgType.JOB_SUBMIT: 1 * MiB,
     MsgType.JOBS_LIST: 4 * KiB,
     MsgType.JOB_GET: 4 * KiB,

@@ -25,6 +25,7 @@ class MsgType(StrEnum):
     METRICS = "metrics.batch"
     METRICS_ACK = "metrics.ack"
     NODES_LIST = "nodes.list"
+    NODE_FORGET = "node.forget"
     JOB_SUBMIT = "job.submit"
     JOBS_LIST = "jobs.list"
     JOB_GET = "job.get"

@@ -22,6 +22,7 @@ run.ack               mgr → agent     ROUTER → DEALER
 metrics.batch         agent → mgr     PUSH → PULL (and PUB ``m.<node>``)
 metrics.ack           mgr → agent     ROUTER → DEALER
 nodes.list …          client → mgr    DEALER → ROUTER, answered by reply/error
+node.forget           client → mgr    DEALER → ROUTER, answered by reply/error
 status.get            client → mgr    DEALER → ROUTER, answered by reply/error
 history.get           client → mgr    DEALER → ROUTER, answered by reply/error
 reply, error          mgr → peer      ROUTER → DEALER
@@ -72,6 +73,7 @@ from bus.client_messages import (
     JobSpec,
     JobSubmit,
     Keys,
+    NodeForget,
     NodesList,
     Reply,
     ReportGet,
@@ -116,6 +118,7 @@ __all__ = [
     "MetricBatch",
     "MsgType",
     "NodeFacts",
+    "NodeForget",
     "NodeState",
     "NodesList",
     "PROTOCOL_VERSION",

@@ -43,8 +43,8 @@ log = logging.getLogger(__name__)
 #: Messages only a registered agent may send (anything else is a client request).
 AGENT_ONLY = frozenset({MsgType.HEARTBEAT, MsgType.RUN_UPDATE})
 #: With CURVE, only an administrator's key may send these.
-CLIENT_REQUESTS = frozenset({MsgType.NODES_LIST, MsgType.JOB_SUBMIT, MsgType.JOBS_LIST,
-                             MsgType.JOB_GET, MsgType.JOB_CANCEL, MsgType.KEYS,
+CLIENT_REQUESTS = frozenset({MsgType.NODES_LIST, MsgType.NODE_FORGET, MsgType.JOB_SUBMIT,
+                             MsgType.JOBS_LIST, MsgType.JOB_GET, MsgType.JOB_CANCEL, MsgType.KEYS,
                              MsgType.REPORT_GET, MsgType.COMPARE_GET, MsgType.HISTORY_GET,
                              MsgType.STATUS_GET})
 #: Unknown keys filed as pending at most: anyone may ask, so asking must not fill the disk.

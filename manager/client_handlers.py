@@ -1,4 +1,5 @@
-"""ROUTER handlers for client requests: nodes, jobs, agent keys, reports, status.
+"""ROUTER handlers for client requests: jobs, agent keys, reports, status (nodes:
+``manager/node_handlers.py``).
 
 Clients are the ``ptap`` CLI and shell, the dashboard and scripts. Every
 request carries a ``req_id`` that its ``reply`` or ``error`` echoes. With
@@ -28,7 +29,6 @@ from bus.messages import (
     JobsList,
     JobSubmit,
     Keys,
-    NodesList,
     Reply,
     ReportGet,
     RunCancel,
@@ -52,14 +52,7 @@ MAX_JOBS_LIST = 1000
 KEY_NODE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}(~[0-9a-f]{8})?")
 
 
-# --- nodes and jobs -----------------------------------------------------------------
-
-
-async def handle_nodes_list(mgr: Manager, peer: bytes, msg: NodesList) -> None:
-    """``nodes.list``: every node since start-up. Reply ``{"nodes": [node, ...]}``."""
-    now, wall = time.monotonic(), time.time()
-    nodes = [n.to_dict(now, wall) for n in mgr.registry.nodes()]
-    await mgr.send(peer, Reply(req_id=msg.req_id, result={"nodes": nodes}))
+# --- jobs ---------------------------------------------------------------------------
 
 
 async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:

@@ -11,7 +11,8 @@ documents the message as the manager sees it; the wire shapes are in
 ``bus/messages.py`` and the rules in docs/protocol.md:
 
 - ``manager/agent_handlers.py``: ``agent.register``, ``heartbeat``, ``run.update``;
-- ``manager/client_handlers.py``: nodes, jobs, keys, reports and comparisons.
+- ``manager/node_handlers.py``: ``nodes.list``, ``node.forget``;
+- ``manager/client_handlers.py``: jobs, keys, reports and comparisons.
 
 With CURVE on (``mgr.keys`` set) every message is also authorized by the key
 ZAP authenticated for its connection, before its handler runs
@@ -39,10 +40,10 @@ from manager.client_handlers import (
     handle_job_submit,
     handle_jobs_list,
     handle_keys,
-    handle_nodes_list,
     handle_report_get,
     handle_status_get,
 )
+from manager.node_handlers import handle_node_forget, handle_nodes_list
 
 if TYPE_CHECKING:
     from manager.server import Manager
@@ -128,6 +129,7 @@ HANDLERS: dict[MsgType, Handler] = {
     MsgType.HEARTBEAT: handle_heartbeat,
     MsgType.RUN_UPDATE: handle_run_update,
     MsgType.NODES_LIST: handle_nodes_list,
+    MsgType.NODE_FORGET: handle_node_forget,
     MsgType.JOB_SUBMIT: handle_job_submit,
     MsgType.JOBS_LIST: handle_jobs_list,
     MsgType.JOB_GET: handle_job_get,

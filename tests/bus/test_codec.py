@@ -38,6 +38,8 @@ SAMPLES: list[m.Message] = [
     m.MetricBatch(node="n1", seq=3, series=[["cpu", {"node": "n1"}, ["user"], [[1, 2.5]]]]),
     m.MetricAck(seqs=[1, 2, 3]),
     m.NodesList(req_id="r1"),
+    m.NodesList(req_id="r1", states=["ready", "lost"], labels=["gpu", "rack=a1"]),
+    m.NodeForget(req_id="r11", node="n1"),
     m.JobSubmit(req_id="r2", spec=m.JobSpec(command=["true"], tags={"build": "1.2.3"})),
     m.JobsList(req_id="r3", limit=5),
     m.JobGet(req_id="r4", job_id="j"),
