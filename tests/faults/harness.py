@@ -42,6 +42,7 @@ from tests.integration.conftest import Cluster, Daemon
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
 POLL = 0.25
 JOB_FINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
+NODE_UP = frozenset({"ready", "busy"})  # busy: registered, with the workload running
 #: After the fault and the workload have ended, every point must be stored within this.
 DRAIN_TIMEOUT = 90.0
 T = TypeVar("T")
@@ -85,7 +86,8 @@ class Outcome:
     sent: int = 0
     stored: int = 0
     missing: list[int] = field(default_factory=list)  # the first few numbers not stored
-    udp_drops: int | None = None  # kernel drops the agent counted (None: it reports none)
+    udp_drops: int | None = None  # datagrams the kernel dropped, as the agent counted them
+    per_datagram: int = 0  # points per datagram (0: the stream endpoint, no datagrams)
     cpu_gap: float | None = None  # seconds, largest gap in the node's cpu series
     drain: float | None = None  # seconds, end of fault/workload → every point stored
     job_state: str = "?"
@@ -104,9 +106,11 @@ class Outcome:
         def sec(v: float | None) -> str:
             return "-" if v is None else f"{v:.1f} s"
 
-        drops = "not reported" if self.udp_drops is None else str(self.udp_drops)
+        drops = ("stream, no datagrams" if not self.per_datagram else "not reported"
+                 if self.udp_drops is None else f"{self.udp_drops} datagrams of "
+                 f"{self.per_datagram} points")
         return (f"{self.name}: {self.fault}: K sent {self.sent}, N stored {self.stored} "
-                f"(lost {self.lost}, UDP drops {drops}), largest cpu gap {sec(self.cpu_gap)}, "
+                f"(lost {self.lost}, kernel UDP drops: {drops}), largest cpu gap {sec(self.cpu_gap)}, "
                 f"drain {sec(self.drain)}, node back {sec(self.node_return)}, job "
                 f"{self.job_state} (want {self.expected_state}), daemon deaths "
                 f"{len(self.deaths)}{' ' + '; '.join(self.deaths) if self.deaths else ''}"
@@ -117,9 +121,10 @@ class Outcome:
                  max_node_return: float | None = None) -> list[str]:
         """What the issue says must not happen, one line each."""
         out = []
-        if self.lost and not (self.udp_drops and self.udp_drops >= self.lost):
-            out.append(f"{self.lost} of {self.sent} points lost and not counted as UDP drops "
-                       f"(first missing: {self.missing[:10]})")
+        counted = (self.udp_drops or 0) * self.per_datagram
+        if self.lost > counted:
+            out.append(f"{self.lost} of {self.sent} points lost, {counted} of them counted as "
+                       f"dropped by the kernel (first missing: {self.missing[:10]})")
         if self.job_state != self.expected_state:
             out.append(f"job ended {self.job_state}, not {self.expected_state}")
         out += [f"daemon died: {d}" for d in self.deaths]
@@ -139,12 +144,15 @@ class FaultRun:
     """A cluster (manager + agent ``f-NAME``) on ``influx`` and its numbered-point job."""
 
     def __init__(self, name: str, fault: str, tmp: Path, influx: InfluxFixture, database: str,
-                 *, rate: float, seconds: float) -> None:
+                 *, rate: float, seconds: float, stream: bool = False) -> None:
         self.influx, self.db = influx, database
+        self.stream = stream  # the lossless stream endpoint instead of UDP datagrams
+        self.per_datagram = max(1, round(rate * 0.01))  # 100 datagrams/s
         self.node = f"f-{name.replace('_', '-')}"
         self.rate, self.seconds = rate, seconds
         self.count = int(rate * seconds)
-        self.outcome = Outcome(name, fault, sent=self.count)
+        self.outcome = Outcome(name, fault, sent=self.count,
+                               per_datagram=0 if stream else self.per_datagram)
         self.cluster = Cluster(tmp, self.outcome.logs, influx.url, database)
         self.job = ""
         self.t_submit = self.t_cleared = 0.0
@@ -171,7 +179,7 @@ class FaultRun:
             agent.kill()
             agent.argv = [*self.agent_prefix, *agent.argv]
             agent.spawn()
-        self.wait_node("ready", 30.0)
+        self.wait_node(frozenset({"ready"}), 30.0)
         self.remember_pids()
 
     def remember_pids(self) -> None:
@@ -181,12 +189,13 @@ class FaultRun:
     def daemons(self) -> list[Daemon]:
         return [self.cluster.manager, *self.cluster.agents.values()]
 
-    def submit(self, *extra: str) -> str:
+    def submit(self) -> str:
         """Start the workload on the node (the real CLI); returns the job id."""
         self.t_submit, self.ns_submit = time.monotonic(), time.time_ns()
+        how = ["--stream"] if self.stream else ["--per-datagram", str(self.per_datagram)]
         rc, out, err = self.cluster.cli(
-            "run", "--nodes", self.node, "--collect", "system,app", *extra, "--",
-            sys.executable, WORKLOAD, str(self.count), str(self.rate))
+            "run", "--nodes", self.node, "--collect", "system,app", "--",
+            sys.executable, WORKLOAD, str(self.count), str(self.rate), *how)
         assert rc == 0, f"ptap run exited {rc}: {err}"
         self.job = out.split()[0]
         return self.job
@@ -211,11 +220,16 @@ class FaultRun:
         nodes = manager_call(self.cluster.manager.address, "nodes")
         return next((n["state"] for n in nodes or [] if n["name"] == self.node), None)
 
-    def wait_node(self, state: str, timeout: float) -> float:
-        """Seconds until the node is in ``state``."""
+    def wait_node(self, states: frozenset[str], timeout: float) -> float:
+        """Seconds until the node is in one of ``states``."""
         t0 = time.monotonic()
-        poll(lambda: self.node_state() == state, timeout, f"node {self.node} {state}")
+        poll(lambda: self.node_state() in states, timeout,
+             f"node {self.node} {'/'.join(sorted(states))}")
         return time.monotonic() - t0
+
+    def wait_back(self, timeout: float = 60.0) -> None:
+        """After the fault: the seconds until the node is up again go in the outcome."""
+        self.outcome.node_return = self.wait_node(NODE_UP, timeout)
 
     def job_state(self) -> str | None:
         job = manager_call(self.cluster.manager.address, "job", self.job)
@@ -240,15 +254,16 @@ class FaultRun:
         times = [self.ns_submit, *sorted(int(r["time"]) for r in rows), t_end_ns]
         return max(b - a for a, b in zip(times, times[1:], strict=False)) / 1e9
 
-    def udp_drops(self) -> int | None:
-        """Kernel drops of the app socket the agent reported (the ``agent`` measurement's
-        ``app_drops``, summed over the run's node); None if it reports none."""
-        try:
-            rows = self.influx.query(
-                self.db, f"SELECT max(\"app_drops\") FROM agent WHERE node = '{self.node}' "
-                         f"AND time >= {self.ns_submit}")
-        except AssertionError:
-            return None
+    def udp_drops(self, job: dict[str, Any]) -> int | None:
+        """App datagrams the kernel dropped, as the run reports them (``app_dropped``), else
+        as the ``agent`` measurement does; None when neither reports any count."""
+        counts = [r["app_dropped"] for r in job.get("runs", [])
+                  if r.get("app_dropped") is not None]
+        if counts:
+            return int(sum(counts))
+        rows = self.influx.query(
+            self.db, f"SELECT max(\"app_dropped\") FROM agent WHERE node = '{self.node}' "
+                     f"AND time >= {self.ns_submit}")
         return int(rows[0]["max"]) if rows and rows[0].get("max") is not None else None
 
     def deaths(self) -> list[str]:
@@ -281,10 +296,10 @@ class FaultRun:
             o.notes.append(str(exc))
         o.stored = self.stored()
         o.missing = self.missing() if o.stored < self.count else []
-        o.udp_drops = self.udp_drops()
         o.cpu_gap = self.cpu_gap(t_end_ns)
         job = self.cluster.job(self.job)  # the CLI, as a user reads it
         o.job_state = str(job["state"])
+        o.udp_drops = None if self.stream else self.udp_drops(job)
         if o.job_state != o.expected_state:
             o.notes += [f"run {r.get('state')} exit {r.get('exit_code')} error "
                         f"{r.get('error')!r} stderr {str(r.get('stderr_tail'))[-300:]!r}"

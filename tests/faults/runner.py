@@ -67,13 +67,13 @@ class Env:
         self.cleanups.append(server.stop)
         return InfluxFixture(server)
 
-    def run(self, fault: str, *, rate: float, seconds: float,
+    def run(self, fault: str, *, rate: float, seconds: float, stream: bool = False,
             influx: InfluxFixture | None = None) -> FaultRun:
         """A :class:`FaultRun` for this scenario, stopped at the end."""
         database = f"fault_{self.name}_{uuid.uuid4().hex[:6]}"
         (self.tmp / "cluster").mkdir(parents=True, exist_ok=True)
         run = FaultRun(self.name, fault, self.tmp / "cluster", influx or self.influx, database,
-                       rate=rate, seconds=seconds)
+                       rate=rate, seconds=seconds, stream=stream)
         self.cleanups.append(run.stop)
         return run
 

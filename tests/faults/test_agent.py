@@ -24,10 +24,10 @@ PAUSE = 11.0  # the agent's SIGSTOP, as the issue measured it (a GC pause, a swa
 MAX_NODE_RETURN = 5.0
 
 
-@scenario("agent_sigstop")
-def agent_sigstop(env: Env) -> Outcome:
-    run = env.run(f"agent SIGSTOP {PAUSE:g} s at 2,000 app points/s (UDP)", rate=2000,
-                  seconds=PAUSE + 6)
+def agent_pause(env: Env, stream: bool) -> Outcome:
+    how = "the stream endpoint" if stream else "UDP, 20 points a datagram"
+    run = env.run(f"agent SIGSTOP {PAUSE:g} s at 2,000 app points/s over {how}", rate=2000,
+                  seconds=PAUSE + 6, stream=stream)
     run.start()
     run.submit()
     run.wait_flowing()
@@ -39,8 +39,18 @@ def agent_sigstop(env: Env) -> Outcome:
     finally:
         agent.signal(signal.SIGCONT)
     run.cleared()
-    run.outcome.node_return = run.wait_node("ready", 30)
+    run.wait_back(30)
     return run.finish()
+
+
+@scenario("agent_sigstop")
+def agent_sigstop(env: Env) -> Outcome:
+    return agent_pause(env, stream=False)
+
+
+@scenario("agent_sigstop_stream")
+def agent_sigstop_stream(env: Env) -> Outcome:
+    return agent_pause(env, stream=True)
 
 
 def workload_running(agent_pid: int) -> bool:
@@ -74,12 +84,16 @@ def agent_restart_manager_down(env: Env) -> Outcome:
     run.cluster.manager.start()
     run.cleared()
     run.remember_pids()  # both restarts were ours
-    run.outcome.node_return = run.wait_node("ready", 30)
+    run.wait_back(30)
     return run.finish()
 
 
 def test_agent_sigstop(check: Callable[..., Outcome]) -> None:
     check("agent_sigstop", max_node_return=MAX_NODE_RETURN)
+
+
+def test_agent_sigstop_stream(check: Callable[..., Outcome]) -> None:
+    check("agent_sigstop_stream", max_node_return=MAX_NODE_RETURN)
 
 
 def test_agent_restart_manager_down(check: Callable[..., Outcome]) -> None:

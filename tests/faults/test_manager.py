@@ -7,6 +7,7 @@ at once by its agent when the manager comes back.
 
 from __future__ import annotations
 
+import os
 import signal
 from collections.abc import Callable
 
@@ -14,6 +15,7 @@ import pytest
 
 from tests.faults.harness import Outcome
 from tests.faults.runner import Env, scenario
+from tests.faults.supervised import SupervisedManagerProc
 
 pytestmark = pytest.mark.integration
 
@@ -22,6 +24,7 @@ MAX_CPU_GAP = 5.0
 #: "Taken over at once": the agent re-registers within a few heartbeats of the return.
 MAX_NODE_RETURN = 5.0
 PAUSE = 30.0  # the manager's SIGSTOP, as the issue measured it
+RESTART_WITHIN = 5.0  # a death the supervisor undoes: back within this
 
 
 @scenario("manager_sigkill")
@@ -37,7 +40,7 @@ def manager_sigkill(env: Env) -> Outcome:
     run.cluster.manager.start()  # same ports, same state db
     run.cleared()
     run.remember_pids()  # that restart was ours; any other change of pid is a death
-    run.outcome.node_return = run.wait_node("ready", 30)
+    run.wait_back(30)
     return run.finish()
 
 
@@ -55,7 +58,7 @@ def manager_sigstop(env: Env) -> Outcome:
     finally:
         run.cluster.manager.signal(signal.SIGCONT)
     run.cleared()
-    run.outcome.node_return = run.wait_node("ready", 60)
+    run.wait_back(60)
     return run.finish()
 
 
@@ -65,3 +68,34 @@ def test_manager_sigkill(check: Callable[..., Outcome]) -> None:
 
 def test_manager_sigstop(check: Callable[..., Outcome]) -> None:
     check("manager_sigstop", max_cpu_gap=MAX_CPU_GAP, max_node_return=MAX_NODE_RETURN)
+
+
+@scenario("manager_sigkill_supervised")
+def manager_sigkill_supervised(env: Env) -> Outcome:
+    """As start-all runs it: the supervisor, not the test, brings the manager back."""
+    run = env.run("manager SIGKILL under scripts/supervise.py at 1,000 points/s", rate=1000,
+                  seconds=15)
+    manager = SupervisedManagerProc(run.cluster.manager.cwd, run.influx.url, run.db)
+    run.cluster.manager = manager
+    run.start()
+    run.submit()
+    run.wait_flowing()
+    run.at(5)
+    old = manager.daemon_pid()
+    assert old is not None
+    os.kill(old, signal.SIGKILL)
+    new, took = manager.wait_restart(old, 30)
+    run.cleared()
+    lines = manager.restarts_logged()
+    run.outcome.restarts.append(f"manager pid {old} -> {new} in {took:.2f} s, "
+                                f"{len(lines)} restart line(s) logged")
+    if took > RESTART_WITHIN or len(lines) != 1:
+        run.outcome.deaths.append(f"manager pid {old}: restarted in {took:.2f} s "
+                                  f"(limit {RESTART_WITHIN:g} s), restart lines {lines}")
+    run.wait_back(30)
+    return run.finish()
+
+
+def test_manager_sigkill_supervised(check: Callable[..., Outcome]) -> None:
+    check("manager_sigkill_supervised", max_cpu_gap=MAX_CPU_GAP,
+          max_node_return=MAX_NODE_RETURN)

@@ -48,7 +48,7 @@ def partition(env: Env, index: int, fault: str, cut: Callable[[netns.NetNs], Non
     finally:
         heal(ns)
     run.cleared()
-    run.outcome.node_return = run.wait_node("ready", 60)
+    run.wait_back(60)
     return run.finish()
 
 

@@ -11,8 +11,8 @@ Lines go to ``$PTAP_METRICS`` (``udp://HOST:PORT``), ``--per-datagram`` lines pe
 datagram (default: what one 10 ms step of RATE holds), paced from the start so
 that a stall of this process does not lower the rate it averages. With
 ``--stream`` they go to the agent's stream endpoint instead, a connected socket
-that never drops a line (``$PTAP_METRICS_STREAM``: ``unix:///path`` or
-``tcp://HOST:PORT``). At the end it prints ``faultseq sent=COUNT`` (the tail
+that never drops a line (``$PTAP_METRICS_STREAM``: ``tcp://HOST:PORT``, or
+``unix:///path``). At the end it prints ``faultseq sent=COUNT`` (the tail
 the suite reads back from the run's output).
 """
 
@@ -90,9 +90,7 @@ def main() -> int:
         if pause > 0:
             time.sleep(pause)  # wait-ok: paces the workload at its rate
     if stream is not None:
-        stream.shutdown(socket.SHUT_WR)
-        stream.recv(1)  # the agent has read every line once it closes its side
-        stream.close()
+        stream.close()  # after the last line: the agent reads up to the end of the stream
     print(f"faultseq sent={args.count}", flush=True)
     return 0
 
