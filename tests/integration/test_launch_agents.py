@@ -72,12 +72,14 @@ def remote(tmp_path: Path) -> Iterator[Path]:
     """The node's install folder; an agent a failed test left running there is ended."""
     folder = tmp_path / "node-home" / "ptap"
     yield folder
-    pid_file = folder / "var" / "run" / "agent.pid"
-    if pid_file.exists():
-        pid = int(pid_file.read_text())
-        if "agent.main" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") \
-                if Path(f"/proc/{pid}").exists() else False:
-            os.kill(pid, signal.SIGKILL)
+    # The supervisor first (it would restart the agent), then the agent.
+    for name, marker in (("agent.supervisor", "supervise.py"), ("agent", "ptap-agent")):
+        pid_file = folder / "var" / "run" / f"{name}.pid"
+        if pid_file.exists():
+            pid = int(pid_file.read_text())
+            if marker in Path(f"/proc/{pid}/cmdline").read_text(errors="replace") \
+                    if Path(f"/proc/{pid}").exists() else False:
+                os.kill(pid, signal.SIGKILL)
     shutil.rmtree(folder / ".venv", ignore_errors=True)
 
 
