@@ -1,6 +1,6 @@
 """Jobs and runs between the scheduler's decisions and the rest of the manager.
 
-:class:`Bookkeeper` keeps the :class:`~manager.scheduler.Book` of unfinished
+:class:`Bookkeeper` keeps the :class:`~manager.book.Book` of unfinished
 jobs in step with everything that must agree with it: it sends the runs the
 scheduler lets start, stores changed runs and re-derives their jobs, publishes
 run, job and node events on PUB, and tells the registry which runs each node
@@ -23,8 +23,9 @@ from typing import Any
 from bus import codec, topics
 from bus.messages import Event, Message, NodeState, RunDispatch, RunState
 from manager import scheduler
+from manager.book import Book
 from manager.registry import Registry, StateChange
-from manager.scheduler import ACTIVE, Book, Job, JobState, Run
+from manager.scheduler import ACTIVE, Job, JobState, Run
 from manager.state import Store
 
 log = logging.getLogger(__name__)

@@ -41,6 +41,7 @@ from config.schema import ServerConfig
 from manager import authenticator, authorization, control
 from manager.analysis.query import QueryClient
 from manager.analysis.service import Analyst
+from manager.book import Book
 from manager.bookkeeper import Bookkeeper
 from manager.history.service import HistoryService
 from manager.influx_setup import make_query_client, make_sink, query_database
@@ -54,7 +55,6 @@ from manager.ports import (
     write_ready_file,
 )
 from manager.registry import Registry
-from manager.scheduler import Book
 from manager.sinks import Sink
 from manager.state import Store
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from bus.messages import JobSpec, NodeFacts, NodeState, RunReport, RunState
+from manager.book import Book
 from manager.registry import Node
 from manager.scheduler import (
-    Book,
     InvalidTransition,
     Job,
     JobState,
