@@ -121,57 +121,18 @@ class Ingest:
 
     async def accept(self, frames: list[bytes]) -> bool:
         """Take one PULL message; True if accepted (and so acked once stored)."""
-        # A turn of the loop every YIELD_EVERY seconds. A zmq.asyncio socket
-        # hands over a waiting message without suspending, so while batches
-        # keep coming the PULL loop would starve the writers' HTTP exchanges
-        # with InfluxDB (each step of them waits for a turn) and the ROUTER
-        # loop (acks, heartbeats). A turn per message costs ~40 µs (an
-        # epoll_wait and the loop's bookkeeping): a fifth of a 200-point
-        # batch's whole cost, for a latency nobody needs below a millisecond.
-        now = time.monotonic()
-        if now - self._yielded >= YIELD_EVERY:
-            await asyncio.sleep(0)
-            self._yielded = time.monotonic()
-        try:
-            batch = codec.decode(frames, self.limits)
-        except ProtocolError as exc:
-            return self._refuse(f"bad-{exc.code}", f"bad metric batch: {exc}")
-        if not isinstance(batch, MetricBatch):
-            return self._refuse("bad-type", f"{batch.TYPE.value} on the metrics socket")
-        if not self._is_known_node(batch.node):
-            return self._refuse("unknown-node", f"batch from unknown node {batch.node!r}: "
-                                "it is resent once the agent has registered")
-        if batch.seq < 0 or batch.seq > MAX_SEQ:
-            # ptap agents number batches from the wall clock in µs, upwards.
-            return self._refuse("bad-seq", f"batch from node {batch.node} with sequence "
-                                f"{batch.seq}: not a ptap agent's numbering, refused")
-        if batch.seq <= self.last_seq.get(batch.node, -1):
-            # A resend whose ack was lost, or a batch overtaken by a later one:
-            # stored again, which overwrites its points with themselves.
-            self.counters["seq-behind"] += 1
+        await self._take_turn()
+        batch = self._checked(frames)
+        if batch is None:
+            return False
         key = (batch.node, batch.seq)
         if key in self._queued_batches:
             self.counters["duplicate"] += 1  # a resend of a batch still being written
             return True
-        now = self._clock_ns()
-        bound = MAX_EXPANSION * len(frames[-1]) + EXPANSION_SLACK
-        encoded = encode_batch(batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS,
-                               node=batch.node, max_chars=bound)
-        if encoded.oversized:
-            return self._refuse("oversized", f"node {batch.node} batch {batch.seq}: refused, "
-                                f"its line protocol would pass {MAX_EXPANSION} times its "
-                                f"{len(frames[-1])} bytes (long tags repeated on many rows)")
+        encoded = self._encode(batch, len(frames[-1]))
+        if encoded is None:
+            return False
         payload, points = encoded.payload, encoded.points
-        if encoded.foreign:
-            self.counters["foreign-node"] += encoded.foreign
-            self._log("foreign-node", f"node {batch.node} batch {batch.seq}: dropped "
-                      f"{encoded.foreign} rows of series not tagged node={batch.node}; "
-                      "kept the rest")
-        if encoded.dropped:
-            self.counters["rows-dropped"] += encoded.dropped
-            self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped "
-                      f"{encoded.dropped} malformed rows or rows with absurd timestamps; "
-                      "kept the rest")
         if self._queued_points and (self._queued_points + points > self.max_points
                                     or self._queued_bytes + len(payload) > self.max_bytes):
             return self._refuse("buffer-full", f"ingest buffer full ({self._queued_points} "
@@ -186,6 +147,69 @@ class Ingest:
         self._wake.set()
         await self._publish(batch.node, list(frames))
         return True
+
+    async def _take_turn(self) -> None:
+        """Let the loop run other tasks if :data:`YIELD_EVERY` passed since the last turn.
+
+        A zmq.asyncio socket hands over a waiting message without suspending,
+        so while batches keep coming the PULL loop would starve the writers'
+        HTTP exchanges with InfluxDB (each step of them waits for a turn) and
+        the ROUTER loop (acks, heartbeats). A turn per message costs ~40 µs (an
+        epoll_wait and the loop's bookkeeping): a fifth of a 200-point batch's
+        whole cost, for a latency nobody needs below a millisecond.
+        """
+        if time.monotonic() - self._yielded >= YIELD_EVERY:
+            await asyncio.sleep(0)
+            self._yielded = time.monotonic()
+
+    def _checked(self, frames: list[bytes]) -> MetricBatch | None:
+        """The batch in ``frames`` if it decodes and comes from a registered node, else
+        None (refused and counted)."""
+        try:
+            batch = codec.decode(frames, self.limits)
+        except ProtocolError as exc:
+            self._refuse(f"bad-{exc.code}", f"bad metric batch: {exc}")
+            return None
+        if not isinstance(batch, MetricBatch):
+            self._refuse("bad-type", f"{batch.TYPE.value} on the metrics socket")
+            return None
+        if not self._is_known_node(batch.node):
+            self._refuse("unknown-node", f"batch from unknown node {batch.node!r}: "
+                         "it is resent once the agent has registered")
+            return None
+        if batch.seq < 0 or batch.seq > MAX_SEQ:
+            # ptap agents number batches from the wall clock in µs, upwards.
+            self._refuse("bad-seq", f"batch from node {batch.node} with sequence "
+                         f"{batch.seq}: not a ptap agent's numbering, refused")
+            return None
+        if batch.seq <= self.last_seq.get(batch.node, -1):
+            # A resend whose ack was lost, or a batch overtaken by a later one:
+            # stored again, which overwrites its points with themselves.
+            self.counters["seq-behind"] += 1
+        return batch
+
+    def _encode(self, batch: MetricBatch, size: int) -> lineproto.Encoded | None:
+        """The batch's line protocol, its dropped rows counted; None if it would pass
+        :data:`MAX_EXPANSION` times the batch's ``size`` in bytes (refused whole)."""
+        now = self._clock_ns()
+        encoded = encode_batch(batch.series, now - MAX_AGE_NS, now + MAX_AHEAD_NS,
+                               node=batch.node, max_chars=MAX_EXPANSION * size + EXPANSION_SLACK)
+        if encoded.oversized:
+            self._refuse("oversized", f"node {batch.node} batch {batch.seq}: refused, "
+                         f"its line protocol would pass {MAX_EXPANSION} times its "
+                         f"{size} bytes (long tags repeated on many rows)")
+            return None
+        if encoded.foreign:
+            self.counters["foreign-node"] += encoded.foreign
+            self._log("foreign-node", f"node {batch.node} batch {batch.seq}: dropped "
+                      f"{encoded.foreign} rows of series not tagged node={batch.node}; "
+                      "kept the rest")
+        if encoded.dropped:
+            self.counters["rows-dropped"] += encoded.dropped
+            self._log("rows-dropped", f"node {batch.node} batch {batch.seq}: dropped "
+                      f"{encoded.dropped} malformed rows or rows with absurd timestamps; "
+                      "kept the rest")
+        return encoded
 
     async def run(self) -> None:
         """The writer loop: runs until cancelled, with up to ``writers`` writes in flight."""
