@@ -215,19 +215,17 @@ def encode_batch(series_list: Iterable[Any], lo: int = MIN_TS, hi: int = MAX_TS,
                  node: str | None = None, max_chars: int = MAX_BATCH_CHARS) -> Encoded:
     """Check and encode the series of one batch.
 
-    A series with a malformed header is dropped whole; a row that is not a
-    list of ``len(fields) + 1`` plain values led by an int timestamp inside
-    ``[lo, hi]`` is dropped alone (both counted in ``dropped``). A row with
-    no writable field (all None, NaN or ±inf) is neither written nor
-    counted. With ``node`` given, a series whose ``node`` tag is anything
-    else is dropped and counted in ``foreign``: a node writes only its own
-    series.
+    A series with a malformed header is dropped whole; a row that is not a list of
+    ``len(fields) + 1`` plain values led by an int timestamp inside ``[lo, hi]`` is
+    dropped alone (both counted in ``dropped``). A row with no writable field (all None,
+    NaN or ±inf) is neither written nor counted. With ``node`` given, a series whose
+    ``node`` tag is anything else is dropped and counted in ``foreign``: a node writes
+    only its own series.
 
-    Every line repeats its series' key and field keys, so a small message
-    can ask for a huge payload (a 1 MB tag value on a million one-byte
-    rows). Once the rows' repeated text passes ``max_chars``, the rest of
-    the batch is dropped and counted in ``oversized``: no agent sends that,
-    and the manager must not run out of memory over it.
+    Every line repeats its series' key and field keys, so a small message can ask for a
+    huge payload (a 1 MB tag value on a million one-byte rows). Once the rows' repeated
+    text passes ``max_chars``, the rest of the batch is dropped and counted in
+    ``oversized``: no agent sends that, and the manager must not run out of memory over it.
     """
     out: list[str] = []
     points = dropped = foreign = oversized = 0
