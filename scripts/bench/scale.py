@@ -1,0 +1,479 @@
+"""Benchmark: a fleet of simulated agents on the real agent code, streaming into InfluxDB.
+
+    .venv/bin/python scripts/bench/scale.py [--agents 1000] [--rate 100] [--duration 600]
+        [--procs P] [--known 2000] [--jobs 5] [--ramp] [--json]
+
+A real influxd (its own, in a temporary folder, database ``ptap``), a real
+manager (``python -m manager.main``: heartbeat every 1 s, liveness 3, CURVE off
+on loopback) and ``--agents`` agents in ``--procs`` worker processes
+(multiprocessing), each worker holding its agents in one asyncio loop. Every
+agent is the agent's own code: :class:`agent.link.Link` (register, welcome,
+heartbeats at the manager's 1 s, run dispatch, which spawns the command) and
+:class:`agent.shipper.Shipper` with its :class:`~agent.shipper.Spool` (numbered
+batches kept until acked, resent on welcome and after 5 s). Only the
+collectors are left out: each agent ships, once a second at its own phase of
+the second, one batch of ``--rate`` rows of ``scale,node=N value=…`` with
+distinct timestamps, so InfluxDB's count is exact.
+
+Before the stream, ``--known`` − ``--agents`` more nodes register and leave
+(they end ``lost``): the node list and the overview then hold ``--known``
+nodes, most of them gone, as a long-lived fleet's do. Then, for ``--duration``
+seconds of streaming, it measures:
+
+* false ``lost``: ``lost`` events on the manager's PUB socket for streaming agents;
+* the manager's CPU (cores) and peak RSS (``VmHWM``); influxd's and the workers' CPU;
+* ingest: points generated, acked within the run, and stored (InfluxDB ``count``
+  after the agents' spools have drained), against ``agents × rate × seconds`` offered;
+* ``ptap nodes``: the CLI's whole-process wall time (3 runs);
+* the overview page: navigation to drawn (a Bokeh document whose ``nodes`` source
+  holds rows) in headless Chromium (``tests/dashboard/cdp.py``), cold and again;
+* then, still streaming, ``--jobs`` jobs (``true``) to every streaming node: submit →
+  every run running, p50/p95, with ``scripts/bench/dispatch.py``'s measurement.
+
+``--ramp`` instead raises the rate by ×1.5 every ``--step`` seconds (from
+``--rate``) until ingest falls under 0.95 of offered or the spools grow, and
+reports the ceiling and what limited it: the manager's core, influxd, or the
+host the agents share with them (2 cores here: everything competes).
+
+Bounds: ``--time-limit`` (default: duration + 900 s) ends the run; every process
+is stopped by its pid (workers, manager, dashboard, Chromium, influxd), also on
+error or Ctrl-C. Exit status 1 only when the bench itself failed.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import multiprocessing as mp
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(REPO))
+
+import zmq  # noqa: E402
+import zmq.asyncio  # noqa: E402
+
+from bus import topics  # noqa: E402
+from bus.client import ManagerClient  # noqa: E402
+from bus.sockets import SocketTuning, make_socket, receive_forever  # noqa: E402
+from scripts.bench import dispatch as dsp  # noqa: E402
+from scripts.bench.hostile import vm_hwm_mb  # noqa: E402
+from scripts.bench.ingest import Deadline, manager_process  # noqa: E402
+from scripts.bench.scale_fleet import FleetSpec, worker_main  # noqa: E402
+from scripts.influxdb_local import InfluxServer, create_database, influxql  # noqa: E402
+
+DATABASE = "ptap"
+DRAIN_S = 60.0  # after the stream stops, spools must be empty within this
+#: The overview is drawn: its document is attached and its node table has rows.
+DRAWN_JS = ("window.Bokeh && Bokeh.documents.length > 0 && (() => { const m = Bokeh.documents[0]"
+            ".get_model_by_name('nodes'); return m !== null && Object.values(m.data)[0]"
+            ".length > 0; })()")
+TARGETS = {"false_lost": 0, "ingest_ratio": 0.95, "nodes_s": 0.5, "overview_s": 2.0}
+
+
+class Fleet:
+    """The worker processes and a pipe to each."""
+
+    def __init__(self, args: argparse.Namespace, address: str, pull: str, tmp: Path) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for index in range(args.procs):
+            spec = FleetSpec(index=index, procs=args.procs, agents=args.agents,
+                             ghosts=max(0, args.known - args.agents), address=address,
+                             pull=pull, rate=args.rate, tmp=str(tmp))
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(spec, there), daemon=True,
+                               name=f"scale-worker-{index}")
+            proc.start()
+            self.pipes.append(here)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    async def ask(self, cmd: str, arg: Any = None, timeout: float = 300.0) -> list[Any]:
+        """Send ``(cmd, arg)`` to every worker, then gather their answers."""
+        loop = asyncio.get_running_loop()
+        for pipe in self.pipes:
+            pipe.send((cmd, arg))
+        answers = []
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
+            ready = await loop.run_in_executor(None, pipe.poll, timeout)
+            if not ready:
+                raise RuntimeError(f"worker {proc.pid} did not answer {cmd!r} in {timeout:g} s")
+            answers.append(pipe.recv())
+        return answers
+
+    async def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for stats in await self.ask("stats"):
+            for key, value in stats.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("stop", None))
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(20)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+class LostWatch:
+    """``lost`` node events on the manager's PUB socket, per node, while armed."""
+
+    def __init__(self) -> None:
+        self.armed: set[str] = set()
+        self.lost: dict[str, int] = {}
+
+    async def note(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            return
+        head = dsp.event_head(frames[2]) or {}
+        node = str(head.get("node", ""))
+        if head.get("kind") == "node" and head.get("state") == "lost" and node in self.armed:
+            self.lost[node] = self.lost.get(node, 0) + 1
+
+    async def follow(self, address: str) -> None:
+        ctx = zmq.asyncio.Context()
+        sock = make_socket(ctx, zmq.SUB, SocketTuning())
+        sock.setsockopt(zmq.SUBSCRIBE, topics.NODE_EVENTS.encode())
+        sock.connect(address)
+        try:
+            await receive_forever(sock, self.note, drain=1024)
+        finally:
+            sock.close(linger=0)
+            ctx.destroy(linger=0)
+
+
+class Cpu:
+    """CPU seconds of the manager, influxd and the workers, and of the whole host."""
+
+    def __init__(self, manager: int, influxd: int, workers: list[int]) -> None:
+        agents = [dsp.process_cpu(pid) for pid in workers]
+        self.clocks: dict[str, Callable[[], float]] = {
+            "manager": dsp.process_cpu(manager), "influxd": dsp.process_cpu(influxd),
+            "agents": lambda: sum(clock() for clock in agents)}
+
+    def read(self) -> dict[str, float]:
+        return {**{k: c() for k, c in self.clocks.items()}, "host": dsp.host_busy(),
+                "wall": time.monotonic()}
+
+    @staticmethod
+    def cores(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        wall = b["wall"] - a["wall"]
+        return {k: (b[k] - a[k]) / wall for k in a if k != "wall"}
+
+
+def cli_nodes(router: int, runs: int = 3) -> list[float]:
+    """Wall seconds of ``ptap nodes`` (the whole CLI process), ``runs`` times."""
+    out = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        done = subprocess.run([sys.executable, "-m", "manager.cli.main", "--manager",
+                               f"127.0.0.1:{router}", "nodes"], cwd=REPO, env=dsp.child_env(),
+                              capture_output=True, timeout=60)
+        out.append(time.perf_counter() - t0)
+        if done.returncode != 0:
+            raise RuntimeError(f"ptap nodes exited {done.returncode}: {done.stderr[-300:]!r}")
+    return out
+
+
+def overview_draw(url: str, tmp: Path, tries: int = 2) -> list[float]:
+    """Seconds from navigation to a drawn overview, a cold tab then warm ones."""
+    from tests.dashboard.cdp import Browser
+
+    browser = Browser(tmp / "chromium").start()
+    try:
+        out = []
+        for _ in range(tries):
+            tab = browser.new_tab()
+            t0 = time.perf_counter()
+            tab.navigate(f"{url}/")
+            tab.wait(DRAWN_JS, 180, "the overview drawn")
+            out.append(time.perf_counter() - t0)
+            tab.close()
+        return out
+    finally:
+        browser.stop()
+
+
+# --- the run -------------------------------------------------------------------------------
+
+
+class Run:
+    """influxd, the manager, the workers, the dashboard: started in order, stopped in reverse."""
+
+    def __init__(self, args: argparse.Namespace, tmp: Path) -> None:
+        self.args, self.tmp = args, tmp
+        self.influx = InfluxServer(tmp / "influxdb", die_with_parent=True)
+        self.stack = contextlib.ExitStack()
+        self.manager: subprocess.Popen[bytes] | None = None
+        self.fleet: Fleet | None = None
+        self.dashboard: subprocess.Popen[bytes] | None = None
+        self.ports: dict[str, int] = {}
+
+    async def start(self) -> None:
+        self.influx.start()
+        create_database(self.influx.url, DATABASE)
+        deadline = Deadline(time.monotonic() + 60)
+        self.manager, self.ports = self.stack.enter_context(
+            manager_process(self.tmp, self.influx.url, DATABASE, deadline))
+        base = "tcp://127.0.0.1"
+        self.fleet = Fleet(self.args, f"{base}:{self.ports['router']}",
+                           f"{base}:{self.ports['pull']}", self.tmp)
+
+    def start_dashboard(self) -> str:
+        from scripts.bench.live_latency import start_dashboard
+
+        self.dashboard, url = start_dashboard(self.tmp, self.ports["router"], self.influx.url)
+        return url
+
+    def stop(self) -> None:
+        if self.fleet is not None:
+            self.fleet.stop()
+        if self.dashboard is not None:
+            from scripts.bench.live_latency import stop
+
+            stop(self.dashboard)
+        self.stack.close()  # the manager
+        self.influx.stop()
+
+
+async def bring_up(run: Run, res: dict[str, Any]) -> None:
+    assert run.fleet is not None
+    answers = await run.fleet.ask("up", timeout=dsp.READY_TIMEOUT + 120)
+    res["registered"] = sum(a["registered"] for a in answers)
+    res["ghosts"] = sum(a["ghosts"] for a in answers)
+    res["register_s"] = max(a["seconds"] for a in answers)
+    if res["registered"] < run.args.agents:
+        raise RuntimeError(f"only {res['registered']} of {run.args.agents} agents registered")
+
+
+async def drain(run: Run) -> dict[str, int]:
+    """Stop shipping, then wait (bounded) until every agent's spool is empty."""
+    assert run.fleet is not None
+    await run.fleet.ask("halt")
+    deadline = time.monotonic() + DRAIN_S
+    while True:
+        totals = await run.fleet.totals()
+        if totals["spooled"] == 0 or time.monotonic() > deadline:
+            return totals
+        await asyncio.sleep(0.5)  # a bounded poll of the workers' spools
+
+
+async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
+    """Stream for --duration; CPU, RSS, ptap nodes and the overview measured meanwhile."""
+    args, fleet = run.args, run.fleet
+    assert fleet is not None and run.manager is not None and run.influx.pid is not None
+    cpu = Cpu(run.manager.pid, run.influx.pid, fleet.pids)
+    watch.armed = {f"scale{i:04d}" for i in range(args.agents)}
+    await fleet.ask("stream")
+    c0, t_start = cpu.read(), time.monotonic()
+    await asyncio.sleep(min(10.0, args.duration / 3))  # the stream settles first
+    res["nodes_s"] = await asyncio.to_thread(cli_nodes, run.ports["router"])
+    url = await asyncio.to_thread(run.start_dashboard)
+    res["overview_s"] = await asyncio.to_thread(overview_draw, url, run.tmp)
+    left = args.duration - (time.monotonic() - t_start)
+    if left > 0:
+        await asyncio.sleep(left)  # the measured window itself
+    c1 = cpu.read()
+    res["window_s"] = c1["wall"] - c0["wall"]
+    res["cores"] = Cpu.cores(c0, c1)
+    res["manager_rss_mb"] = vm_hwm_mb(run.manager.pid)
+    res["in_window"] = await fleet.totals()
+    res["false_lost"] = dict(watch.lost)
+    res["jobs"] = await jobs_to_all(run, cpu)
+
+
+async def jobs_to_all(run: Run, cpu: Cpu) -> dict[str, Any] | None:
+    """``--jobs`` jobs (``true``) to every streaming node; dispatch.py's measurement."""
+    if run.args.jobs <= 0:
+        return None
+    ctx = zmq.asyncio.Context()
+    address = f"tcp://127.0.0.1:{run.ports['router']}"
+    tracker, submitter = dsp.Tracker(), dsp.Submitter(address, ctx)
+    follower = asyncio.create_task(dsp.follow(f"tcp://127.0.0.1:{run.ports['pub']}", tracker,
+                                              ctx))
+    assert run.fleet is not None and run.manager is not None
+    nodes = [f"scale{i:04d}" for i in range(run.args.agents)]
+    try:
+        async with ManagerClient(address, ctx=ctx, timeout=30) as client:
+            bench = dsp.Bench(client, submitter, tracker,
+                              dsp.CpuClock(run.manager.pid, run.fleet.pids), ["true"])
+            await asyncio.sleep(0.5)  # the SUB's subscription reaches the PUB first
+            samples = [await dsp.one_job(bench, nodes) for _ in range(run.args.jobs)]
+    finally:
+        follower.cancel()
+        await asyncio.gather(follower, return_exceptions=True)
+        submitter.close()
+        ctx.destroy(linger=0)
+    return dsp.summary_ms([s["running"] for s in samples])
+
+
+def stored(url: str) -> int:
+    """Points of the ``scale`` measurement InfluxDB holds."""
+    status, doc = influxql(url, 'SELECT count("value") FROM "scale"', db=DATABASE, timeout=600)
+    results: Any = doc.get("results") or [{}]
+    series = results[0].get("series")
+    if status != 200 or "error" in results[0]:
+        raise RuntimeError(f"count query: HTTP {status} {str(doc)[:200]}")
+    return int(series[0]["values"][0][1]) if series else 0
+
+
+async def ramp(run: Run, res: dict[str, Any]) -> None:
+    """Rate ×1.5 every --step s until ingest < 0.95 of offered or the spools grow."""
+    args, fleet = run.args, run.fleet
+    assert fleet is not None and run.manager is not None and run.influx.pid is not None
+    cpu = Cpu(run.manager.pid, run.influx.pid, fleet.pids)
+    rate, steps = args.rate, []
+    await fleet.ask("stream")
+    before, c0 = await fleet.totals(), cpu.read()
+    while rate <= args.max_rate:
+        await fleet.ask("rate", rate)
+        await asyncio.sleep(args.step)  # one step of the ramp
+        after, c1 = await fleet.totals(), cpu.read()
+        offered = args.agents * rate
+        step = {"rate": rate, "offered": offered, "cores": Cpu.cores(c0, c1),
+                "generated_ps": (after["generated"] - before["generated"]) / args.step,
+                "acked_ps": (after["acked"] - before["acked"]) / args.step,
+                "spooled": after["spooled"]}
+        steps.append(step)
+        print(f"ramp: {rate:g}/s per agent: offered {offered:,.0f}/s, acked "
+              f"{step['acked_ps']:,.0f}/s, spooled {after['spooled']:,}, cores "
+              + " ".join(f"{k} {v:.2f}" for k, v in step["cores"].items()), flush=True)
+        if step["acked_ps"] < TARGETS["ingest_ratio"] * offered or \
+                after["spooled"] > 2 * offered:
+            break
+        before, c0, rate = after, c1, rate * 1.5
+    res["ramp"] = steps
+    res["ceiling"] = ceiling(steps, os.cpu_count() or 1)
+
+
+def ceiling(steps: list[dict[str, Any]], cpus: int) -> dict[str, Any]:
+    """The last rate held, and what gave at the next: the busiest part at the failing step."""
+    held = [s for s in steps if s["acked_ps"] >= TARGETS["ingest_ratio"] * s["offered"]]
+    failing = steps[-1] if steps and steps[-1] not in held else None
+    out: dict[str, Any] = {"held_ps": held[-1]["acked_ps"] if held else 0.0}
+    if failing is None:
+        out["limit"] = "not reached (raise --max-rate)"
+        return out
+    cores = failing["cores"]
+    if cores["manager"] >= 0.9:
+        out["limit"] = f"the manager's core ({cores['manager']:.2f} cores)"
+    elif cores["host"] >= 0.9 * cpus:
+        parts = sorted(((v, k) for k, v in cores.items() if k != "host"), reverse=True)
+        out["limit"] = (f"the host's {cpus} CPUs, all busy ({cores['host']:.2f}): "
+                        + ", ".join(f"{k} {v:.2f}" for v, k in parts))
+    elif failing["generated_ps"] < 0.95 * failing["offered"]:
+        out["limit"] = "the agents' host: the workers fell behind their rate"
+    else:
+        out["limit"] = f"influxd ({cores['influxd']:.2f} cores) or its disk"
+    return out
+
+
+async def bench(args: argparse.Namespace, res: dict[str, Any], tmp: Path) -> None:
+    run = Run(args, tmp)
+    watch = LostWatch()
+    follower: asyncio.Task[None] | None = None
+    try:
+        await run.start()
+        follower = asyncio.create_task(watch.follow(f"tcp://127.0.0.1:{run.ports['pub']}"))
+        await bring_up(run, res)
+        if args.ramp:
+            await ramp(run, res)
+        else:
+            await steady(run, res, watch)
+        res["totals"] = await drain(run)
+        res["stored"] = await asyncio.to_thread(stored, run.influx.url)
+    finally:
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        run.stop()
+
+
+def report(r: dict[str, Any]) -> str:
+    a = r["args"]
+    lines = [f"scale: {a['agents']} agents × {a['rate']:g} points/s, {a['procs']} worker "
+             f"processes, {r.get('registered', 0) + r.get('ghosts', 0)} known nodes "
+             f"({r.get('ghosts', 0)} gone), registered in {r.get('register_s', 0):.1f} s"]
+    if "ramp" in r:
+        lines.append(f"ceiling: {r['ceiling']['held_ps']:,.0f} points/s held; "
+                     f"limit: {r['ceiling']['limit']}")
+        return "\n".join(lines)
+    t, window = r["totals"], r["window_s"]
+    offered = a["agents"] * a["rate"] * window
+    ratio = r["in_window"]["acked"] / offered if offered else 0.0
+    c = r["cores"]
+    lines += [
+        f"false lost: {sum(r['false_lost'].values())} (target 0) {r['false_lost'] or ''}",
+        f"ingest in the {window:.0f} s window: acked {r['in_window']['acked']:,} of "
+        f"{offered:,.0f} offered = {ratio:.3f} (target ≥ {TARGETS['ingest_ratio']}); "
+        f"generated {t['generated']:,}, stored after drain {r['stored']:,} "
+        f"({r['stored'] / max(1, t['generated']):.4f}), spool drops {t['dropped']:,}",
+        f"manager: {c['manager']:.2f} cores, peak RSS {r['manager_rss_mb']:.0f} MB; influxd "
+        f"{c['influxd']:.2f} cores; agents' workers {c['agents']:.2f} cores; host "
+        f"{c['host']:.2f} of {os.cpu_count()} cores",
+        f"ptap nodes: median {statistics.median(r['nodes_s']):.2f} s, max "
+        f"{max(r['nodes_s']):.2f} s (target < {TARGETS['nodes_s']} s)",
+        f"overview drawn: cold {r['overview_s'][0]:.2f} s, warm {r['overview_s'][-1]:.2f} s "
+        f"(target < {TARGETS['overview_s']} s)"]
+    if r.get("jobs"):
+        j = r["jobs"]
+        lines.append(f"job to all {a['agents']} nodes, submit → all running: p50 "
+                     f"{j['p50']:.0f} ms, p95 {j['p95']:.0f} ms ({j['count']} jobs)")
+    return "\n".join(lines)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--agents", type=int, default=1000)
+    p.add_argument("--rate", type=float, default=100.0, help="points/s per agent")
+    p.add_argument("--duration", type=float, default=600.0, help="seconds of streaming")
+    p.add_argument("--procs", type=int, default=max(2, os.cpu_count() or 1))
+    p.add_argument("--known", type=int, default=2000, help="nodes known (the rest gone)")
+    p.add_argument("--jobs", type=int, default=5, help="jobs to every node after the window")
+    p.add_argument("--ramp", action="store_true", help="raise the rate until ingest gives")
+    p.add_argument("--step", type=float, default=30.0, help="seconds per ramp step")
+    p.add_argument("--max-rate", type=float, default=5000.0, help="ramp: highest rate per agent")
+    p.add_argument("--time-limit", type=float, default=0.0, help="default: duration + 900 s")
+    p.add_argument("--json", action="store_true", help="print the raw results as JSON")
+    args = p.parse_args(argv)
+    if not 1 <= args.agents <= 5000 or args.rate <= 0 or args.duration < 10:
+        p.error("--agents 1..5000, --rate > 0 and --duration ≥ 10 s")
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    res: dict[str, Any] = {"args": vars(args)}
+    limit = args.time_limit or args.duration + 900
+    with tempfile.TemporaryDirectory(prefix="ptap-scale-") as tmp:
+        try:
+            asyncio.run(asyncio.wait_for(bench(args, res, Path(tmp)), limit))
+        except (RuntimeError, TimeoutError, OSError) as exc:
+            print(f"scale: failed: {exc or type(exc).__name__}", file=sys.stderr)
+            return 1
+    print(json.dumps(res, indent=1, default=str) if args.json else report(res))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
