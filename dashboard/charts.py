@@ -1,6 +1,7 @@
 """The Bokeh charts of the live view and of a job page: figures, sources, streaming.
 
-One :class:`ChartPanel` per document. Each source is named after its
+One :class:`ChartPanel` per document; its figures have the one chart style of
+ptap (:func:`bus.views.charts.styled_figure`), as the report and history files do. Each source is named after its
 :attr:`dashboard.series.Update.key` (``node:node1``, ``app:node1:latency``), so
 a test or a user's console can find it with
 ``Bokeh.documents[0].get_model_by_name("node:node1")``; the CPU, memory,
@@ -22,8 +23,8 @@ from bokeh.models import ColumnDataSource, DataRange1d
 from bokeh.models.annotations import LabelSet
 from bokeh.models.widgets import DataTable, Div, NumberFormatter, TableColumn
 from bokeh.palettes import Category10_10
-from bokeh.plotting import figure
 
+from bus.views.charts import styled_figure
 from dashboard.series import CHART_COLUMNS, Update, View
 
 log = logging.getLogger(__name__)
@@ -89,12 +90,9 @@ class ChartPanel:
     # --- building -------------------------------------------------------------------------
 
     def _figure(self, fid: str, title: str, ylabel: str, log_y: bool = False) -> Any:
-        fig = figure(title=title, x_axis_type="datetime", x_range=self.x_range, height=220,
-                     sizing_mode="stretch_width", y_axis_type="log" if log_y else "linear",
-                     tools="xpan,xwheel_zoom,box_zoom,reset,save", name=f"fig:{fid}",
-                     output_backend="canvas")
-        fig.yaxis.axis_label = ylabel
-        fig.toolbar.logo = None
+        fig = styled_figure(title, ylabel, x_axis_type="datetime", x_range=self.x_range,
+                            y_axis_type="log" if log_y else "linear", name=f"fig:{fid}",
+                            output_backend="canvas")
         self.figures[fid] = fig
         return fig
 

@@ -75,10 +75,10 @@ def flag_html(f: dict[str, Any]) -> str:
         ("faster" if slow else "better")
     size = percent(f.get("change") if isinstance(f.get("change"), int | float | str) else None)
     verdict = str(f.get("verdict") or "")
-    return (f"<p class='node-flag {esc(verdict)}'>⚠ node <b>{esc(f.get('node'))}</b>: "
-            f"<code>{esc(f.get('metric'))}</code> {word} by {esc(size.lstrip('+-'))} "
-            f"(p={_p(f.get('p_value'))}, {esc(f.get('samples'))}) — "
-            f"{cell(verdict.upper())} on this node; pooled: {cell(f.get('pooled_verdict'))}</p>")
+    line = (f"node {f.get('node')}: {f.get('metric')} {word} by {size.lstrip('+-')} "
+            f"(p={_p(f.get('p_value'))}, {f.get('samples')}) — ")
+    return (f"<p class='node-flag {esc(verdict)}'>⚠ {esc(line)}{cell(verdict.upper())} on "
+            f"this node; pooled: {cell(f.get('pooled_verdict'))}</p>")
 
 
 def total(n: dict[str, Any], key: str, listed: int) -> int:

@@ -81,7 +81,7 @@ def test_compare_object_shows_the_node_the_pooled_verdict_hides() -> None:
     # The flags are the HTML file's (bus.views.comparison): one renderer for both.
     flags = out[out.index("node-flags"):out.index("</div>", out.index("node-flags"))]
     assert flags.count("<p class='node-flag") == 1, "only the flag the pooled verdict hides"
-    assert "node <b>n3</b>: <code>app.latency</code> worse by 30.0%" in flags
+    assert "⚠ node n3: app.latency worse by 30.0% (p=1e-09, points) — " in flags
     assert "pooled: <span class='verdict same'>unchanged</span>" in flags
     assert "only in the baseline (not compared): &lt;script&gt;" in out and "<script>" not in out
     assert "Node n3: regression" in out and "6.5" in out
