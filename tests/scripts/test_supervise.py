@@ -166,6 +166,15 @@ def new_pid(run_dir: Path, name: str, old: int) -> int | None:
     return pid if pid not in (None, old) and alive(pid) else None
 
 
+def manager_serving(run_dir: Path, old: int) -> bool:
+    """manager.ready is the new manager's: it has bound its ports."""
+    try:
+        pid = json.loads((run_dir / "manager.ready").read_text())["pid"]
+    except (OSError, ValueError, KeyError):
+        return False
+    return bool(pid != old and pid == pids_in(run_dir).get("manager"))
+
+
 def node_ready(manager: str, keys: str, node: str) -> bool:
     rc, out, _ = run_cli(["--manager", manager, "--keys", keys, "--timeout", "2", "nodes",
                           "--json"])
@@ -193,10 +202,15 @@ def test_start_all_restarts_each_daemon_killed_by_sigkill_within_5_s(
     for name in DAEMONS:
         wait_for(lambda n=name: new_pid(run_dir, n, pids[n]), 30, f"a new {name}")
         took[name] = time.monotonic() - killed_at
-    (output_dir / "restart-seconds.json").write_text(json.dumps(took, indent=1))
     assert max(took.values()) <= RESTART_WITHIN, took
+    wait_for(lambda: manager_serving(run_dir, pids["manager"]), 60, "the new manager's ports")
+    took["manager serving"] = time.monotonic() - killed_at  # a figure for the README, no target
+    (output_dir / "restart-seconds.json").write_text(json.dumps(took, indent=1))
 
     after = pids_in(run_dir)
+    (output_dir / "restart-lines.log").write_text("".join(
+        line + "\n" for name in DAEMONS
+        for line in (logs / f"{name}.log").read_text().splitlines() if "ptap-supervise" in line))
     for name, program in DAEMONS.items():
         assert comm(after[name]) == program
         assert after[f"{name}.supervisor"] == pids[f"{name}.supervisor"]  # the same supervisor
