@@ -1,0 +1,109 @@
+"""A series of real jobs: a real agent's collectors, manager, InfluxDB and ``ptap history``.
+
+Twelve short jobs of one series, tagged ``version=1.1`` … ``1.12``; from the
+seventh on a tagged candidate does 30 % more work in a busy loop. The step is
+looked for in ``run.cpu_seconds``, the CPU *time* of the process tree: on a
+loaded 2-core host the loop's share of a CPU (and so its duration) varies
+from job to job, but the CPU time a fixed amount of work needs hardly does.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest_influx import InfluxFixture
+from tests.integration.conftest import Cluster, wait_for
+
+pytestmark = pytest.mark.integration
+
+SERIES = "busy-loop"
+#: Loop iterations of the baseline (about 0.4 s of CPU on this machine's kind).
+WORK = 4_000_000
+LOOP = "n = 0\nfor i in range({work}):\n    n += i\n"
+STEP_FREE = ("proc.rss", "proc.threads", "proc.fds")
+
+
+def submit(c: Cluster, version: int, work: int, *tags: str) -> str:
+    rc, out, err = c.cli("run", "--series", SERIES, "--tag", f"version=1.{version}", *tags,
+                         "--collect", "system,process", "--interval", "0.2", "--repeat", "2",
+                         "--", sys.executable, "-c", LOOP.format(work=work))
+    assert rc == 0, err
+    return out.splitlines()[0]
+
+
+def history(c: Cluster, *args: str) -> dict[str, Any]:
+    rc, out, err = c.cli("history", SERIES, *args, "--format", "json")
+    assert rc == 0, err
+    return dict(json.loads(out))
+
+
+def entry(h: dict[str, Any], metric: str) -> dict[str, Any]:
+    return next(e for e in h["metrics"] if e["metric"] == metric)
+
+
+def test_a_30_percent_cpu_step_from_job_7_is_one_regression(
+        metrics_cluster: Cluster, influxdb: InfluxFixture, influx_db: str,
+        output_dir: Path) -> None:
+    c = metrics_cluster
+    jobs = [submit(c, v, WORK) for v in range(1, 7)]
+    jobs += [submit(c, v, int(WORK * 1.3), "--tag", "candidate=yes") for v in range(7, 13)]
+    for job_id in jobs:
+        assert c.wait_job_state(job_id, {"succeeded", "failed"}, 120)["state"] == "succeeded"
+    ended_ns = int(c.job(jobs[-1])["ended_at"] * 1e9)
+    wait_for(lambda: influxdb.query(influx_db, "SELECT last(rss) FROM agent WHERE "
+                                               f"node = 'node1' AND time > {ended_ns}"),
+             20, "samples after the last job")
+
+    h = history(c)
+    assert [j["label"] for j in h["jobs"]] == [f"1.{v}" for v in range(1, 13)]
+    assert h["order"] == "version"
+    cpu = entry(h, "run.cpu_seconds")
+    assert len(cpu["points"]) == 12 and all(p["runs"] == 2 for p in cpu["points"])
+    assert len(cpu["change_points"]) == 1, cpu["change_points"]
+    step = cpu["change_points"][0]
+    assert step["job"] == jobs[6] and step["index"] == 6 and step["label"] == "1.7"
+    assert step["direction"] == "regression" and step["p_value"] < 1e-3
+    assert 0.15 < step["step"] < 0.45 and step["ci"][0] < step["step"] < step["ci"][1]
+    assert step["environment_differences"][0] == {
+        "scope": "job", "key": "command", "base": _command(WORK),
+        "cand": _command(int(WORK * 1.3))}
+    assert {"scope": "job", "key": "tag candidate", "base": "-", "cand": "yes"} \
+        in step["environment_differences"]
+    for metric in STEP_FREE:
+        assert entry(h, metric)["change_points"] == [], entry(h, metric)
+
+    _other_forms(c, jobs, output_dir)
+
+
+def _command(work: int) -> str:
+    """The command as environment differences show it: shell-quoted, newlines visible."""
+    return shlex.join([sys.executable, "-c", LOOP.format(work=work)]).replace("\n", "\\n")
+
+
+def _other_forms(c: Cluster, jobs: list[str], output_dir: Path) -> None:
+    """The text, CSV and --last views of the same history, and the refusals."""
+    rc, out, err = c.cli("history", SERIES, "--metric", "run.cpu_seconds")
+    assert rc == 0, err
+    assert "▲ regression at 1.7" in out and out.count("◀ regression") == 1
+    rc, out, err = c.cli("history", SERIES, "--metric", "run.cpu_seconds", "--format", "csv")
+    assert rc == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert len(rows) == 12 and [r["change"] for r in rows].count("regression") == 1
+    assert rows[6]["job"] == jobs[6] and rows[6]["change"] == "regression"
+    last = history(c, "--last", "4", "--metric", "run.cpu_seconds")
+    assert [j["id"] for j in last["jobs"]] == jobs[-4:]
+    (output_dir / "history-busy-loop.json").write_text(json.dumps(history(c), indent=2))
+
+    rc, out, err = c.cli("history", "no-such-series")
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "no finished job in series 'no-such-series'" in err and "--series" in err
+    rc, _, err = c.cli("history", SERIES, "--since", "last tuesday")
+    assert rc == 2 and "--since" in err and len(err.strip().splitlines()) == 1
