@@ -71,8 +71,11 @@ class ReportPage(Page):
             return {"name": ""}
         try:
             moved = moved_text(await self.dash.client.history(name), str(job["id"]))
+        except RequestFailed as exc:
+            moved = ("no history yet: no job of the series has finished" if exc.code ==
+                     "not-found" else f"history not available: {manager_error(exc)}")
         except ClientError as exc:
-            moved = f"history not available: {manager_error(exc)}"
+            moved = f"history not available: {exc}"
         return {"name": name, "moved_text": moved}
 
 
