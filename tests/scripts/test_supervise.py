@@ -97,12 +97,12 @@ def test_a_daemon_that_keeps_failing_at_once_backs_off_to_the_cap_and_says_so(
 
 def test_a_long_enough_run_resets_the_delay(tmp_path: Path,
                                             supervised: list[Supervised]) -> None:
-    # Runs 1-3 fail at once, run 4 lasts 1 s (longer than --healthy-after), then at once again.
+    # Runs 1-3 fail at once, run 4 lasts 2 s (longer than --healthy-after), then at once again.
     (tmp_path / "count").write_text("0")
     command = ('n=$(($(cat count) + 1)); echo $n > count; '
-               'if [ $n -eq 4 ]; then sleep 1; fi; exit 1')
+               'if [ $n -eq 4 ]; then sleep 2; fi; exit 1')
     sup = Supervised(tmp_path, ["sh", "-c", command], "--delay", "0.05", "--max-delay", "5",
-                     "--healthy-after", "0.5")
+                     "--healthy-after", "1.5")
     supervised.append(sup)
     wait_for(lambda: len(sup.lines(RESTART)) >= 5, 20, "five restarts")
     sup.stop()
