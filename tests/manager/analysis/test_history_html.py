@@ -119,3 +119,18 @@ def test_history_html_opens_offline_in_chromium_with_its_charts(tmp_path: Path,
     assert found["changes"] == [5.5], "the band sits just before the job the step starts at"
     assert found["flat"] == 0
     assert json.dumps(found["jobs"]) == json.dumps([f"job{i:02d}" for i in range(12)])
+
+
+def test_the_managers_own_history_object_renders() -> None:
+    """The object as manager/history/build.py makes it (12 jobs, a step at job 7)."""
+    from manager.history.build import history_object
+    from tests.manager.history.test_build import CPU, series
+
+    h = history_object("nightly", series(CPU, kernel="6.2"), [], now=5.0)
+    top = history_headline(h)
+    assert "12 job(s) in version order, 1 change point(s)" in top
+    assert "from job <b>job07</b> (1.7) — <span class='verdict bad'>regression</span>" in top
+    assert "environment: kernel 6.1 → 6.2" in top
+    assert moved_text(h, "job07").startswith("moved at this job: run.cpu_seconds +3")
+    page = render_history_html(h)
+    assert "history:run.cpu_seconds" in page and "changes:run.cpu_seconds" in page
