@@ -30,13 +30,11 @@ from typing import Any
 import zmq
 import zmq.asyncio
 
-from bus import codec, topics
-from bus.codec import DEFAULT_LIMITS, MAX_BODY_BYTES, Limits
-from bus.messages import Error, Heartbeat, Message, MetricAck
-from bus.ports import tcp_endpoint as endpoint
+from bus import topics
+from bus.messages import Error, Heartbeat, MetricAck
 from bus.ratelimit import RateLimitedLog
 from bus.security import Gatekeeper, peer_address, peer_key
-from bus.sockets import CurveKeys, SocketTuning, make_socket, receive_forever
+from bus.sockets import receive_forever
 from config.schema import ServerConfig
 from manager import authenticator, authorization, control
 from manager.analysis.query import QueryClient
@@ -49,20 +47,16 @@ from manager.ingest import Ingest
 from manager.keys import KeyStore
 from manager.ports import (
     PortLayout,
-    bind_consecutive,
-    connect_host,
     remove_ready_file,
     write_ready_file,
 )
 from manager.registry import Registry
 from manager.sinks import Sink
+from manager.sockets import ROUTER_MAX_BODY as ROUTER_MAX_BODY  # tests import it here
+from manager.sockets import ManagerSockets
 from manager.state import Store
 
 log = logging.getLogger(__name__)
-
-#: The largest body any ROUTER message may have (``agent.register``'s cap).
-ROUTER_MAX_BODY = max(MAX_BODY_BYTES.values())
-
 
 class Manager:
     """The ptap manager. ``async with Manager(cfg) as m: await m.serve_forever()``.
@@ -85,24 +79,19 @@ class Manager:
         authenticator.refuse_open_bus(cfg)
         self.cfg = cfg
         self.ready_file = Path(ready_file) if ready_file else None
-        # The ROUTER takes requests and agents' messages, each capped by type
-        # (bus.codec.MAX_BODY_BYTES); the PULL takes metric batches, as large as
-        # [spool] max_message_bytes. libzmq drops a connection whose frame is
-        # larger than its socket's MAXMSGSIZE before we see any of it.
-        self.limits = Limits(max_message_bytes=ROUTER_MAX_BODY)
-        size = cfg.spool.max_message_bytes
-        self.batch_limits = Limits(max_message_bytes=size,
-                                   max_str_len=min(DEFAULT_LIMITS.max_str_len, size))
-        self.tuning = SocketTuning(max_message_bytes=ROUTER_MAX_BODY,
-                                   backlog=cfg.basic.listen_max)
-        self.pull_tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max)
+        self._own_ctx = ctx is None
+        self._ctx = ctx if ctx is not None else zmq.asyncio.Context()
+        self.bad_frames = RateLimitedLog(log)
+        self.sockets = ManagerSockets(cfg, self._ctx, self.bad_frames)
+        self.limits, self.batch_limits = self.sockets.limits, self.sockets.batch_limits
+        self.send = self.sockets.send
+        self.publish = self.sockets.publish
+        self.peer_connected = self.sockets.peer_connected
         self.registry = Registry(cfg.basic.interval, cfg.basic.liveness,
                                  cfg.basic.forget_after)
         #: Unfinished jobs and their runs: handlers read it, the bookkeeper keeps it.
         self.book = Book()
         self.counters: Counter[str] = Counter()
-        self.bad_frames = RateLimitedLog(log)
-        self.ports: PortLayout | None = None
         self._store: Store | None = None
         #: With CURVE: the key store (who may do what) and the authenticator.
         self.keys: KeyStore | None = None
@@ -110,15 +99,9 @@ class Manager:
         #: With CURVE: the key each registered node registered with.
         self.node_keys: dict[str, bytes] = {}
         self.max_pending_keys = authorization.MAX_PENDING_KEYS
-        self._own_ctx = ctx is None
-        self._ctx = ctx if ctx is not None else zmq.asyncio.Context()
-        self._sockets: list[zmq.asyncio.Socket] = []
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._next_heartbeat = 0.0
-        #: Monotonic time of the last message sent to each ROUTER peer (heartbeats skip
-        #: nodes that just got something else); reset at every heartbeat pass.
-        self._last_sent: dict[bytes, float] = {}
         self._closed = False
         self.bookkeeper = Bookkeeper(
             self.book,
@@ -158,7 +141,7 @@ class Manager:
             self._store = Store.open(self.cfg.state.path)
             if self.cfg.security.curve:
                 self._start_gate()  # before any bind: no moment without ZAP
-            self._bind()
+            self.sockets.bind(self.keys)
             if self.gate is not None:
                 assert self.keys is not None
                 await authenticator.prove_refusal(self.gate, self.keys, self._ctx,
@@ -199,7 +182,7 @@ class Manager:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
         gate_task = self.gate.task if self.gate is not None else None
-        if self._sockets and (self.gate is None or (gate_task and not gate_task.done())):
+        if self.sockets.all and (self.gate is None or (gate_task and not gate_task.done())):
             # Store what was accepted while the router can still ack it; the
             # rest stays in the agents' spools and is resent to the next manager.
             # (Not with a dead authenticator: then the sockets close at once.)
@@ -207,8 +190,7 @@ class Manager:
         await self.ingest.cancel_writes()  # before the sink they use goes
         await self.ingest.sink.close()
         await self.query.close()
-        for sock in self._sockets:
-            sock.close(linger=0)
+        self.sockets.close()
         if self.gate is not None:
             self.gate.stop()  # only now: no server socket is left to let anyone in
         if self._own_ctx:
@@ -226,6 +208,11 @@ class Manager:
         return self._store
 
     @property
+    def ports(self) -> PortLayout | None:
+        """The bound ports, once started."""
+        return self.sockets.ports
+
+    @property
     def router_address(self) -> str:
         """Where clients and agents connect (``tcp://host:port``)."""
         return self._address("router")
@@ -239,8 +226,7 @@ class Manager:
         return self._address("pull")
 
     def _address(self, which: str) -> str:
-        assert self.ports is not None, "manager is not started"
-        return endpoint(connect_host(self.cfg.basic.bind_addr), getattr(self.ports, which))
+        return self.sockets.address(which)
 
     # --- CURVE and sockets ------------------------------------------------------------
 
@@ -250,46 +236,6 @@ class Manager:
         self.gate = Gatekeeper(self._ctx, self.keys.allowed,
                                tuple(authenticator.DOMAINS.values()))
         self.gate.start()
-
-    def _bind(self) -> None:
-        def curve(which: str) -> CurveKeys | None:
-            return authenticator.server_keys(self.keys, which)
-
-        self._router = make_socket(self._ctx, zmq.ROUTER, self.tuning, curve("router"))
-        self._pub = make_socket(self._ctx, zmq.PUB, self.tuning, curve("pub"))
-        self._pull = make_socket(self._ctx, zmq.PULL, self.pull_tuning, curve("pull"))
-        self._pub_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._pub.underlying)
-        self._router_now: zmq.Socket[bytes] = zmq.Socket.shadow(self._router.underlying)
-        self._sockets = [self._router, self._pub, self._pull]
-        self.ports = bind_consecutive(self._router, self._pub, self._pull,
-                                      self.cfg.basic.bind_addr, self.cfg.basic.bind_port)
-
-    async def send(self, peer: bytes, msg: Message) -> bool:
-        """Send to one ROUTER peer without blocking; False (counted) if it is gone or full."""
-        try:
-            # A non-blocking send either queues at once or fails: a plain send on a
-            # synchronous view costs no future (a dispatch to 1,000 nodes is 1,000).
-            self._router_now.send_multipart([peer, *codec.encode(msg)], flags=zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            self.bad_frames.warn(
-                "send-failed",
-                f"cannot send {msg.TYPE.value} to peer {peer.hex()}: {exc.strerror}",
-                time.monotonic(),
-            )
-            return False
-        self._last_sent[peer] = time.monotonic()
-        return True
-
-    def peer_connected(self, peer: bytes) -> bool:
-        """Does ROUTER still hold a connection for ``peer``? Asked with a heartbeat
-        (harmless to a live agent): ROUTER_MANDATORY refuses a routing id whose
-        connection it has dropped (EHOSTUNREACH), and that is the only answer."""
-        try:
-            self._router_now.send_multipart([peer, *codec.encode(Heartbeat(running=0))],
-                                            flags=zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            return exc.errno != zmq.EHOSTUNREACH
-        return True
 
     async def reply_error(self, peer: bytes, req_id: str, code: str, message: str) -> None:
         """Answer ``peer`` with ``error`` (``req_id`` is empty for agent messages)."""
@@ -301,19 +247,6 @@ class Manager:
         task = asyncio.get_running_loop().create_task(coro, name=name)
         self._background.add(task)
         task.add_done_callback(self._background.discard)
-
-    async def publish(self, topic: bytes, frames: list[bytes]) -> None:
-        """Publish ``[topic, *frames]``; PUB drops rather than blocks for slow subscribers."""
-        try:
-            # A PUB socket never waits (it drops at its high-water mark), so a
-            # plain send on a synchronous view is enough: no future per batch.
-            self._pub_now.send_multipart([topic, *frames], flags=zmq.NOBLOCK)
-        except zmq.ZMQError as exc:
-            self.bad_frames.warn(
-                "publish-failed",
-                f"cannot publish on {topic[:60]!r}: {exc.strerror}",
-                time.monotonic(),
-            )
 
     # --- loops ----------------------------------------------------------------------
 
@@ -334,7 +267,7 @@ class Manager:
         # Messages already waiting are taken without a future each (as on PULL):
         # 1,000 agents answering a dispatch at once are 1,000 messages in a burst.
         # zmq.Frame objects only where their CURVE metadata is read.
-        await receive_forever(self._router, self._on_router_message, copy=self.keys is None,
+        await receive_forever(self.sockets.router, self._on_router_message, copy=self.keys is None,
                               drain=32)
 
     async def _on_router_message(self, parts: list[Any]) -> None:
@@ -364,7 +297,7 @@ class Manager:
 
     async def _pull_loop(self) -> None:
         # zmq.Frame objects only where their CURVE metadata is read.
-        await receive_forever(self._pull, self._take_batch, copy=self.keys is None)
+        await receive_forever(self.sockets.pull, self._take_batch, copy=self.keys is None)
 
     async def _take_batch(self, parts: list[Any]) -> None:
         """One PULL message: checked against its CURVE key (if any), then ingested."""
@@ -432,12 +365,12 @@ class Manager:
             # liveness of 3 or more, where that leaves a whole interval spare.
             recent = interval if self.cfg.basic.liveness >= 3 else 0.0
             live = self.registry.live()
-            last_sent = self._last_sent
-            self._last_sent = {}  # clients' and gone peers' entries go with this pass
+            last_sent = self.sockets.last_sent
+            self.sockets.last_sent = {}  # clients' and gone peers' entries go with this pass
             for node in live:
                 sent = last_sent.get(node.routing_id)
                 if sent is not None and now - sent < recent:
-                    self._last_sent[node.routing_id] = sent
+                    self.sockets.last_sent[node.routing_id] = sent
                 else:
                     await self.send(node.routing_id, Heartbeat(running=len(node.running)))
         await self.bookkeeper.expire_unclaimed_runs(now)
