@@ -22,6 +22,7 @@ from typing import Any
 
 import pytest
 
+from tests.agent.collectors.test_app_sockets import burst_that_fits
 from tests.conftest_influx import InfluxFixture
 from tests.integration.conftest import HEARTBEAT, Cluster, Daemon, wait_for
 
@@ -127,7 +128,7 @@ def test_a_paused_agent_keeps_a_burst_in_its_udp_buffer(
         influx_cluster: Cluster, influxdb: InfluxFixture, influx_db: str) -> None:
     c = influx_cluster
     agent = start_agent(c, "node1")
-    job = Points(c, "udp", 20_000)
+    job = Points(c, "udp", burst_that_fits())
     agent.signal(signal.SIGSTOP)
     try:
         job.release()
