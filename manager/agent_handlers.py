@@ -229,7 +229,12 @@ async def handle_run_update(mgr: Manager, peer: bytes, msg: RunUpdate) -> None:
         except InvalidTransition as exc:
             await mgr.reply_error(peer, "", "bad-request", f"run {run.id}: {exc}")
             return
-        await mgr.bookkeeper.commit([run] if changed else [])
+        # Stored with the rest of this turn's updates; the ack waits for that commit
+        # (also a resend's: its first copy may be staged still), and the node's next
+        # run goes out after its ack.
+        await mgr.bookkeeper.stage([run] if changed else [], [(peer, r) for r in replies],
+                                   dispatch_on=[node.name] if run.state.final else [])
+        return
     for reply in replies:
         await mgr.send(peer, reply)
     await mgr.bookkeeper.dispatch_queued([node.name])

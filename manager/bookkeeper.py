@@ -11,17 +11,28 @@ runs whose node never came back.
 The decisions are ``manager/scheduler.py``'s and ``manager/registry.py``'s; the
 sockets and the store are the manager's, passed in, so this module holds no
 socket of its own.
+
+Run changes from agents and dispatches are *staged* (:meth:`Bookkeeper.stage`)
+and stored together once per turn of the loop (:meth:`Bookkeeper.flush`): 1,000
+agents answering a dispatch at once cost a few SQLite commits, not 1,000. What
+the store must hold first waits for it: events are published, and final states
+acked, only after their commit; a manager killed before a commit has acked
+nothing of it, and each agent sends its final state again
+(docs/architecture.md#nodes-jobs-and-runs).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
+from dataclasses import dataclass, field
 from typing import Any
 
 from bus import codec, topics
 from bus.messages import Event, Message, NodeState, RunDispatch, RunState
+from bus.ratelimit import RateLimitedLog
 from manager import scheduler
 from manager.book import Book
 from manager.registry import Registry, StateChange
@@ -34,6 +45,26 @@ log = logging.getLogger(__name__)
 Send = Callable[[bytes, Message], Awaitable[bool]]
 #: Publish ``[topic, *frames]`` on PUB.
 Publish = Callable[[bytes, list[bytes]], Awaitable[None]]
+#: Runs staged in one turn beyond which they are stored without waiting for its end.
+MAX_STAGED_RUNS = 1024
+
+
+@dataclass
+class Stage:
+    """What changed in this turn of the loop and is not stored yet: the runs and jobs
+    to save, the events to publish then (in order), the messages that must wait for
+    the store (acks of final states), and the nodes to dispatch on after them."""
+
+    runs: dict[str, Run] = field(default_factory=dict)
+    jobs: dict[str, Job] = field(default_factory=dict)
+    events: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
+    after_store: list[tuple[bytes, Message]] = field(default_factory=list)
+    dispatch_on: set[str] = field(default_factory=set)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.runs or self.jobs or self.events or self.after_store
+                    or self.dispatch_on)
 
 
 class Bookkeeper:
@@ -53,6 +84,7 @@ class Bookkeeper:
         send: Send,
         publish: Publish,
         may_dispatch: Callable[[str], bool],
+        max_staged: int = MAX_STAGED_RUNS,
     ) -> None:
         self.book = book
         self.registry = registry
@@ -60,8 +92,12 @@ class Bookkeeper:
         self._send = send
         self._publish = publish
         self._may_dispatch = may_dispatch
+        self._max_staged = max_staged
         #: Monotonic time by which nodes holding reloaded runs must be back.
         self._restart_deadline: float | None = None
+        self._staged = Stage()
+        self._flush_task: asyncio.Task[None] | None = None
+        self._trouble = RateLimitedLog(log)
         #: Called with a job's id when it reaches a final state (the history's summaries).
         self.on_job_end: Callable[[str], None] | None = None
 
@@ -149,63 +185,122 @@ class Bookkeeper:
             shown = ", ".join(sorted(names)[:8]) + (f" and {len(names) - 8} more"
                                                     if len(names) > 8 else "")
             log.info("job %s: %d runs dispatched to %s", job_id, len(names), shown)
-        await self.commit(sent)
+        await self.stage(sent)  # stored with this turn's: a lost dispatch is requeued
 
     async def commit(self, runs: Iterable[Run]) -> None:
-        """Store changed runs, re-derive their jobs, publish events, update node states."""
+        """Store changed runs now, with whatever else is staged (see :meth:`stage`)."""
         runs = list(runs)
-        if not runs:
+        if runs:
+            await self.stage(runs)
+            await self.flush()
+
+    async def stage(self, runs: Iterable[Run],
+                    after_store: Iterable[tuple[bytes, Message]] = (),
+                    dispatch_on: Iterable[str] = ()) -> None:
+        """Take changed runs: their jobs' states are re-derived, their nodes' states
+        follow and their events are made now (as of now, so a run that changes twice
+        in one turn of the loop has both events); they are stored, in one transaction
+        with all else staged in this turn, by :meth:`flush`, which then publishes the
+        events, sends ``after_store`` (acks of final states: never before storing) and
+        dispatches what may start on the ``dispatch_on`` nodes (freed by a final state).
+        """
+        runs = list(runs)
+        self._staged.after_store.extend(after_store)
+        self._staged.dispatch_on.update(dispatch_on)
+        if runs:
+            wall = time.time()
+            jobs = {r.job_id: self.book.jobs[r.job_id] for r in runs
+                    if r.job_id in self.book.jobs}
+            # A running job stays running until a run of it ends or goes back to the
+            # queue: its 1,000 runs going `running` one by one need no look at the rest.
+            recheck = {r.job_id for r in runs if r.state.final or r.state is RunState.QUEUED}
+            changed = [j for j in jobs.values()
+                       if (j.state is not JobState.RUNNING or j.id in recheck)
+                       and scheduler.refresh_job(j, self.book.runs_of(j.id), wall)]
+            for run in runs:
+                self._staged.runs[run.id] = run
+                self._staged.events.append((topics.job_events(run.job_id), codec.encode(Event(
+                    kind="run", ts=wall, node=run.node, job_id=run.job_id, run_id=run.id,
+                    state=run.state.value, detail=run.to_dict()))))
+            for job in changed:
+                log.info("job %s %s", job.id, job.state.value)
+                self._staged.jobs[job.id] = job
+                self._staged.events.append(self._job_event(job))
+            changes = [self.registry.set_running(name, self.book.active_on(name))
+                       for name in sorted({r.node for r in runs})]
+            self._staged.events += self._node_events(c for c in changes if c is not None)
+        if len(self._staged.runs) >= self._max_staged:
+            await self.flush()  # a burst that long is not kept waiting for its end
+        else:
+            self._flush_soon()
+
+    def _flush_soon(self) -> None:
+        """Flush when the loop yields: the ROUTER loop takes a burst of messages
+        before it does, and their runs go into one transaction."""
+        task = self._flush_task
+        if task is not None and not task.done() and task is not asyncio.current_task():
+            return  # one is coming (not this one: a flush may stage the next dispatches)
+        self._flush_task = asyncio.get_running_loop().create_task(self._flush_in_background())
+
+    async def _flush_in_background(self) -> None:
+        try:
+            await self.flush()
+        except Exception as exc:  # kept staged; the next flush (a tick at latest) retries
+            self._trouble.warn("flush", f"cannot store run states ({exc!r}); they stay "
+                               "staged and unacked, and are stored again next turn",
+                               time.monotonic(), exc_info=True)
+
+    async def flush(self) -> None:
+        """Store what is staged in one commit, then publish its events in order, send
+        what waited for the store, and forget jobs that ended. If storing fails, all of
+        it stays staged, and nothing is acked that is not stored."""
+        staged = self._staged
+        if staged.empty:
             return
-        wall = time.time()
-        jobs = {r.job_id: self.book.jobs[r.job_id] for r in runs if r.job_id in self.book.jobs}
-        # A running job stays running until a run of it ends or goes back to the
-        # queue: its 1,000 runs going `running` one by one need no look at the rest.
-        recheck = {r.job_id for r in runs if r.state.final or r.state is RunState.QUEUED}
-        changed = [
-            j for j in jobs.values()
-            if (j.state is not JobState.RUNNING or j.id in recheck)
-            and scheduler.refresh_job(j, self.book.runs_of(j.id), wall)
-        ]
-        self.store.save(runs, changed)
-        for run in runs:
-            await self._publish(
-                topics.job_events(run.job_id),
-                codec.encode(
-                    Event(
-                        kind="run",
-                        ts=wall,
-                        node=run.node,
-                        job_id=run.job_id,
-                        run_id=run.id,
-                        state=run.state.value,
-                        detail=run.to_dict(),
-                    )
-                ),
-            )
-        for job in changed:
-            log.info("job %s %s", job.id, job.state.value)
-            await self.publish_job(job)
+        self._staged = Stage()
+        try:
+            self.store.save(staged.runs.values(), staged.jobs.values())
+        except Exception:
+            self._staged = staged  # nothing else ran meanwhile: the save is synchronous
+            raise
+        for topic, frames in staged.events:
+            await self._publish(topic, frames)
+        for peer, msg in staged.after_store:
+            await self._send(peer, msg)
+        for job in staged.jobs.values():
             if job.state.final:
                 self.book.drop(job.id)
-                if self.on_job_end is not None:
+                if self.on_job_end is not None:  # stored: its history summary may be made
                     self.on_job_end(job.id)
-        for name in sorted({r.node for r in runs}):
-            await self.sync_node(name)
+        if staged.dispatch_on:
+            await self.dispatch_queued(staged.dispatch_on)
+
+    async def close(self) -> None:
+        """Store what is staged now (the manager is stopping)."""
+        if self._flush_task is not None:
+            self._flush_task.cancel()
+        await self.flush()
 
     async def publish_job(self, job: Job) -> None:
-        """Publish ``job``'s state (without output tails, nor the environment given to
-        its command: it holds tokens and passwords; ``job.get`` shows it to an
-        administrator) on its event topic."""
+        """Publish ``job``'s state on its event topic, after what is staged."""
+        await self._emit([self._job_event(job)])
+
+    def _job_event(self, job: Job) -> tuple[bytes, list[bytes]]:
+        """``job``'s event, without output tails, nor the environment given to its
+        command: it holds tokens and passwords (``job.get`` shows it to an administrator)."""
         detail = job.to_dict(self.book.runs_of(job.id), tails=False)
         detail["spec"].pop("env", None)
-        await self._publish(
-            topics.job_events(job.id),
-            codec.encode(
-                Event(
-                    kind="job", ts=time.time(), job_id=job.id, state=job.state.value, detail=detail
-                )
-            ),
-        )
+        return topics.job_events(job.id), codec.encode(Event(
+            kind="job", ts=time.time(), job_id=job.id, state=job.state.value, detail=detail))
+
+    async def _emit(self, events: list[tuple[bytes, list[bytes]]]) -> None:
+        """Publish now, or after the staged events if there are any: in order."""
+        if self._staged.empty:
+            for topic, frames in events:
+                await self._publish(topic, frames)
+        else:
+            self._staged.events += events
+            self._flush_soon()
 
     # --- nodes --------------------------------------------------------------------
 
@@ -216,7 +311,10 @@ class Bookkeeper:
 
     async def node_changed(self, changes: Iterable[StateChange]) -> None:
         """Log and publish node state changes (and re-registrations)."""
-        now, wall = time.monotonic(), time.time()
+        await self._emit(self._node_events(changes))
+
+    def _node_events(self, changes: Iterable[StateChange]) -> list[tuple[bytes, list[bytes]]]:
+        now, wall, events = time.monotonic(), time.time(), []
         for change in changes:
             node = self.registry.get(change.name)
             if node is None:
@@ -225,18 +323,10 @@ class Bookkeeper:
                 log.warning("node %s lost: silent for %.1f s", node.name, now - node.last_seen)
             elif change.old is NodeState.LOST:
                 log.info("node %s is back: %s", node.name, change.new.value)
-            await self._publish(
-                topics.node_events(node.name),
-                codec.encode(
-                    Event(
-                        kind="node",
-                        ts=wall,
-                        node=node.name,
-                        state=node.state.value,
-                        detail=node.to_dict(now, wall),
-                    )
-                ),
-            )
+            events.append((topics.node_events(node.name), codec.encode(Event(
+                kind="node", ts=wall, node=node.name, state=node.state.value,
+                detail=node.to_dict(now, wall)))))
+        return events
 
     # --- views for replies and reports ----------------------------------------------
 

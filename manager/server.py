@@ -181,6 +181,11 @@ class Manager:
         for task in [*self._tasks, *self._background]:
             task.cancel()
         await asyncio.gather(*self._tasks, *self._background, return_exceptions=True)
+        if self._store is not None:
+            try:  # the last turn's run states, stored (and acked) before the store goes
+                await self.bookkeeper.close()
+            except Exception as exc:  # noqa: BLE001 - unacked: agents resend them
+                log.warning("cannot store the last run states: %r", exc)
         gate_task = self.gate.task if self.gate is not None else None
         if self.sockets.all and (self.gate is None or (gate_task and not gate_task.done())):
             # Store what was accepted while the router can still ack it; the
@@ -375,3 +380,4 @@ class Manager:
                     await self.send(node.routing_id, Heartbeat(running=len(node.running)))
         await self.bookkeeper.expire_unclaimed_runs(now)
         await self.bookkeeper.dispatch_queued()
+        await self.bookkeeper.flush()  # at once, and again if a flush failed

@@ -1,0 +1,162 @@
+"""The bookkeeper's batching: one SQLite commit per turn of the loop, events in order,
+and no ack of a final state before it is stored (manager/bookkeeper.py).
+
+The store is a real SQLite file, read back through a second connection as a
+restarted manager would read it; the registry and the book are the real ones.
+The manager's sockets are the two callables the bookkeeper is given: here they
+record what would have been sent and published, and when.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bus import codec
+from bus.messages import JobSpec, Message, NodeFacts, RunAck, RunState
+from manager import scheduler
+from manager.book import Book
+from manager.bookkeeper import Bookkeeper
+from manager.registry import Registry
+from manager.scheduler import Job, Run
+from manager.state import Store
+
+NODES = [f"n{i}" for i in range(20)]
+#: Runs staged in one turn before they are stored anyway (the manager's: 1,024).
+MAX_STAGED = 50
+
+
+class Wire:
+    """What the bookkeeper sent and published, each with the run states SQLite held
+    at that moment (read through a connection of its own)."""
+
+    def __init__(self, db: Path) -> None:
+        self.db = sqlite3.connect(db)
+        self.sent: list[tuple[bytes, Message, dict[str, str]]] = []
+        self.published: list[tuple[bytes, dict[str, Any], dict[str, str]]] = []
+
+    def stored(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT id, state FROM runs").fetchall())
+
+    async def send(self, peer: bytes, msg: Message) -> bool:
+        self.sent.append((peer, msg, self.stored()))
+        return True
+
+    async def publish(self, topic: bytes, frames: list[bytes]) -> None:
+        self.published.append((topic, codec.unpack(frames[1]), self.stored()))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> tuple[Bookkeeper, Store, Wire, list[Run]]:
+    """20 registered nodes, one job with a dispatched run on each."""
+    store = Store.open(tmp_path / "m.db")
+    registry = Registry(1.0, 3)
+    for i, name in enumerate(NODES):
+        facts = NodeFacts(hostname=name, address="127.0.0.1", cpus=1, memory_bytes=1 << 30,
+                          kernel="6.1")
+        registry.register(name, bytes([i + 1]) * 5, facts, time.monotonic(), time.time())
+    book, wire = Book(), Wire(tmp_path / "m.db")
+    job = Job(id="job1", spec=JobSpec(command=["true"]), created_at=time.time())
+    runs = [Run(id=f"job1.{n}.1", job_id="job1", node=n, iteration=1) for n in NODES]
+    store.add_job(job, runs)
+    book.add(job, runs)
+    keeper = Bookkeeper(book, registry, lambda: store, send=wire.send, publish=wire.publish,
+                        may_dispatch=lambda name: True, max_staged=MAX_STAGED)
+    return keeper, store, wire, runs
+
+
+class CountedSaves:
+    """Counts the store's commits of run states (a spy around the real ``save``)."""
+
+    def __init__(self, store: Store, monkeypatch: pytest.MonkeyPatch) -> None:
+        self.calls = 0
+        real = store.save
+
+        def save(*args: Any) -> None:
+            self.calls += 1
+            real(*args)
+
+        monkeypatch.setattr(store, "save", save)
+
+
+def test_a_burst_is_one_commit_and_each_ack_follows_it(
+        world: tuple[Bookkeeper, Store, Wire, list[Run]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    keeper, store, wire, runs = world
+
+    async def scenario() -> None:
+        await keeper.dispatch_queued()  # one pass: 20 dispatches, staged
+        await asyncio.sleep(0)  # and stored when the turn ends
+        assert set(wire.stored().values()) == {"dispatched"}
+        saves = CountedSaves(store, monkeypatch)
+        wall = time.time()
+        for run in runs:  # 20 agents' updates in one turn of the loop: running, then final
+            scheduler.set_state(run, RunState.RUNNING, wall)
+            await keeper.stage([run])
+            scheduler.set_state(run, RunState.SUCCEEDED, wall)
+            await keeper.stage([run], [(run.node.encode(), RunAck(run_id=run.id))],
+                               dispatch_on=[run.node])
+        assert wire.stored()[runs[0].id] == "dispatched", "nothing stored before the turn ends"
+        assert not any(isinstance(m, RunAck) for _, m, _ in wire.sent)
+        await asyncio.sleep(0)  # the turn ends
+        await asyncio.sleep(0)
+        assert saves.calls == 1
+        acks = [(m.run_id, seen[m.run_id]) for _, m, seen in wire.sent if isinstance(m, RunAck)]
+        assert acks == [(r.id, "succeeded") for r in runs], "acked only once stored"
+
+    asyncio.run(scenario())
+    events = [(e["kind"], e.get("run_id"), e["state"]) for _, e, _ in wire.published]
+    for run in runs:  # every state of every run, in order, each published once stored
+        assert [s for k, r, s in events if k == "run" and r == run.id] == \
+            ["dispatched", "running", "succeeded"]
+    assert [s for k, _, s in events if k == "job"] == ["running", "succeeded"]
+    for _, event, seen in wire.published:
+        if event["kind"] == "run":
+            assert seen[event["run_id"]] in {"dispatched", "succeeded"}  # stored states only
+    assert "job1" not in keeper.book.jobs, "the ended job is dropped once stored"
+
+
+def test_a_commit_that_fails_acks_nothing_and_is_retried(
+        world: tuple[Bookkeeper, Store, Wire, list[Run]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    keeper, store, wire, runs = world
+    run = runs[0]
+
+    def disk_full(*args: Any) -> None:
+        raise sqlite3.OperationalError("database or disk is full")
+
+    async def scenario() -> None:
+        scheduler.set_state(run, RunState.FAILED, time.time())
+        monkeypatch.setattr(store, "save", disk_full)
+        await keeper.stage([run], [(b"peer", RunAck(run_id=run.id))])
+        with pytest.raises(sqlite3.OperationalError):
+            await keeper.flush()
+        assert wire.sent == [] and wire.published == []
+        monkeypatch.undo()
+        await keeper.flush()  # the tick's flush, say
+        assert [(m, seen[run.id]) for _, m, seen in wire.sent] == [
+            (RunAck(run_id=run.id), "failed")]
+
+    asyncio.run(scenario())
+
+
+def test_a_long_burst_is_stored_without_waiting_for_its_end(
+        world: tuple[Bookkeeper, Store, Wire, list[Run]],
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    keeper, store, wire, runs = world
+    many = [Run(id=f"job2.n0.{i}", job_id="job2", node="n0", iteration=i, state=RunState.LOST)
+            for i in range(1, MAX_STAGED + 1)]
+    store.add_job(Job(id="job2", spec=JobSpec(command=["true"]), created_at=0.0), many)
+
+    async def scenario() -> None:
+        saves = CountedSaves(store, monkeypatch)
+        for run in many:
+            await keeper.stage([run])
+        assert saves.calls == 1, "stored once the stage held MAX_STAGED runs, not at its end"
+
+    asyncio.run(scenario())
