@@ -36,7 +36,7 @@ from bus.views.comparison import differences_table, flags_html, metrics_table, n
 from bus.views.report import headline, report_tables
 from bus.views.text import CSS, VERDICT_CLASSES
 from manager.analysis.compare import mark_anchors, warp
-from manager.analysis.render import job_line
+from manager.analysis.job_text import job_line
 
 MAX_LINES = 20
 

@@ -13,13 +13,13 @@ import csv
 import io
 import json
 import math
-import shlex
 from collections.abc import Iterable, Sequence
 from typing import Any
 
 import numpy as np
 
 from bus.views.text import number, percent, when
+from manager.analysis.job_text import job_line
 from manager.analysis.stats import ALPHA, smallest_p
 
 FORMATS = ("text", "json", "csv", "html")
@@ -75,20 +75,6 @@ def table(headers: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
 
 
 # --- report --------------------------------------------------------------------------------
-
-
-def command_text(argv: list[str]) -> str:
-    """An argv as one shell-quoted line (newlines shown as ``\\n``)."""
-    return shlex.join(argv).replace("\n", "\\n")
-
-
-def job_line(job: dict[str, Any]) -> str:
-    name = f' "{job["name"]}"' if job.get("name") else ""
-    tags = " ".join(f"{k}={v}" for k, v in sorted(job.get("tags", {}).items()))
-    return (f"job {job['id']}{name} — {job.get('state')}; "
-            f"command: {command_text(job['command'])}; "
-            f"nodes: {', '.join(job['nodes']) or '-'}; repeat {job.get('repeat')}; "
-            f"interval {job.get('interval')} s" + (f"; tags: {tags}" if tags else ""))
 
 
 def report_text(r: dict[str, Any]) -> str:

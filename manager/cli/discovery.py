@@ -32,7 +32,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from manager.cli.session import DEFAULT_MANAGER, EXIT_USAGE, CliError, Endpoint, parse_manager
+from manager.cli.address import DEFAULT_MANAGER, EXIT_USAGE, CliError, Endpoint, parse_manager
 
 #: The manager port start-all uses unless told otherwise (PTAP_MANAGER_PORT).
 LOCAL_PORT = 54321

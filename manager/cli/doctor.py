@@ -18,11 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
 from manager.cli import render
+from manager.cli.doctor_facts import Facts as Facts
 from manager.cli.session import EXIT_FAILURE, Session
 
 #: Metric batches an agent may hold unacked before it is worth a line: it keeps
@@ -52,25 +53,6 @@ class Finding:
 
     def line(self) -> str:
         return f"{self.text} — {self.fix}" if self.fix else self.text
-
-
-@dataclass
-class Facts:
-    """What the cluster said about itself (filled by ``doctor_gather``); the checks'
-    only input. ``status`` is the ``status.get`` reply; when the manager did not
-    answer, ``handshake`` and ``manager_error`` say how far it got."""
-
-    manager: str
-    keys_dir: str | None = None
-    keys_from: str = ""
-    cli_version: str = ""
-    handshake: dict[str, Any] = field(default_factory=dict)
-    manager_error: str = ""
-    status: dict[str, Any] | None = None
-    nodes: list[dict[str, Any]] | None = None
-    dashboard_url: str | None = None
-    dashboard: dict[str, Any] | None = None
-    dashboard_error: str = ""
 
 
 # --- the checks -----------------------------------------------------------------------

@@ -28,7 +28,7 @@ from bus.client import ManagerClient, new_request_id
 from bus.errors import ManagerUnreachable, RequestFailed
 from bus.messages import StatusGet
 from bus.sockets import CurveKeys, SocketTuning, make_socket
-from manager.cli.doctor import Facts
+from manager.cli.doctor_facts import Facts
 from manager.cli.session import Session
 
 #: Seconds to wait for the manager's connection and handshake.

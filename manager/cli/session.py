@@ -10,12 +10,17 @@ local cluster's.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from bus.errors import PtapError
-from bus.ports import MAX_ROUTER_PORT, PUB_OFFSET, ManagerAddress
+# Re-exported: commands import them from here.
+from manager.cli.address import DEFAULT_MANAGER as DEFAULT_MANAGER
+from manager.cli.address import EXIT_FAILURE as EXIT_FAILURE
+from manager.cli.address import EXIT_UNREACHABLE as EXIT_UNREACHABLE
+from manager.cli.address import EXIT_USAGE as EXIT_USAGE
+from manager.cli.address import CliError as CliError
+from manager.cli.address import Endpoint as Endpoint
+from manager.cli.address import parse_manager as parse_manager
 
 # ZeroMQ, msgpack and the message classes are imported when a command needs
 # them, not at start-up: `ptap --help`, a usage error and tab completion then
@@ -27,45 +32,7 @@ if TYPE_CHECKING:
     from bus.sockets import CurveKeys
     from manager.cli.discovery import Target
 
-DEFAULT_MANAGER = "127.0.0.1:54321"
 DEFAULT_TIMEOUT = 3.0
-
-#: Exit statuses of the CLI itself (``run --wait`` passes the job's on).
-EXIT_FAILURE = 1
-EXIT_USAGE = 2
-EXIT_UNREACHABLE = 75  # sysexits EX_TEMPFAIL: "try again later"
-
-
-class CliError(PtapError):
-    """A failure the user can act on; ``str()`` is one line, hint included."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILURE) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
-
-
-#: The manager's host and ROUTER port; PUB and PULL follow from it.
-Endpoint = ManagerAddress
-
-
-def parse_manager(text: str | None) -> Endpoint:
-    """``HOST:PORT`` or ``tcp://HOST:PORT`` → :class:`Endpoint`; ``None`` uses the default."""
-    if not text:
-        text = os.environ.get("PTAP_MANAGER") or DEFAULT_MANAGER
-    raw = text.strip().removeprefix("tcp://")
-    host, sep, port_text = raw.rpartition(":")
-    if not sep or not host:
-        raise CliError(f"--manager {text!r} is not HOST:PORT — e.g. --manager 127.0.0.1:54321",
-                       EXIT_USAGE)
-    try:
-        port = int(port_text)
-    except ValueError:
-        port = -1
-    if not 1 <= port <= MAX_ROUTER_PORT:
-        raise CliError(f"--manager {text!r}: port must be 1–{MAX_ROUTER_PORT} "
-                       f"(PUB uses port+{PUB_OFFSET}) — "
-                       "e.g. --manager 127.0.0.1:54321", EXIT_USAGE)
-    return Endpoint(host, port)
 
 
 def admin_keys(directory: str, source: str = "") -> CurveKeys:
