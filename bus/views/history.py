@@ -22,7 +22,7 @@ from typing import Any
 from bokeh.models import ColumnDataSource, HoverTool, OpenURL, TapTool
 from bokeh.models.annotations import LabelSet
 
-from bus.views.charts import LINE_WIDTH, finish_legend, styled_figure
+from bus.views.charts import CHART_HEIGHT, LINE_WIDTH, finish_legend, styled_figure
 from bus.views.text import (
     Raw,
     as_dict,
@@ -106,7 +106,8 @@ def metric_figure(h: dict[str, Any], entry: dict[str, Any], job_url: str = "") -
     tools = "xpan,xwheel_zoom,box_zoom,reset,save" + (",tap" if job_url else "")
     order = "version" if h.get("order") == "version" else "time"
     p = styled_figure(f"{entry.get('label') or mid} ({mid}); better: {entry.get('direction')}",
-                      axis_unit, f"job, in {order} order", name=f"history:{mid}", tools=tools)
+                      axis_unit, f"job, in {order} order", name=f"history:{mid}", tools=tools,
+                      height=CHART_HEIGHT + 50)  # the legend sits above the plot
     src = ColumnDataSource(_point_columns(entry, jobs, scale, job_url), name=f"points:{mid}")
     p.segment("x", "low", "x", "high", source=src, line_color=POINT_COLOUR, line_alpha=0.5)
     p.line("x", "median", source=src, line_color=POINT_COLOUR, line_width=LINE_WIDTH,
@@ -125,7 +126,10 @@ def metric_figure(h: dict[str, Any], entry: dict[str, Any], job_url: str = "") -
         p.xaxis.ticker = list(range(len(jobs)))
         p.xaxis.major_label_overrides = {i: str(j.get("label") or j.get("id", i))[:16]
                                          for i, j in enumerate(jobs)}
-    return finish_legend(p)
+    finish_legend(p)
+    p.legend.orientation = "horizontal"  # above the plot: the first jobs' points stay clear
+    p.add_layout(p.legend[0], "above")
+    return p
 
 
 def _change_bands(p: Any, entry: dict[str, Any]) -> None:
