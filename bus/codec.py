@@ -260,6 +260,8 @@ def _checker(hint: Any) -> Checker:  # noqa: C901 - one branch per kind of hint
         return lambda v, where: v
     if origin in (types.UnionType, typing.Union):
         checkers = [_checker(a) for a in args]
+        if type(None) in args:  # None first: the others would each raise, and it is common
+            return lambda v, where: None if v is None else _first_ok(checkers, v, where, hint)
         return lambda v, where: _first_ok(checkers, v, where, hint)
     if hint is type(None):
         return _exact(type(None), "nil")
