@@ -154,9 +154,13 @@ def _take_report(run: Run, report: RunReport) -> tuple[bool, list[Message]]:
                     run.id, run.node, run.state.value)
         return False, [RunCancel(run_id=run.id, reason=f"the run ended {run.state.value}")]
     changed = scheduler.apply_report(run, report)
-    if changed:
-        log.info("run %s on node %s: %s%s", run.id, run.node, run.state.value,
-                 f" (exit {run.exit_code})" if run.state.final else "")
+    # One line per run only when it ends badly; the rest at debug level (the job's
+    # own lines say when it runs and ends), or 1,000 nodes would write 2,000 lines.
+    level = logging.INFO if run.state.final and run.state is not RunState.SUCCEEDED \
+        else logging.DEBUG
+    if changed and log.isEnabledFor(level):
+        log.log(level, "run %s on node %s: %s%s", run.id, run.node, run.state.value,
+                f" (exit {run.exit_code})" if run.state.final else "")
     if run.state.final:
         return changed, [RunAck(run_id=run.id)]
     if run.cancel_requested:
