@@ -5,7 +5,7 @@ HTML file; the dashboard shows the same objects in its pages and Bokeh
 documents. Both call these functions, so each table and chart has one
 implementation (docs/analysis.md#one-renderer-per-view). They live in
 ``bus`` because the dashboard may import ``bus`` and nothing of the manager
-(docs/architecture.md#processes-and-sockets); they import nothing of ours
+(docs/architecture.md#layout-and-layering); they import nothing of ours
 outside ``bus.views`` and read the objects with ``.get``, so a newer
 manager's object never breaks an older dashboard.
 
