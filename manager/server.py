@@ -103,6 +103,10 @@ class Manager:
         self._background: set[asyncio.Task[None]] = set()
         self._next_heartbeat = 0.0
         self._closed = False
+        self._make_parts(cfg, sink, query)
+
+    def _make_parts(self, cfg: ServerConfig, sink: Sink | None, query: QueryClient | None) -> None:
+        """The bookkeeper, ingest, analysis and history, wired to this manager."""
         self.bookkeeper = Bookkeeper(
             self.book,
             self.registry,
