@@ -165,7 +165,11 @@ class DealerLoop(ABC):
                 if now - self._last_heard > self._interval * self._liveness:
                     log.warning("node %s: manager %s silent for %.1f s; reconnecting",
                                 self.node, self.address, now - self._last_heard)
-                    return self._next_backoff()
+                    # At most one interval without a socket: a restarted manager waits
+                    # liveness × interval + one interval for the nodes of its running
+                    # runs before calling those runs lost (docs/protocol.md "Runs"), so
+                    # a longer back-off here turned finished runs into lost ones.
+                    return min(self._next_backoff(), self._interval)
                 if now >= beat_at - _SLACK:
                     beat_at = next_beat(self._interval, now)
                     self._tick()

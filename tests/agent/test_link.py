@@ -242,6 +242,37 @@ def test_manager_silence_reregisters_on_new_connection(tmp_path: Path) -> None:
     asyncio.run(scenario())
 
 
+def test_a_silent_manager_is_tried_again_within_one_interval(
+        tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    """However long the manager stays away, the agent is never more than one interval
+    without a socket: a restarted manager gives a node liveness × interval plus one
+    interval to come back before its running runs are called lost."""
+    async def scenario() -> None:
+        ctx = zmq.asyncio.Context()
+        manager = FakeManager(ctx)
+        link = Link(f"tcp://127.0.0.1:{manager.port}", "n1", FACTS, ctx=ctx,
+                    runner_options=RunnerOptions(workdir=str(tmp_path / "runs")),
+                    timing=LinkTiming(interval=0.1, liveness=2, backoff_min=0.4,
+                                      backoff_max=5.0))
+        task = asyncio.create_task(link.run())
+        try:
+            async with asyncio.timeout(DEADLINE):
+                for _ in range(4):  # never answered: each one a silent session
+                    await manager.expect(Register)
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+            manager.sock.close(linger=0)
+            ctx.destroy(linger=0)
+
+    with caplog.at_level(logging.INFO, logger="agent.dealer_loop"):
+        asyncio.run(scenario())
+    delays = [float(r.getMessage().rsplit(" in ", 1)[1].removesuffix(" s"))
+              for r in caplog.records if "new connection to" in r.getMessage()]
+    assert len(delays) >= 3 and max(delays) <= 0.1, delays
+
+
 def test_name_taken_and_version_make_it_retry_on_new_connection(tmp_path: Path) -> None:
     async def scenario() -> None:
         async with session(tmp_path) as (link, manager):
