@@ -49,16 +49,7 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     :func:`manager.authorization.admit_agent`). Then reconciles the reported
     runs with the manager's (docs/protocol.md).
     """
-    if msg.protocol != PROTOCOL_VERSION:
-        mgr.bad_frames.warn("version", f"refused node {msg.node[:64]!r}: protocol "
-                            f"{msg.protocol}, manager speaks {PROTOCOL_VERSION}")
-        await mgr.reply_error(peer, "", VersionMismatch.code,
-                              f"agent speaks protocol {msg.protocol}, manager speaks "
-                              f"{PROTOCOL_VERSION}: install the same ptap version on both")
-        return
-    if not valid_node_name(msg.node):
-        await mgr.reply_error(peer, "", "bad-request",
-                              f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
+    if not await _speaks_our_protocol(mgr, peer, msg):
         return
     if mgr.keys is not None:
         if not await admit_agent(mgr, peer, msg.node, key, address):
@@ -91,6 +82,23 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     # A restarted manager learns here what the node holds.
     await mgr.bookkeeper.sync_node(msg.node)
     await mgr.bookkeeper.dispatch_queued([msg.node])
+
+
+async def _speaks_our_protocol(mgr: Manager, peer: bytes, msg: Register) -> bool:
+    """True if ``msg`` has our PROTOCOL_VERSION and a usable node name; else answers
+    ``version`` or ``bad-request``."""
+    if msg.protocol != PROTOCOL_VERSION:
+        mgr.bad_frames.warn("version", f"refused node {msg.node[:64]!r}: protocol "
+                            f"{msg.protocol}, manager speaks {PROTOCOL_VERSION}")
+        await mgr.reply_error(peer, "", VersionMismatch.code,
+                              f"agent speaks protocol {msg.protocol}, manager speaks "
+                              f"{PROTOCOL_VERSION}: install the same ptap version on both")
+        return False
+    if not valid_node_name(msg.node):
+        await mgr.reply_error(peer, "", "bad-request",
+                              f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
+        return False
+    return True
 
 
 def _may_take_over(mgr: Manager, peer: bytes, name: str, key: bytes | None) -> bool:
