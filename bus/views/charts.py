@@ -17,6 +17,7 @@ TOOLS = "xpan,xwheel_zoom,box_zoom,reset,save"
 LINE_WIDTH = 1.6
 MAX_MARKS = 50
 MARK_COLOUR = "#777777"
+_SCALES = (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
 
 
 def styled_figure(title: str, y_label: str, x_label: str = "", **options: Any) -> Any:
@@ -47,3 +48,14 @@ def vertical_marks(p: Any, marks: list[tuple[float, str]], colour: str = MARK_CO
                           line_width=1))
         p.add_layout(Label(x=x, y=5, y_units="screen", text=str(label), text_font_size="10px",
                            text_color=colour))
+
+
+def axis_scale(unit: str, values: list[float]) -> tuple[float, str]:
+    """(divisor, axis unit): bytes in binary units that fit the largest value."""
+    if unit not in ("B", "B/s") or not values:
+        return 1.0, unit
+    top = max(abs(v) for v in values)
+    for prefix, size in _SCALES:
+        if top >= size:
+            return float(size), prefix + unit
+    return 1.0, unit

@@ -22,7 +22,7 @@ from typing import Any
 from bokeh.models import ColumnDataSource, HoverTool, OpenURL, TapTool
 from bokeh.models.annotations import LabelSet
 
-from bus.views.charts import CHART_HEIGHT, LINE_WIDTH, finish_legend, styled_figure
+from bus.views.charts import CHART_HEIGHT, LINE_WIDTH, axis_scale, finish_legend, styled_figure
 from bus.views.text import (
     Raw,
     as_dict,
@@ -38,18 +38,6 @@ from bus.views.text import (
 COLOURS = {"regression": "#c62828", "improvement": "#2e7d32"}
 POINT_COLOUR = "#1f77b4"
 MAX_TICK_LABELS = 30
-_SCALES = (("Gi", 2**30), ("Mi", 2**20), ("Ki", 2**10))
-
-
-def axis_scale(unit: str, values: list[float]) -> tuple[float, str]:
-    """(divisor, axis unit): bytes in binary units that fit the largest value."""
-    if unit not in ("B", "B/s") or not values:
-        return 1.0, unit
-    top = max(abs(v) for v in values)
-    for prefix, size in _SCALES:
-        if top >= size:
-            return float(size), prefix + unit
-    return 1.0, unit
 
 
 def _step_text(cp: dict[str, Any]) -> str:

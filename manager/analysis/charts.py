@@ -31,7 +31,13 @@ from bokeh.models.widgets import Div
 from bokeh.palettes import Category10_10
 from bokeh.resources import INLINE
 
-from bus.views.charts import LINE_WIDTH, finish_legend, styled_figure, vertical_marks
+from bus.views.charts import (
+    LINE_WIDTH,
+    axis_scale,
+    finish_legend,
+    styled_figure,
+    vertical_marks,
+)
 from bus.views.comparison import differences_table, flags_html, metrics_table, nodes_html
 from bus.views.report import headline, report_tables
 from bus.views.text import CSS, VERDICT_CLASSES
@@ -66,11 +72,15 @@ def report_html(r: dict[str, Any]) -> str:
     for mid, meta in r["metrics"].items():
         if not meta["main"] or not any(mid in run["timeline"] for run in runs):
             continue
-        p = line_chart(f"{meta['label']} ({mid})", meta["unit"])
+        scale, unit = axis_scale(meta["unit"], [v for run in runs
+                                                for v in run["timeline"].get(mid, {}).get("v", [])
+                                                if v is not None])
+        p = line_chart(f"{meta['label']} ({mid})", unit)
         for i, run in enumerate(runs):
             tl = run["timeline"].get(mid)
             if tl:
-                p.line(tl["t"], tl["v"], legend_label=f"{run['node']} #{run['iteration']}",
+                p.line(tl["t"], [None if v is None else v / scale for v in tl["v"]],
+                       legend_label=f"{run['node']} #{run['iteration']}",
                        line_width=LINE_WIDTH, color=Category10_10[i % 10])
         if first_marked is not None:
             _marks(p, first_marked["marks"])
@@ -120,8 +130,11 @@ def _overlay_charts(e: dict[str, Any], base: dict[str, Any], cand: dict[str, Any
                     anchors: list[tuple[float, float]]) -> list[Any]:
     mid, unit = e["metric"], e["unit"]
     bs, cs = base["series"][mid], cand["series"][mid]
-    bt, bv = np.asarray(bs["t"]), np.asarray(bs["v"])
-    ct, cv = np.asarray(cs["t"]), np.asarray(cs["v"])
+    bt, bv = np.asarray(bs["t"]), np.asarray(bs["v"], dtype=float)
+    ct, cv = np.asarray(cs["t"]), np.asarray(cs["v"], dtype=float)
+    scale, unit = axis_scale(unit, [float(v) for v in np.concatenate([bv, cv])
+                                    if np.isfinite(v)])
+    bv, cv = bv / scale, cv / scale  # bytes in binary units on the axis
     p = line_chart(f"{e['label']} ({mid}): baseline vs candidate — {e['verdict']}", unit)
     p.line(bt, bv, legend_label=f"baseline {base['run']}", line_width=LINE_WIDTH,
            color=Category10_10[0])
