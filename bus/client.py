@@ -18,6 +18,7 @@ import zmq.asyncio
 
 from bus import codec, messages, topics
 from bus.errors import ManagerUnreachable, ProtocolError, RequestFailed
+from bus.replies import JobReply, NodeReply
 from bus.sockets import CurveKeys, SocketTuning, make_socket, receive
 
 log = logging.getLogger(__name__)
@@ -122,7 +123,7 @@ class ManagerClient:
     # --- one method per request type ------------------------------------------
 
     async def nodes(self, states: list[str] | None = None,
-                    labels: list[str] | None = None) -> list[dict[str, Any]]:
+                    labels: list[str] | None = None) -> list[NodeReply]:
         """Nodes in one of ``states`` carrying every one of ``labels`` (all when empty).
         A manager older than the filters lists every node."""
         msg = messages.NodesList(req_id=new_request_id(), states=list(states or []),
@@ -130,23 +131,28 @@ class ManagerClient:
         result = await self.request(msg)
         return list(result["nodes"])
 
-    async def forget_node(self, node: str) -> dict[str, Any]:
+    async def forget_node(self, node: str) -> NodeReply:
         """Forget lost node ``node`` now; the node dict it had."""
-        return dict(await self.request(messages.NodeForget(req_id=new_request_id(), node=node)))
+        msg = messages.NodeForget(req_id=new_request_id(), node=node)
+        reply: NodeReply = await self.request(msg)
+        return reply
 
-    async def submit(self, spec: messages.JobSpec) -> dict[str, Any]:
-        return dict(await self.request(messages.JobSubmit(req_id=new_request_id(), spec=spec)))
+    async def submit(self, spec: messages.JobSpec) -> JobReply:
+        reply: JobReply = await self.request(messages.JobSubmit(req_id=new_request_id(), spec=spec))
+        return reply
 
-    async def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def jobs(self, limit: int = 100) -> list[JobReply]:
         result = await self.request(messages.JobsList(req_id=new_request_id(), limit=limit))
         return list(result["jobs"])
 
-    async def job(self, job_id: str) -> dict[str, Any]:
-        return dict(await self.request(messages.JobGet(req_id=new_request_id(), job_id=job_id)))
+    async def job(self, job_id: str) -> JobReply:
+        reply: JobReply = await self.request(messages.JobGet(req_id=new_request_id(), job_id=job_id))
+        return reply
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
+    async def cancel(self, job_id: str) -> JobReply:
         msg = messages.JobCancel(req_id=new_request_id(), job_id=job_id)
-        return dict(await self.request(msg))
+        reply: JobReply = await self.request(msg)
+        return reply
 
     async def report(self, job_id: str, format: str = "json",
                      timeout: float | None = None) -> Any:

@@ -14,6 +14,7 @@ import dataclasses
 import html
 import logging
 import time
+from collections.abc import Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,7 @@ from bokeh.models.widgets import Button, DataTable, Div, TableColumn
 
 from bus.errors import ClientError
 from bus.messages import Event, JobSpec
+from bus.replies import JobReply
 from dashboard.documents import Failed, argument
 from dashboard.live import NAME_RE, WINDOWS, LiveState
 from dashboard.pages.base import FINAL_STATES, fmt_duration, fmt_time, table_height
@@ -39,7 +41,7 @@ POLL_S = 2.0  # PUB may drop events; a slow poll while the job runs makes sure n
 MARGIN_S = 10.0  # charts show this much before the job's start and after its end
 
 
-def job_window(job: dict[str, Any]) -> tuple[bool, int, int | None, int]:
+def job_window(job: Mapping[str, Any]) -> tuple[bool, int, int | None, int]:
     """(live, start_ns, end_ns, window_s) of a job's charts."""
     runs = job.get("runs", [])
     start = min([job.get("created_at") or time.time(),
@@ -52,7 +54,7 @@ def job_window(job: dict[str, Any]) -> tuple[bool, int, int | None, int]:
     return live, int(start * 1e9), end, window
 
 
-async def prepare_job(dash: Dashboard, session_context: Any) -> tuple[dict[str, Any], LiveState]:
+async def prepare_job(dash: Dashboard, session_context: Any) -> tuple[JobReply, LiveState]:
     job_id = argument(session_context, "job")
     if not NAME_RE.match(job_id):
         raise ValueError("no job given")
@@ -79,7 +81,7 @@ def build_job(dash: Dashboard, doc: Document, prepared: Any) -> None:
     JobDoc(dash, doc, *prepared)
 
 
-def run_columns(job: dict[str, Any]) -> dict[str, list[Any]]:
+def run_columns(job: Mapping[str, Any]) -> dict[str, list[Any]]:
     out: dict[str, list[Any]] = {c: [] for c in RUN_COLUMNS}
     for r in job.get("runs", []):
         out["run"].append(r.get("id", ""))
@@ -93,7 +95,7 @@ def run_columns(job: dict[str, Any]) -> dict[str, list[Any]]:
     return out
 
 
-def spec_from(job: dict[str, Any]) -> JobSpec:
+def spec_from(job: Mapping[str, Any]) -> JobSpec:
     """The job's spec again, for *Run again* (unknown keys from a newer manager ignored)."""
     names = {f.name for f in dataclasses.fields(JobSpec)}
     spec = {"name": job.get("name") or "", **(job.get("spec") or {})}
@@ -103,9 +105,10 @@ def spec_from(job: dict[str, Any]) -> JobSpec:
 class JobDoc:
     """One tab's ``/bk/job`` document."""
 
-    def __init__(self, dash: Dashboard, doc: Document, job: dict[str, Any],
+    def __init__(self, dash: Dashboard, doc: Document, job: JobReply,
                  state: LiveState) -> None:
         self.dash, self.doc, self.job, self.state = dash, doc, job, state
+        self.fresh = False  # self.job came from a refresh (not the page's first fetch)
         self.job_id = str(job["id"])
         self.runs = ColumnDataSource(run_columns(job), name="runs")
         self.job_state = Div(text=str(job.get("state", "")), name="job_state")
@@ -138,18 +141,17 @@ class JobDoc:
 
     @without_document_lock
     async def refresh(self) -> None:
-        if self.job.get("state") in FINAL_STATES and self.job.get("_fresh"):
+        if self.job.get("state") in FINAL_STATES and self.fresh:
             return
         try:
             job = await self.dash.client.job(self.job_id)
         except ClientError as exc:
             self.doc.add_next_tick_callback(partial(self._say, f"Manager: {exc}"))
             return
-        job["_fresh"] = True
-        self.doc.add_next_tick_callback(partial(self._apply, job))
+        self.doc.add_next_tick_callback(partial(self._apply, job, fresh=True))
 
-    def _apply(self, job: dict[str, Any]) -> None:
-        self.job = job
+    def _apply(self, job: JobReply, fresh: bool = False) -> None:
+        self.job, self.fresh = job, fresh
         self.runs.data = run_columns(job)
         self.job_state.text = str(job.get("state", ""))
         self.cancel.disabled = job.get("state") in FINAL_STATES

@@ -18,10 +18,12 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from bus.states import NodeState
 from manager.cli import render
 from manager.cli.doctor_facts import Facts as Facts
 from manager.cli.session import EXIT_FAILURE, Session
@@ -191,7 +193,7 @@ def check_keys(status: dict[str, Any]) -> list[Finding]:
             for node in pending]
 
 
-def check_nodes(nodes: list[dict[str, Any]], status: dict[str, Any]) -> list[Finding]:
+def check_nodes(nodes: Sequence[Mapping[str, Any]], status: dict[str, Any]) -> list[Finding]:
     """Each node; a cluster with none is worth a line too."""
     if not nodes:
         return [Finding("node", "", Severity.WARN, "no node has registered",
@@ -204,12 +206,12 @@ def check_nodes(nodes: list[dict[str, Any]], status: dict[str, Any]) -> list[Fin
     return out
 
 
-def check_node(node: dict[str, Any], interval: float, manager_version: str = ""
+def check_node(node: Mapping[str, Any], interval: float, manager_version: str = ""
                ) -> list[Finding]:
     """State, agent version, perf and PMU, clock offset, spool and dropped samples."""
     name = str(node.get("name", "?"))
     facts = node.get("facts") or {}
-    if node.get("state") == "lost":
+    if node.get("state") == NodeState.LOST:
         return [Finding("node", name, Severity.FAIL,
                         f"node {name} is lost: silent for {render.span(node.get('silent_for'))}",
                         f"is ptap-agent running on {name}? see its log "
@@ -226,7 +228,7 @@ def check_node(node: dict[str, Any], interval: float, manager_version: str = ""
     return out
 
 
-def _node_summary(node: dict[str, Any]) -> Finding:
+def _node_summary(node: Mapping[str, Any]) -> Finding:
     facts = node.get("facts") or {}
     parts = [str(node.get("state")), f"agent {facts.get('agent_version') or '?'}",
              f"perf {render.perf_capability(facts)}",

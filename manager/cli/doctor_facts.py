@@ -6,6 +6,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from bus.replies import NodeReply
+
 
 @dataclass
 class Facts:
@@ -20,7 +22,7 @@ class Facts:
     handshake: dict[str, Any] = field(default_factory=dict)
     manager_error: str = ""
     status: dict[str, Any] | None = None
-    nodes: list[dict[str, Any]] | None = None
+    nodes: list[NodeReply] | None = None
     dashboard_url: str | None = None
     dashboard: dict[str, Any] | None = None
     dashboard_error: str = ""

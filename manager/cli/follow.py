@@ -16,6 +16,7 @@ import asyncio
 import contextlib
 import sys
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import zmq
@@ -23,7 +24,9 @@ import zmq
 from bus import codec, messages, topics
 from bus.client import ManagerClient, subscribe
 from bus.errors import ManagerUnreachable, ProtocolError
+from bus.replies import JobReply
 from bus.sockets import SocketTuning, make_socket, receive
+from bus.states import JobState, RunState
 from manager.cli import render
 from manager.cli.session import EXIT_UNREACHABLE, CliError, Session
 
@@ -31,20 +34,20 @@ from manager.cli.session import EXIT_UNREACHABLE, CliError, Session
 POLL_INTERVAL = 1.0
 #: How long ``--wait`` rides out a manager that stopped answering (a restart).
 UNREACHABLE_GRACE = 60.0
-FINAL_JOB_STATES = frozenset({"succeeded", "failed", "cancelled"})
+FINAL_JOB_STATES = frozenset(s.value for s in JobState if s.final)
 _FINAL_RUN_STATES = frozenset(s.value for s in messages.RunState if s.final)
-_EXIT_BY_STATE = {"timeout": 124, "cancelled": 130, "lost": 69}
+_EXIT_BY_STATE: dict[str, int] = {RunState.TIMEOUT: 124, RunState.CANCELLED: 130, RunState.LOST: 69}
 
 
-def job_exit_status(job: dict[str, Any]) -> int:
+def job_exit_status(job: Mapping[str, Any]) -> int:
     """Exit status of ``run --wait`` (docs/protocol.md): 0 if every run succeeded,
     else decided by the first run that did not: its exit code for ``failed``
     (1–255, else 1), 124 timeout, 130 cancelled, 69 lost."""
     for run in job.get("runs") or []:
         state = run.get("state")
-        if state == "succeeded":
+        if state == RunState.SUCCEEDED:
             continue
-        if state == "failed":
+        if state == RunState.FAILED:
             code = run.get("exit_code")
             return code if isinstance(code, int) and 1 <= code <= 255 else 1
         return _EXIT_BY_STATE.get(str(state), 1)
@@ -68,7 +71,7 @@ class JobFollower:
         #: This job's events, in the order they came.
         self.events: list[messages.Event] = []
 
-    def note_run(self, run: dict[str, Any]) -> None:
+    def note_run(self, run: Mapping[str, Any]) -> None:
         run_id, state = str(run.get("id", "")), str(run.get("state", ""))
         before = self.seen.get(run_id)
         # A late PUB event must not undo a final state already shown.
@@ -77,7 +80,7 @@ class JobFollower:
         self.seen[run_id] = state
         _say(render.run_progress(self.job_id, run))
 
-    async def poll(self, job: dict[str, Any]) -> dict[str, Any]:
+    async def poll(self, job: JobReply) -> JobReply:
         """``job.get``; while the manager is away (restarting) keep the last view."""
         try:
             job = await self.client.job(self.job_id)
@@ -153,8 +156,8 @@ HANDSHAKE_OUTCOMES = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED
 
 
 async def follow_job(session: Session, client: ManagerClient, job_id: str,
-                     job: dict[str, Any], events: JobEvents | None = None,
-                     follower: JobFollower | None = None) -> dict[str, Any]:
+                     job: JobReply, events: JobEvents | None = None,
+                     follower: JobFollower | None = None) -> JobReply:
     """Follow ``job_id`` until it is final; print progress on stderr; return the final job.
 
     ``events`` is a subscription opened before the submit; without one, one is
@@ -206,11 +209,11 @@ async def _wait_for_events(queue: asyncio.Queue[messages.Event], follower: JobFo
         event = queue.get_nowait()
 
 
-def _summarise(job: dict[str, Any]) -> None:
+def _summarise(job: Mapping[str, Any]) -> None:
     runs = job.get("runs") or []
     _say(f"job {job.get('id')} {job.get('state')}: {render.run_counts(job)}")
     for run in runs:
-        if run.get("state") == "succeeded":
+        if run.get("state") == RunState.SUCCEEDED:
             continue
         for label, key in (("stdout", "stdout_tail"), ("stderr", "stderr_tail")):
             lines = render.tail_lines(run.get(key) or "", 5)
@@ -218,7 +221,7 @@ def _summarise(job: dict[str, Any]) -> None:
                 _say(f"  {run.get('id')} {label}:")
                 for line in lines:
                     _say(f"    {line}")
-    if any(r.get("state") != "succeeded" for r in runs):
+    if any(r.get("state") != RunState.SUCCEEDED for r in runs):
         _say(f"  full output: ptap job {job.get('id')}")
 
 

@@ -37,6 +37,7 @@ from manager.cli.session import Session
 
 if TYPE_CHECKING:
     from bus.client import ManagerClient as _ClientShape
+    from bus.replies import JobReply, NodeReply
     from bus.sockets import CurveKeys
 else:
     # For the type checker a BlockingClient is a ManagerClient: it checks that
@@ -128,19 +129,21 @@ class BlockingClient(_ClientShape):
     # --- one method per request type, as ManagerClient's ------------------------------
 
     async def nodes(self, states: list[str] | None = None,
-                    labels: list[str] | None = None) -> list[dict[str, Any]]:
+                    labels: list[str] | None = None) -> list[NodeReply]:
         """Nodes in one of ``states`` carrying every one of ``labels`` (all when empty)."""
         filters = {"states": list(states or []), "labels": list(labels or [])}
         return list(self.ask("nodes.list", {k: v for k, v in filters.items() if v})["nodes"])
 
-    async def jobs(self, limit: int = 100) -> list[dict[str, Any]]:
+    async def jobs(self, limit: int = 100) -> list[JobReply]:
         return list(self.ask("jobs.list", {"limit": limit})["jobs"])
 
-    async def job(self, job_id: str) -> dict[str, Any]:
-        return dict(self.ask("job.get", {"job_id": job_id}))
+    async def job(self, job_id: str) -> JobReply:
+        reply: JobReply = self.ask("job.get", {"job_id": job_id})
+        return reply
 
-    async def cancel(self, job_id: str) -> dict[str, Any]:
-        return dict(self.ask("job.cancel", {"job_id": job_id}))
+    async def cancel(self, job_id: str) -> JobReply:
+        reply: JobReply = self.ask("job.cancel", {"job_id": job_id})
+        return reply
 
     async def report(self, job_id: str, format: str = "json",
                      timeout: float | None = None) -> Any:

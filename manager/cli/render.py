@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import shlex
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -85,7 +85,7 @@ def clock_offset(offset: float | None) -> str:
     return f"{offset:+.2f}s"
 
 
-def nodes_table(nodes: list[dict[str, Any]]) -> str:
+def nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
     """``ptap nodes``; OFFSET is the manager's clock minus the node's (docs/protocol.md)."""
     if not nodes:
         return "no nodes registered — start one with ptap-agent --server HOST:PORT"
@@ -99,14 +99,14 @@ def nodes_table(nodes: list[dict[str, Any]]) -> str:
                  rows)
 
 
-def run_counts(job: dict[str, Any]) -> str:
+def run_counts(job: Mapping[str, Any]) -> str:
     """``2/3 ok`` style summary of a job's runs."""
     runs = job.get("runs") or []
     done = sum(1 for r in runs if r.get("state") == "succeeded")  # RunState.SUCCEEDED
     return f"{done}/{len(runs)} ok"
 
 
-def job_duration(job: dict[str, Any], now: float) -> float | None:
+def job_duration(job: Mapping[str, Any], now: float) -> float | None:
     started = [r["started_at"] for r in job.get("runs") or [] if r.get("started_at")]
     if not started:
         return None
@@ -114,7 +114,7 @@ def job_duration(job: dict[str, Any], now: float) -> float | None:
     return end - float(min(started))
 
 
-def jobs_table(jobs: list[dict[str, Any]], now: float) -> str:
+def jobs_table(jobs: Sequence[Mapping[str, Any]], now: float) -> str:
     if not jobs:
         return "no jobs yet — submit one with ptap run -- CMD"
     rows = []
@@ -134,7 +134,7 @@ def run_duration(run: dict[str, Any], now: float) -> float | None:
     return end - float(start)
 
 
-def job_view(job: dict[str, Any], now: float) -> str:
+def job_view(job: Mapping[str, Any], now: float) -> str:
     """``ptap job ID``: the job, its spec, and each run with state, exit code and output tails."""
     spec = job.get("spec") or {}
     tags = " ".join(f"{k}={v}" for k, v in sorted((spec.get("tags") or {}).items()))
@@ -174,7 +174,7 @@ def _run_output(run: dict[str, Any]) -> list[str]:
     return out
 
 
-def extra_error(run: dict[str, Any]) -> bool:
+def extra_error(run: Mapping[str, Any]) -> bool:
     """True when a run's ``error`` says more than its exit code already does."""
     error = run.get("error") or ""
     return bool(error) and error != f"exit code {run.get('exit_code')}"
@@ -184,7 +184,7 @@ def tail_lines(text: str, n: int) -> list[str]:
     return text.rstrip("\n").splitlines()[-n:]
 
 
-def run_progress(job_id: str, run: dict[str, Any]) -> str:
+def run_progress(job_id: str, run: Mapping[str, Any]) -> str:
     """One stderr line for ``run --wait`` when a run changes state."""
     from bus import messages  # noqa: PLC0415 - see the imports
 
