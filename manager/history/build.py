@@ -21,6 +21,7 @@ from manager.analysis.stats import Direction
 from manager.history import SCHEMA_VERSION
 from manager.history import series as series_mod
 from manager.history.changepoints import ChangePoint, Detector
+from manager.history.summaries import lookup
 
 
 def history_object(name: str, summaries: list[dict[str, Any]], asked: list[str], *,
@@ -39,7 +40,7 @@ def history_object(name: str, summaries: list[dict[str, Any]], asked: list[str],
     entries = []
     for mid in series_mod.wanted_metrics(jobs, asked):
         try:
-            mdef = metrics.with_declared(metrics.lookup(mid), declared)
+            mdef = metrics.with_declared(lookup(mid), declared)
         except KeyError:
             notes.append(f"unknown metric {mid[:80]!r}: see docs/analysis.md for metric ids")
             continue
@@ -67,10 +68,12 @@ def _metric_entry(mdef: metrics.MetricDef, jobs: list[dict[str, Any]],
     return {
         "metric": mdef.id, "label": mdef.label, "unit": mdef.unit,
         "direction": mdef.direction.value,
-        "points": [{"index": int(i), "job": jobs[i]["job"]["id"], "median": _num(m),
-                    "low": _num(lo), "high": _num(hi), "runs": int(r)}
-                   for i, m, lo, hi, r in zip(pts.index, pts.median, pts.low, pts.high,
-                                              pts.runs, strict=True)],
+        # Python lists first: reading numpy arrays element by element is slow.
+        "points": [{"index": i, "job": jobs[i]["job"]["id"], "median": _num(m),
+                    "low": _num(lo), "high": _num(hi), "runs": r}
+                   for i, m, lo, hi, r in zip(pts.index.tolist(), pts.median.tolist(),
+                                              pts.low.tolist(), pts.high.tolist(),
+                                              pts.runs.tolist(), strict=True)],
         "change_points": change_points,
     }
 
@@ -125,5 +128,4 @@ def _text(value: Any) -> str:
 
 def _num(value: float) -> float | None:
     """A JSON-safe float: None for NaN and infinities."""
-    value = float(value)
     return value if math.isfinite(value) else None

@@ -57,7 +57,7 @@ class Detector:
     """The settings of the search and of the test around it (defaults: the bench's choice)."""
 
     penalty: float = 3.0
-    alpha: float = 0.001
+    alpha: float = 0.01
     min_size: int = 3
     floor: float = 0.005
 

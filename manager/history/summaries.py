@@ -23,7 +23,9 @@ from typing import Any
 
 import numpy as np
 
-from manager.analysis.report import JobAnalysis, job_header
+from manager.analysis import metrics
+from manager.analysis.report import JobAnalysis, RunData, job_header
+from manager.analysis.stats import Direction
 
 SUMMARY_VERSION = 1
 #: Job states whose jobs are summarised (and so may count in a history).
@@ -44,6 +46,38 @@ _SERIES_SQL = ("coalesce(nullif(json_extract(spec, '$.series'), ''), "
                "json_extract(spec, '$.name'), '')")
 
 
+#: A figure of the history's own: the tree's CPU time over the run, integrated sample by
+#: sample. ``run.cpu_seconds`` (mean CPU share x duration) drifts when the agent's samples
+#: come unevenly, as on a loaded host; each sample's share times the time it covers does not.
+CPU_TIME = metrics.MetricDef(
+    "run.cpu_time", "run", "cpu_time", "s", Direction.LOWER,
+    "CPU time of the tree (each sample's CPU share x the time it covers, summed)")
+OWN_METRICS = {CPU_TIME.id: CPU_TIME}
+
+
+def lookup(metric_id: str) -> metrics.MetricDef:
+    """The definition of a metric a history may show (KeyError if none)."""
+    return OWN_METRICS.get(metric_id) or metrics.lookup(metric_id)
+
+
+def cpu_time(rd: RunData) -> float | None:
+    """Seconds of CPU the run's tree used: each ``proc.cpu_pct`` sample's share over the
+    time since the previous sample (the first one since the run's start), and the last
+    share until the run's end; None without samples. Samples after the end are left
+    out: a process that has exited cannot be read, so the one sample that spans its
+    exit shows less than it used, often nothing."""
+    found = rd.points.get("proc.cpu_pct")
+    if found is None or rd.start is None or rd.end is None:
+        return None
+    t = found[0] / 1e9
+    keep = t <= rd.end
+    if not keep.any():
+        return None
+    t, share = t[keep], found[1][keep] / 100.0
+    covered = np.clip(t - np.concatenate(([rd.start], t[:-1])), 0.0, None)
+    return float(share @ covered + share[-1] * max(0.0, rd.end - t[-1]))
+
+
 def series_of(spec: dict[str, Any]) -> str:
     """The series a job spec belongs to: its ``series``, else its ``name`` ("" for none)."""
     return str(spec.get("series") or spec.get("name") or "")
@@ -52,8 +86,10 @@ def series_of(spec: dict[str, Any]) -> str:
 def summarise(analysis: JobAnalysis) -> dict[str, Any]:
     """One job's contribution to its series (plain JSON values)."""
     out: dict[str, dict[str, float]] = {}
-    for mid in analysis.catalogue:
-        values = np.array([rd.figures[mid] for rd in analysis.runs if mid in rd.figures])
+    own = {CPU_TIME.id: [v for rd in analysis.runs if (v := cpu_time(rd)) is not None]}
+    for mid in [*analysis.catalogue, *own]:
+        values = np.array(own[mid] if mid in own else
+                          [rd.figures[mid] for rd in analysis.runs if mid in rd.figures])
         values = values[np.isfinite(values)]
         if values.size:
             out[mid] = {"median": float(np.median(values)), "low": float(values.min()),

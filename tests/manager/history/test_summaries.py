@@ -5,11 +5,12 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from bus.messages import JobSpec, RunState
 from manager.analysis import metrics
 from manager.analysis.report import JobAnalysis, RunData
-from manager.history.summaries import SummaryStore, series_of, summarise
+from manager.history.summaries import SummaryStore, cpu_time, lookup, series_of, summarise
 from manager.scheduler import Job, JobState, Run
 from manager.state import Store
 
@@ -58,3 +59,16 @@ def test_a_summary_is_the_median_and_range_of_the_runs_figures() -> None:
     assert got["environment"] == {"n1": {"kernel": "6"}}
     assert series_of({"name": "n"}) == "n" and series_of({"name": "n", "series": "s"}) == "s"
     assert np.isfinite(got["metrics"]["run.duration"]["median"])
+
+
+def test_cpu_time_integrates_each_samples_share_over_the_time_it_covers() -> None:
+    ns = 1_000_000_000
+    # Samples at 1.0, 1.2, 1.7 s (the agent was late once) of a run from 0.9 to 1.8 s, and
+    # one after its end that saw the process gone.
+    ts = np.array([1 * ns, int(1.2 * ns), int(1.7 * ns), int(1.9 * ns)])
+    rd = RunData({"node": "n1"}, 0.9, 1.8, points={"proc.cpu_pct": (ts, np.array([50.0, 100.0,
+                                                                                   20.0, 0.0]))})
+    assert cpu_time(rd) == pytest.approx(0.5 * 0.1 + 1.0 * 0.2 + 0.2 * 0.5 + 0.2 * 0.1)
+    assert cpu_time(RunData({"node": "n1"}, 0.9, 1.8)) is None
+    assert lookup("run.cpu_time").direction.value == "lower"
+    assert lookup("proc.rss").unit == "B"
