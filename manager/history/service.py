@@ -25,7 +25,7 @@ from typing import Any, TypeVar
 from manager.analysis.report import SETTLE_S
 from manager.analysis.service import Analyst, BadRequest, NotFound, Unavailable
 from manager.history import build
-from manager.history.summaries import SummaryStore, summarise
+from manager.history.summaries import SummaryStore, series_of, summarise
 
 log = logging.getLogger(__name__)
 
@@ -62,7 +62,11 @@ class HistoryService:
             self._store = None
 
     def job_ended(self, job_id: str) -> None:
-        """Summarise ``job_id`` once its last samples have settled in InfluxDB."""
+        """Summarise ``job_id`` once its last samples have settled in InfluxDB (a job
+        without a name or series belongs to no history: nothing to do)."""
+        job = self.analyst.jobs(job_id)
+        if job is None or not series_of({**job.get("spec", {}), "name": job.get("name", "")}):
+            return
         self._spawn(self._summarise_later(job_id), f"summary {job_id}")
 
     async def _summarise_later(self, job_id: str) -> None:
