@@ -73,9 +73,10 @@ class OverviewData:
     async def _fetch(self) -> Snapshot:
         snap = Snapshot(at=time.monotonic())
         try:
-            snap.nodes, jobs = await asyncio.gather(self.dash.client.nodes(),
-                                                    self.dash.client.jobs(limit=50))
-            snap.jobs = [j for j in jobs if j.get("state") not in FINAL_STATES]
+            nodes, jobs = await asyncio.gather(self.dash.client.nodes(),
+                                               self.dash.client.jobs(limit=50))
+            snap.nodes = [dict(n) for n in nodes]  # the rows read them as plain maps
+            snap.jobs = [dict(j) for j in jobs if j.get("state") not in FINAL_STATES]
         except ClientError as exc:
             snap.error = str(exc)
         try:
