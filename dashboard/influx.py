@@ -73,24 +73,35 @@ def history_statements(view: View, start_ns: int, end_ns: int | None, limit: int
     return out
 
 
-async def sparklines(reader: InfluxReader, minutes: int = 10,
+def sparkline_statement(nodes: list[str], since_ns: int, step_s: int = 15) -> str:
+    """ONE InfluxQL statement for the overview's sparklines of ``nodes``: CPU idle (of
+    the ``total`` series) and memory used, averaged per ``step_s``, one series per
+    measurement and node. ``mem`` has no ``cpu`` tag, which InfluxQL reads as ''."""
+    return (f"SELECT mean(\"idle\") AS \"idle\", mean(\"percent\") AS \"mem\" "
+            f"FROM \"cpu\", \"mem\" WHERE {any_of('node', nodes)} "
+            f"AND (\"cpu\" = 'total' OR \"cpu\" = '') AND time >= {int(since_ns)} "
+            f"GROUP BY time({int(step_s)}s), \"node\" fill(none)")
+
+
+async def sparklines(reader: InfluxReader, nodes: list[str], minutes: int = 10,
                      step_s: int = 15) -> dict[str, dict[str, list[float]]]:
-    """Per node: ``t``, ``cpu`` (busy %) and ``mem`` (%) averaged per ``step_s`` over
-    the last ``minutes``: the overview's sparklines, one request for all nodes."""
+    """Per node of ``nodes``: ``t`` (ms), ``cpu`` (busy %) and ``mem`` (%) averaged per
+    ``step_s`` over the last ``minutes``, read with one statement for all of them
+    (:func:`sparkline_statement`): the overview asks for the nodes it shows."""
+    if not nodes:
+        return {}
     since = time.time_ns() - minutes * 60 * 10**9
-    group = f"GROUP BY time({int(step_s)}s), \"node\" fill(none)"
-    results = await reader.query([
-        f"SELECT 100 - mean(\"idle\") FROM cpu WHERE \"cpu\" = 'total' AND time >= {since} {group}",
-        f"SELECT mean(\"percent\") FROM mem WHERE time >= {since} {group}",
-    ])
+    (series_list,) = await reader.query([sparkline_statement(nodes, since, step_s)])
     out: dict[str, dict[str, dict[float, float]]] = {}
-    for name, series_list in zip(("cpu", "mem"), results, strict=False):
-        for s in series_list:
-            node = (s.get("tags") or {}).get("node", "")
-            per = out.setdefault(node, {}).setdefault(name, {})
-            for ts, v in s.get("values") or []:
-                if v is not None:
-                    per[ts / 1e6] = round(float(v), 2)
+    for s in series_list:
+        node = (s.get("tags") or {}).get("node", "")
+        name, column = ("cpu", 1) if s.get("name") == "cpu" else ("mem", 2)
+        per = out.setdefault(node, {}).setdefault(name, {})
+        for row in s.get("values") or []:
+            value = row[column]
+            if value is not None:
+                per[row[0] / 1e6] = round(100.0 - float(value) if name == "cpu"
+                                          else float(value), 2)
     return {node: _align(d) for node, d in out.items()}
 
 

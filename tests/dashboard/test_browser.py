@@ -95,7 +95,8 @@ def test_overview_lists_the_local_agent(browser: Browser, dashboard: DashboardPr
         assert nodes["state"][row] in ("ready", "busy")
         assert nodes["perf"][row].startswith(("yes", "no"))
         assert nodes["heartbeat"][row].endswith("ago")
-        tab.wait(f"{model('spark:node1')}.data.t.length > 0", 20, "node1's CPU/mem sparkline")
+        tab.wait(f"{model('nodes')}.data.cpu_line[{row}].length > 0", 20,
+                 "node1's CPU/mem sparkline")
         tab.screenshot(output_dir / "overview.png")
     finally:
         tab.close()

@@ -47,8 +47,12 @@ def test_history_and_sparklines_from_a_real_influxdb(influxdb: InfluxFixture,
             assert node["busy"][-1] == 15.0 and node["percent"][-1] == 42.5
             assert updates["app:n1:lat"].columns["value"] == [3.5]
             assert updates["mark:n1"].columns["text"] == ["phase=go"]
-            sparks = await sparklines(reader)
-            assert sparks["n1"]["mem"] and sparks["n1"]["cpu"]
+            sparks = await sparklines(reader, ["n1", "n2"])
+            assert list(sparks) == ["n1"], "one statement, the nodes asked for that have data"
+            # Busy from the `total` series only (the per-CPU series is idle 99).
+            assert sparks["n1"]["cpu"] and max(sparks["n1"]["cpu"]) >= 15.0
+            assert 42.5 in sparks["n1"]["mem"]
+            assert await sparklines(reader, []) == {}
         finally:
             reader.close()
 
