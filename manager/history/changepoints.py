@@ -137,7 +137,8 @@ def _describe(left: np.ndarray, right: np.ndarray, index: int) -> ChangePoint:
 def _boot_medians(values: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     """The medians of BOOTSTRAP_RESAMPLES resamples of ``values`` (with replacement)."""
     picks = rng.integers(0, values.size, (BOOTSTRAP_RESAMPLES, values.size))
-    return np.median(values[picks], axis=1)
+    medians: np.ndarray = np.median(values[picks], axis=1)
+    return medians
 
 
 def _relative(after: np.ndarray, before: np.ndarray) -> np.ndarray:
