@@ -65,7 +65,7 @@ class Detector:
     floor: float = 0.005
 
     def describe(self) -> dict[str, object]:
-        return {"library": "ruptures", "version": ruptures.__version__,
+        return {"library": "ruptures", "version": ruptures.__version__.lstrip("v"),
                 "method": "PELT (KernelCPD, linear kernel = l2 cost), penalty x log(n) "
                           "in robust noise units, Welch t-test per step",
                 "penalty": self.penalty, "alpha": self.alpha, "min_size": self.min_size,
