@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from enum import StrEnum
 
-__all__ = ["JobState", "NodeState", "RunState"]
+__all__ = ["JobState", "KeyState", "NodeState", "RunState"]
 
 
 class RunState(StrEnum):
@@ -51,3 +51,12 @@ class JobState(StrEnum):
     @property
     def final(self) -> bool:
         return self not in (JobState.QUEUED, JobState.RUNNING)
+
+
+class KeyState(StrEnum):
+    """Where an agent's key is filed (``ptap keys``; docs/architecture.md#security)."""
+
+    PENDING = "pending"
+    ACCEPTED = "accepted"
+    REJECTED = "rejected"
+    REVOKED = "revoked"

@@ -33,15 +33,9 @@ from enum import StrEnum
 from pathlib import Path
 
 from bus.security import KeyFileError, ensure_keypair, load_public
+from bus.states import KeyState as KeyState  # its home; re-exported here
 
 log = logging.getLogger(__name__)
-
-
-class KeyState(StrEnum):
-    PENDING = "pending"
-    ACCEPTED = "accepted"
-    REJECTED = "rejected"
-    REVOKED = "revoked"
 
 
 class Role(StrEnum):

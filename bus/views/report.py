@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from bus.states import RunState
 from bus.views.sparkline import sparkline
 from bus.views.text import (
     Raw,
@@ -28,7 +29,7 @@ from bus.views.text import (
 
 STATS = ("count", "mean", "min", "p50", "p95", "p99", "max", "stddev")
 MAX_APP_METRICS = 6
-FINAL = {"succeeded", "failed", "timeout", "cancelled", "lost"}
+FINAL = {s.value for s in RunState if s.final}
 
 
 def series_name(job: dict[str, Any]) -> str:
@@ -138,7 +139,7 @@ def headline(r: dict[str, Any], series: dict[str, Any] | None = None,
     the series' page."""
     job, runs = as_dict(r.get("job")), [as_dict(x) for x in as_list(r.get("runs"))]
     state = str(job.get("state") or "?")
-    ok = sum(x.get("state") == "succeeded" for x in runs)
+    ok = sum(x.get("state") == RunState.SUCCEEDED for x in runs)
     nodes = as_dict(r.get("nodes"))
     name = f" “{job['name']}”" if job.get("name") else ""
     lead = (f"<p class='big'>Job {esc(job.get('id', '?'))}{esc(name)}: {cell(state)}"

@@ -15,7 +15,7 @@ import logging
 from typing import Any
 from urllib.parse import urlencode
 
-from bus.errors import ClientError, RequestFailed
+from bus.errors import ClientError, ErrorCode, RequestFailed
 from bus.views.history import moved_text
 from dashboard.pages.analysis import analysis_html
 from dashboard.pages.base import Page, PageError
@@ -73,7 +73,7 @@ class ReportPage(Page):
             moved = moved_text(await self.dash.client.history(name), str(job["id"]))
         except RequestFailed as exc:
             moved = ("no history yet: no job of the series has finished" if exc.code ==
-                     "not-found" else f"history not available: {manager_error(exc)}")
+                     ErrorCode.NOT_FOUND else f"history not available: {manager_error(exc)}")
         except ClientError as exc:
             moved = f"history not available: {exc}"
         return {"name": name, "moved_text": moved}

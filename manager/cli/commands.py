@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bus.errors import RequestFailed
+from bus.states import KeyState
 from manager.cli import render
 from manager.cli.session import EXIT_USAGE, CliError, Session
 
@@ -141,8 +142,8 @@ def _keys_text(result: Any, summary: Any = None) -> str:
 def _keys_summary(summary: dict[str, Any]) -> str:
     """``3 of at most 10000 nodes accepted ([security] max_nodes); 1 pending (at most
     1000), 0 rejected, 1 revoked``."""
-    count = {state: summary.get(state, 0) for state in
-             ("accepted", "pending", "rejected", "revoked")}
+    count = {state.value: summary.get(state, 0) for state in
+             (KeyState.ACCEPTED, KeyState.PENDING, KeyState.REJECTED, KeyState.REVOKED)}
     return (f"{count['accepted']} of at most {summary.get('max_nodes', '?')} nodes accepted "
             f"([security] max_nodes); {count['pending']} pending (at most "
             f"{summary.get('max_pending', '?')}), {count['rejected']} rejected, "

@@ -12,6 +12,8 @@ import time
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
+from bus.states import RunState
+
 if TYPE_CHECKING:
     # Imported where used: ``ptap nodes``, ``jobs`` and ``job`` render without the
     # message classes (~25 ms to import), see manager/cli/oneshot.py.
@@ -102,7 +104,7 @@ def nodes_table(nodes: Sequence[Mapping[str, Any]]) -> str:
 def run_counts(job: Mapping[str, Any]) -> str:
     """``2/3 ok`` style summary of a job's runs."""
     runs = job.get("runs") or []
-    done = sum(1 for r in runs if r.get("state") == "succeeded")  # RunState.SUCCEEDED
+    done = sum(1 for r in runs if r.get("state") == RunState.SUCCEEDED)
     return f"{done}/{len(runs)} ok"
 
 
