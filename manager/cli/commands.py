@@ -29,14 +29,6 @@ def _print(text: str) -> None:
     print(text, flush=True)
 
 
-async def cmd_nodes(session: Session, args: argparse.Namespace) -> int:
-    """``ptap nodes [--json]``: every node the manager knows, with liveness and capabilities."""
-    async with session.client() as client:
-        nodes = await client.nodes()
-    _print(render.to_json(nodes) if args.json else render.nodes_table(nodes))
-    return 0
-
-
 async def cmd_jobs(session: Session, args: argparse.Namespace) -> int:
     """``ptap jobs [--json]``: newest jobs first."""
     async with session.client() as client:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, NoReturn
 
 from bus.errors import ErrorCode, ManagerUnreachable, PtapError, RequestFailed
+from bus.states import NodeState
 from manager.cli import discovery, history
 from manager.cli.discovery import Target
 from manager.cli.session import (
@@ -93,10 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
                              "then ~/.config/ptap/keys; '' for none)")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True,
                                 parser_class=_Parser)
-    p = sub.add_parser("nodes", help="nodes with state, last heartbeat, clock offset, "
-                                        "capabilities")
-    p.add_argument("--json", action="store_true", help="print the protocol's JSON")
-    p.set_defaults(func=_command("commands", "cmd_nodes"), oneshot=True)
+    _add_nodes(sub)
     _add_run(sub)
     p = sub.add_parser("jobs", help="newest jobs first")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
@@ -152,6 +150,38 @@ def _add_analysis(sub: argparse._SubParsersAction[_Parser]) -> None:
                    help="relative change of the median that counts, in percent (default 5)")
     p.add_argument("-o", "--output", metavar="FILE", help="write to FILE and print its path")
     p.set_defaults(func=_command("commands", "cmd_compare"), oneshot=True)
+
+
+#: ``ptap nodes --state`` values; ``up`` is either live one (manager/cli/nodes.py).
+NODE_STATES = (*(s.value for s in NodeState), "up")
+
+
+def _node_states(text: str) -> str:
+    """``--state``: comma-separated node states."""
+    for state in filter(None, (s.strip() for s in text.split(","))):
+        if state not in NODE_STATES:
+            raise argparse.ArgumentTypeError(f"{state!r} is not a node state "
+                                             f"(one of {', '.join(NODE_STATES)})")
+    return text
+
+
+def _add_nodes(sub: argparse._SubParsersAction[_Parser]) -> None:
+    p = sub.add_parser("nodes", help="nodes with state, last heartbeat, clock offset, "
+                                        "capabilities")
+    p.add_argument("--state", action="append", metavar="S", type=_node_states,
+                   help="only nodes in state S: ready, busy, lost, or up (ready or busy); "
+                        "repeat or comma-separate for several")
+    p.add_argument("--label", action="append", metavar="L",
+                   help="only nodes carrying label L (e.g. gpu or rack=a1); repeat to "
+                        "require several")
+    p.add_argument("--json", action="store_true", help="print the protocol's JSON")
+    p.set_defaults(func=_command("nodes", "cmd_nodes"), oneshot=True)
+    actions = p.add_subparsers(dest="nodes_action", metavar="ACTION", parser_class=_Parser)
+    forget = actions.add_parser("forget", help="forget a lost node now (its jobs and "
+                                "metrics stay; it registers again if its agent comes back)")
+    forget.add_argument("node", metavar="NAME")
+    forget.add_argument("--json", action="store_true", help="print the node's JSON")
+    forget.set_defaults(func=_command("nodes", "cmd_nodes_forget"), oneshot=True)
 
 
 def _add_run(sub: argparse._SubParsersAction[_Parser]) -> None:

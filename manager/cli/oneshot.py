@@ -134,6 +134,10 @@ class BlockingClient(_ClientShape):
         filters = {"states": list(states or []), "labels": list(labels or [])}
         return list(self.ask("nodes.list", {k: v for k, v in filters.items() if v})["nodes"])
 
+    async def forget_node(self, node: str) -> NodeReply:
+        reply: NodeReply = self.ask("node.forget", {"node": node})
+        return reply
+
     async def jobs(self, limit: int = 100) -> list[JobReply]:
         return list(self.ask("jobs.list", {"limit": limit})["jobs"])
 
