@@ -16,8 +16,8 @@ the second, one batch of ``--rate`` rows of ``scale,node=N value=…`` with
 distinct timestamps, so InfluxDB's count is exact.
 
 Before the stream, ``--known`` − ``--agents`` more nodes register and leave
-(they end ``lost``): the node list and the overview then hold ``--known``
-nodes, most of them gone, as a long-lived fleet's do. Then, for ``--duration``
+(``scripts/bench/overview.py``'s ``register_fleet``; they end ``lost``): the
+node list and the overview then hold ``--known`` nodes, as a long-lived fleet's do. Then, for ``--duration``
 seconds of streaming, it measures:
 
 * false ``lost``: ``lost`` events on the manager's PUB socket for streaming agents;
@@ -25,8 +25,9 @@ seconds of streaming, it measures:
 * ingest: points generated, acked within the run, and stored (InfluxDB ``count``
   after the agents' spools have drained), against ``agents × rate × seconds`` offered;
 * ``ptap nodes``: the CLI's whole-process wall time (3 runs);
-* the overview page: navigation to drawn (a Bokeh document whose ``nodes`` source
-  holds rows) in headless Chromium (``tests/dashboard/cdp.py``), cold and again;
+* the overview page in headless Chromium, a cold tab and a warm one: navigation to
+  drawn (its summary counts every known node and the table shows rows), both as
+  ``scripts/bench/overview.py`` measures them;
 * then, still streaming, ``--jobs`` jobs (``true``) to every streaming node: submit →
   every run running, p50/p95, with ``scripts/bench/dispatch.py``'s measurement.
 
@@ -46,14 +47,12 @@ import argparse
 import asyncio
 import contextlib
 import json
-import multiprocessing as mp
 import os
 import statistics
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -63,155 +62,24 @@ sys.path.insert(0, str(REPO))
 import zmq  # noqa: E402
 import zmq.asyncio  # noqa: E402
 
-from bus import topics  # noqa: E402
 from bus.client import ManagerClient  # noqa: E402
-from bus.sockets import SocketTuning, make_socket, receive_forever  # noqa: E402
 from scripts.bench import dispatch as dsp  # noqa: E402
 from scripts.bench.hostile import vm_hwm_mb  # noqa: E402
 from scripts.bench.ingest import Deadline, manager_process  # noqa: E402
-from scripts.bench.scale_fleet import FleetSpec, worker_main  # noqa: E402
-from scripts.influxdb_local import InfluxServer, create_database, influxql  # noqa: E402
+from scripts.bench.overview import register_fleet  # noqa: E402
+from scripts.bench.scale_fleet import Fleet, LostWatch  # noqa: E402
+from scripts.bench.scale_measure import (  # noqa: E402
+    DATABASE,
+    Cpu,
+    cli_nodes,
+    overview_draw,
+    sec,
+    stored,
+)
+from scripts.influxdb_local import InfluxServer, create_database  # noqa: E402
 
-DATABASE = "ptap"
 DRAIN_S = 60.0  # after the stream stops, spools must be empty within this
-#: The overview is drawn: its document is attached and its node table has rows.
-DRAWN_JS = ("window.Bokeh && Bokeh.documents.length > 0 && (() => { const m = Bokeh.documents[0]"
-            ".get_model_by_name('nodes'); return m !== null && Object.values(m.data)[0]"
-            ".length > 0; })()")
 TARGETS = {"false_lost": 0, "ingest_ratio": 0.95, "nodes_s": 0.5, "overview_s": 2.0}
-
-
-class Fleet:
-    """The worker processes and a pipe to each."""
-
-    def __init__(self, args: argparse.Namespace, address: str, pull: str, tmp: Path) -> None:
-        ctx = mp.get_context("spawn")
-        self.pipes, self.procs = [], []
-        for index in range(args.procs):
-            spec = FleetSpec(index=index, procs=args.procs, agents=args.agents,
-                             ghosts=max(0, args.known - args.agents), address=address,
-                             pull=pull, rate=args.rate, tmp=str(tmp))
-            here, there = ctx.Pipe()
-            proc = ctx.Process(target=worker_main, args=(spec, there), daemon=True,
-                               name=f"scale-worker-{index}")
-            proc.start()
-            self.pipes.append(here)
-            self.procs.append(proc)
-
-    @property
-    def pids(self) -> list[int]:
-        return [p.pid for p in self.procs if p.pid is not None]
-
-    async def ask(self, cmd: str, arg: Any = None, timeout: float = 300.0) -> list[Any]:
-        """Send ``(cmd, arg)`` to every worker, then gather their answers."""
-        loop = asyncio.get_running_loop()
-        for pipe in self.pipes:
-            pipe.send((cmd, arg))
-        answers = []
-        for pipe, proc in zip(self.pipes, self.procs, strict=True):
-            ready = await loop.run_in_executor(None, pipe.poll, timeout)
-            if not ready:
-                raise RuntimeError(f"worker {proc.pid} did not answer {cmd!r} in {timeout:g} s")
-            answers.append(pipe.recv())
-        return answers
-
-    async def totals(self) -> dict[str, int]:
-        out: dict[str, int] = {}
-        for stats in await self.ask("stats"):
-            for key, value in stats.items():
-                out[key] = out.get(key, 0) + value
-        return out
-
-    def stop(self) -> None:
-        for pipe in self.pipes:
-            try:
-                pipe.send(("stop", None))
-            except OSError:
-                pass
-        for proc in self.procs:
-            proc.join(20)
-            if proc.is_alive():
-                proc.kill()
-                proc.join(5)
-
-
-class LostWatch:
-    """``lost`` node events on the manager's PUB socket, per node, while armed."""
-
-    def __init__(self) -> None:
-        self.armed: set[str] = set()
-        self.lost: dict[str, int] = {}
-
-    async def note(self, frames: list[bytes]) -> None:
-        if len(frames) != 3:
-            return
-        head = dsp.event_head(frames[2]) or {}
-        node = str(head.get("node", ""))
-        if head.get("kind") == "node" and head.get("state") == "lost" and node in self.armed:
-            self.lost[node] = self.lost.get(node, 0) + 1
-
-    async def follow(self, address: str) -> None:
-        ctx = zmq.asyncio.Context()
-        sock = make_socket(ctx, zmq.SUB, SocketTuning())
-        sock.setsockopt(zmq.SUBSCRIBE, topics.NODE_EVENTS.encode())
-        sock.connect(address)
-        try:
-            await receive_forever(sock, self.note, drain=1024)
-        finally:
-            sock.close(linger=0)
-            ctx.destroy(linger=0)
-
-
-class Cpu:
-    """CPU seconds of the manager, influxd and the workers, and of the whole host."""
-
-    def __init__(self, manager: int, influxd: int, workers: list[int]) -> None:
-        agents = [dsp.process_cpu(pid) for pid in workers]
-        self.clocks: dict[str, Callable[[], float]] = {
-            "manager": dsp.process_cpu(manager), "influxd": dsp.process_cpu(influxd),
-            "agents": lambda: sum(clock() for clock in agents)}
-
-    def read(self) -> dict[str, float]:
-        return {**{k: c() for k, c in self.clocks.items()}, "host": dsp.host_busy(),
-                "wall": time.monotonic()}
-
-    @staticmethod
-    def cores(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
-        wall = b["wall"] - a["wall"]
-        return {k: (b[k] - a[k]) / wall for k in a if k != "wall"}
-
-
-def cli_nodes(router: int, runs: int = 3) -> list[float]:
-    """Wall seconds of ``ptap nodes`` (the whole CLI process), ``runs`` times."""
-    out = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        done = subprocess.run([sys.executable, "-m", "manager.cli.main", "--manager",
-                               f"127.0.0.1:{router}", "nodes"], cwd=REPO, env=dsp.child_env(),
-                              capture_output=True, timeout=60)
-        out.append(time.perf_counter() - t0)
-        if done.returncode != 0:
-            raise RuntimeError(f"ptap nodes exited {done.returncode}: {done.stderr[-300:]!r}")
-    return out
-
-
-def overview_draw(url: str, tmp: Path, tries: int = 2) -> list[float]:
-    """Seconds from navigation to a drawn overview, a cold tab then warm ones."""
-    from tests.dashboard.cdp import Browser
-
-    browser = Browser(tmp / "chromium").start()
-    try:
-        out = []
-        for _ in range(tries):
-            tab = browser.new_tab()
-            t0 = time.perf_counter()
-            tab.navigate(f"{url}/")
-            tab.wait(DRAWN_JS, 180, "the overview drawn")
-            out.append(time.perf_counter() - t0)
-            tab.close()
-        return out
-    finally:
-        browser.stop()
 
 
 # --- the run -------------------------------------------------------------------------------
@@ -260,10 +128,13 @@ async def bring_up(run: Run, res: dict[str, Any]) -> None:
     assert run.fleet is not None
     answers = await run.fleet.ask("up", timeout=dsp.READY_TIMEOUT + 120)
     res["registered"] = sum(a["registered"] for a in answers)
-    res["ghosts"] = sum(a["ghosts"] for a in answers)
     res["register_s"] = max(a["seconds"] for a in answers)
     if res["registered"] < run.args.agents:
         raise RuntimeError(f"only {res['registered']} of {run.args.agents} agents registered")
+    gone = max(0, run.args.known - run.args.agents)
+    # Nodes that register and leave (scripts/bench/overview.py's), labelled by rack.
+    res["ghosts"] = len(await asyncio.to_thread(
+        register_fleet, f"tcp://127.0.0.1:{run.ports['router']}", gone))
 
 
 async def drain(run: Run) -> dict[str, int]:
@@ -286,10 +157,16 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     watch.armed = {f"scale{i:04d}" for i in range(args.agents)}
     await fleet.ask("stream")
     c0, t_start = cpu.read(), time.monotonic()
+    phases = res["phases"] = {}  # seconds into the window each began
     await asyncio.sleep(min(10.0, args.duration / 3))  # the stream settles first
+    phases["ptap nodes"] = time.monotonic() - t_start
     res["nodes_s"] = await asyncio.to_thread(cli_nodes, run.ports["router"])
+    phases["dashboard start"] = time.monotonic() - t_start
     url = await asyncio.to_thread(run.start_dashboard)
-    res["overview_s"] = await asyncio.to_thread(overview_draw, url, run.tmp)
+    phases["overview"] = time.monotonic() - t_start
+    known = res["registered"] + res["ghosts"]
+    res["overview_s"] = await asyncio.to_thread(overview_draw, url, known, run.tmp)
+    phases["overview done"] = time.monotonic() - t_start
     left = args.duration - (time.monotonic() - t_start)
     if left > 0:
         await asyncio.sleep(left)  # the measured window itself
@@ -298,8 +175,10 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     res["cores"] = Cpu.cores(c0, c1)
     res["manager_rss_mb"] = vm_hwm_mb(run.manager.pid)
     res["in_window"] = await fleet.totals()
-    res["false_lost"] = dict(watch.lost)
     res["jobs"] = await jobs_to_all(run, cpu)
+    phases["jobs done"] = time.monotonic() - t_start
+    res["false_lost"] = {"events": len(watch.times), "nodes": len(watch.lost),
+                         "at_s": sorted({round(t - t_start) for t in watch.times})}
 
 
 async def jobs_to_all(run: Run, cpu: Cpu) -> dict[str, Any] | None:
@@ -325,16 +204,6 @@ async def jobs_to_all(run: Run, cpu: Cpu) -> dict[str, Any] | None:
         submitter.close()
         ctx.destroy(linger=0)
     return dsp.summary_ms([s["running"] for s in samples])
-
-
-def stored(url: str) -> int:
-    """Points of the ``scale`` measurement InfluxDB holds."""
-    status, doc = influxql(url, 'SELECT count("value") FROM "scale"', db=DATABASE, timeout=600)
-    results: Any = doc.get("results") or [{}]
-    series = results[0].get("series")
-    if status != 200 or "error" in results[0]:
-        raise RuntimeError(f"count query: HTTP {status} {str(doc)[:200]}")
-    return int(series[0]["values"][0][1]) if series else 0
 
 
 async def ramp(run: Run, res: dict[str, Any]) -> None:
@@ -418,12 +287,15 @@ def report(r: dict[str, Any]) -> str:
         lines.append(f"ceiling: {r['ceiling']['held_ps']:,.0f} points/s held; "
                      f"limit: {r['ceiling']['limit']}")
         return "\n".join(lines)
-    t, window = r["totals"], r["window_s"]
+    t, window, lost = r["totals"], r["window_s"], r["false_lost"]
     offered = a["agents"] * a["rate"] * window
     ratio = r["in_window"]["acked"] / offered if offered else 0.0
     c = r["cores"]
     lines += [
-        f"false lost: {sum(r['false_lost'].values())} (target 0) {r['false_lost'] or ''}",
+        f"false lost: {lost['events']} events, {lost['nodes']} nodes (target 0)"
+        + (f", at {lost['at_s'][:10]} s into the window; phases began at "
+           + ", ".join(f"{k} {v:.0f} s" for k, v in r["phases"].items()) if lost["events"]
+           else ""),
         f"ingest in the {window:.0f} s window: acked {r['in_window']['acked']:,} of "
         f"{offered:,.0f} offered = {ratio:.3f} (target ≥ {TARGETS['ingest_ratio']}); "
         f"generated {t['generated']:,}, stored after drain {r['stored']:,} "
@@ -433,8 +305,9 @@ def report(r: dict[str, Any]) -> str:
         f"{c['host']:.2f} of {os.cpu_count()} cores",
         f"ptap nodes: median {statistics.median(r['nodes_s']):.2f} s, max "
         f"{max(r['nodes_s']):.2f} s (target < {TARGETS['nodes_s']} s)",
-        f"overview drawn: cold {r['overview_s'][0]:.2f} s, warm {r['overview_s'][-1]:.2f} s "
-        f"(target < {TARGETS['overview_s']} s)"]
+        "overview drawn: " + ", ".join(f"{how} {sec(o)}" for how, o in zip(
+            ("cold", "warm"), r["overview_s"], strict=False))
+        + f" (target < {TARGETS['overview_s']} s)"]
     if r.get("jobs"):
         j = r["jobs"]
         lines.append(f"job to all {a['agents']} nodes, submit → all running: p50 "

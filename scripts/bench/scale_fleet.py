@@ -9,18 +9,22 @@ in one asyncio loop and ships each agent's batch once a second at that agent's
 phase (``frac(i·φ)`` of the second, as hosts with their own clocks would),
 ``rate`` rows with distinct timestamps ``t0 + s·1e9 + k·1e9/rate``.
 
+:class:`Fleet` is the bench's side: the worker processes and a pipe to each,
+and :class:`LostWatch` counts the ``lost`` events of streaming nodes.
+
 Commands come over a :mod:`multiprocessing` pipe, one ``(cmd, arg)`` each, one
-answer each: ``up`` (register this worker's agents, then its ghosts — nodes that
-register and leave), ``stream`` (start shipping), ``rate`` (change the rate),
+answer each: ``up`` (register this worker's agents), ``stream`` (start shipping), ``rate`` (change the rate),
 ``halt`` (stop shipping), ``stats`` (counts) and ``stop``.
 """
 
 from __future__ import annotations
 
+import argparse
 import asyncio
 import contextlib
 import logging
 import math
+import multiprocessing as mp
 import time
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
@@ -33,9 +37,11 @@ import zmq.asyncio
 from agent.link import Link, LinkTiming
 from agent.runner import RunnerOptions
 from agent.shipper import Shipper, Spool
+from bus import topics
 from bus.messages import MetricAck, Welcome
 from bus.metrics import Series
-from bus.sockets import SocketTuning, make_socket
+from bus.sockets import SocketTuning, make_socket, receive_forever
+from scripts.bench.dispatch import event_head, node_facts
 
 GOLDEN = 0.6180339887498949
 READY_TIMEOUT = 180.0
@@ -45,12 +51,11 @@ SPOOL_BATCHES, SPOOL_BYTES = 10_000, 64 * 1024 * 1024  # the agent's defaults
 @dataclass(frozen=True)
 class FleetSpec:
     """Worker ``index`` of ``procs`` holds agents ``index``, ``index + procs``, … below
-    ``agents`` (node ``scale0000+i``) and likewise ghosts below ``ghosts``."""
+    ``agents`` (node ``scale0000+i``)."""
 
     index: int
     procs: int
     agents: int
-    ghosts: int
     address: str  # the manager's ROUTER, tcp://…
     pull: str  # its PULL
     rate: float
@@ -62,16 +67,14 @@ def node_name(i: int) -> str:
 
 
 def facts() -> Any:
-    from scripts.bench.dispatch import node_facts
-
     return node_facts()
 
 
 class ScaleAgent:
     """One simulated node on the real agent code (see the module docstring)."""
 
-    def __init__(self, i: int, spec: FleetSpec, ctx: zmq.asyncio.Context, ghost: bool) -> None:
-        self.node = f"ghost{i:04d}" if ghost else node_name(i)
+    def __init__(self, i: int, spec: FleetSpec, ctx: zmq.asyncio.Context) -> None:
+        self.node = node_name(i)
         self.phase = (i * GOLDEN) % 1.0
         workdir = Path(spec.tmp) / "runs" / self.node
         self.link = Link(spec.address, self.node, facts(), ctx=ctx,
@@ -120,16 +123,14 @@ class ScaleAgent:
 
 
 class WorkerFleet:
-    """This worker's agents and ghosts, and the streaming loop."""
+    """This worker's agents and the streaming loop."""
 
     def __init__(self, spec: FleetSpec) -> None:
         self.spec = spec
         self.ctx = zmq.asyncio.Context()
         mine = range(spec.index, spec.agents, spec.procs)
-        ghosts = range(spec.index, spec.ghosts, spec.procs)
-        self.ctx.set(zmq.MAX_SOCKETS, 2 * (len(mine) + len(ghosts)) + 64)
-        self.agents = [ScaleAgent(i, spec, self.ctx, ghost=False) for i in mine]
-        self.ghost_ids = list(ghosts)
+        self.ctx.set(zmq.MAX_SOCKETS, 2 * len(mine) + 64)
+        self.agents = [ScaleAgent(i, spec, self.ctx) for i in mine]
         self.rate = spec.rate
         self.streaming: asyncio.Task[None] | None = None
         self.behind = 0.0  # the most the loop fell behind an agent's phase, seconds
@@ -138,22 +139,11 @@ class WorkerFleet:
         t0 = time.monotonic()
         for agent in self.agents:
             agent.start()
-        await self._registered(self.agents)
-        ghosts = [ScaleAgent(i, self.spec, self.ctx, ghost=True) for i in self.ghost_ids]
-        for ghost in ghosts:
-            ghost.start()
-        await self._registered(ghosts)
-        ghost_ok = sum(g.link.registered.is_set() for g in ghosts)
-        for ghost in ghosts:
-            await ghost.close()
-        return {"registered": sum(a.link.registered.is_set() for a in self.agents),
-                "ghosts": ghost_ok, "seconds": time.monotonic() - t0}
-
-    @staticmethod
-    async def _registered(agents: list[ScaleAgent]) -> None:
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(READY_TIMEOUT):
-                await asyncio.gather(*(a.link.registered.wait() for a in agents))
+                await asyncio.gather(*(a.link.registered.wait() for a in self.agents))
+        return {"registered": sum(a.link.registered.is_set() for a in self.agents),
+                "seconds": time.monotonic() - t0}
 
     async def stream(self) -> None:
         """Each agent's batch once a second at its phase, until cancelled."""
@@ -220,3 +210,90 @@ def worker_main(spec: FleetSpec, conn: Connection) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     with contextlib.suppress(EOFError, KeyboardInterrupt):
         asyncio.run(serve(spec, conn))
+
+
+# --- the bench's side ---------------------------------------------------------------------
+
+
+class Fleet:
+    """The worker processes and a pipe to each."""
+
+    def __init__(self, args: argparse.Namespace, address: str, pull: str, tmp: Path) -> None:
+        ctx = mp.get_context("spawn")
+        self.pipes, self.procs = [], []
+        for index in range(args.procs):
+            spec = FleetSpec(index=index, procs=args.procs, agents=args.agents,
+                             address=address,
+                             pull=pull, rate=args.rate, tmp=str(tmp))
+            here, there = ctx.Pipe()
+            proc = ctx.Process(target=worker_main, args=(spec, there), daemon=True,
+                               name=f"scale-worker-{index}")
+            proc.start()
+            self.pipes.append(here)
+            self.procs.append(proc)
+
+    @property
+    def pids(self) -> list[int]:
+        return [p.pid for p in self.procs if p.pid is not None]
+
+    async def ask(self, cmd: str, arg: Any = None, timeout: float = 300.0) -> list[Any]:
+        """Send ``(cmd, arg)`` to every worker, then gather their answers."""
+        loop = asyncio.get_running_loop()
+        for pipe in self.pipes:
+            pipe.send((cmd, arg))
+        answers = []
+        for pipe, proc in zip(self.pipes, self.procs, strict=True):
+            ready = await loop.run_in_executor(None, pipe.poll, timeout)
+            if not ready:
+                raise RuntimeError(f"worker {proc.pid} did not answer {cmd!r} in {timeout:g} s")
+            answers.append(pipe.recv())
+        return answers
+
+    async def totals(self) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for stats in await self.ask("stats"):
+            for key, value in stats.items():
+                out[key] = out.get(key, 0) + value
+        return out
+
+    def stop(self) -> None:
+        for pipe in self.pipes:
+            try:
+                pipe.send(("stop", None))
+            except OSError:
+                pass
+        for proc in self.procs:
+            proc.join(20)
+            if proc.is_alive():
+                proc.kill()
+                proc.join(5)
+
+
+class LostWatch:
+    """``lost`` node events on the manager's PUB socket for armed nodes: per node, and
+    when (``time.monotonic()``)."""
+
+    def __init__(self) -> None:
+        self.armed: set[str] = set()
+        self.lost: dict[str, int] = {}
+        self.times: list[float] = []
+
+    async def note(self, frames: list[bytes]) -> None:
+        if len(frames) != 3:
+            return
+        head = event_head(frames[2]) or {}
+        node = str(head.get("node", ""))
+        if head.get("kind") == "node" and head.get("state") == "lost" and node in self.armed:
+            self.lost[node] = self.lost.get(node, 0) + 1
+            self.times.append(time.monotonic())
+
+    async def follow(self, address: str) -> None:
+        ctx = zmq.asyncio.Context()
+        sock = make_socket(ctx, zmq.SUB, SocketTuning())
+        sock.setsockopt(zmq.SUBSCRIBE, topics.NODE_EVENTS.encode())
+        sock.connect(address)
+        try:
+            await receive_forever(sock, self.note, drain=1024)
+        finally:
+            sock.close(linger=0)
+            ctx.destroy(linger=0)
