@@ -118,7 +118,9 @@ def observer_text(obs: dict[str, Any]) -> str:
     if cpu is None and rss is None:
         return "not measured"
     dropped = as_float(obs.get("samples_dropped")) or 0.0
+    kernel = as_float(obs.get("app_dropped")) or 0.0
     tail = f", {dropped:.0f} samples dropped" if dropped else ""
+    tail += f", {kernel:.0f} app datagrams dropped by the kernel" if kernel else ""
     return f"{number(cpu, '%')} CPU mean, {number(rss, 'B')} RSS{tail}"
 
 
@@ -219,9 +221,9 @@ def observer_table(obs: dict[str, Any]) -> str:
         cpu, rss = as_dict(o.get("cpu_pct")), as_dict(o.get("rss"))
         rows.append([node, number(as_float(cpu.get("mean")), "%"),
                      number(as_float(cpu.get("max")), "%"), number(as_float(rss.get("max")), "B"),
-                     o.get("spool_depth_max"), o.get("samples_dropped")])
+                     o.get("spool_depth_max"), o.get("samples_dropped"), o.get("app_dropped")])
     return html_table(["node", "agent CPU mean", "CPU max", "RSS max", "spool max",
-                       "samples dropped"], rows, css="grid observer")
+                       "samples dropped", "app datagrams dropped"], rows, css="grid observer")
 
 
 def _phases(run: dict[str, Any], catalogue: dict[str, Any]) -> str:

@@ -151,8 +151,10 @@ def _observer_table(obs: dict[str, dict[str, Any]]) -> str:
     rows = [[n, number(o["cpu_pct"]["mean"], "%") if o["cpu_pct"] else None,
              number(o["cpu_pct"]["max"], "%") if o["cpu_pct"] else None,
              number(o["rss"]["max"], "B") if o["rss"] else None,
-             o["spool_depth_max"], o["samples_dropped"]] for n, o in obs.items()]
-    return table(["NODE", "AGENT CPU MEAN", "CPU MAX", "RSS MAX", "SPOOL MAX", "DROPPED"], rows)
+             o["spool_depth_max"], o["samples_dropped"], o.get("app_dropped", 0.0)]
+            for n, o in obs.items()]
+    return table(["NODE", "AGENT CPU MEAN", "CPU MAX", "RSS MAX", "SPOOL MAX", "DROPPED",
+                  "APP DROPPED"], rows)
 
 
 def report_csv(r: dict[str, Any]) -> str:

@@ -249,12 +249,14 @@ def _observer(runs: list[RunData]) -> dict[str, Any]:
         parts = [rd.points[mid][1] for rd in runs if mid in rd.points]
         return np.concatenate(parts) if parts else np.empty(0)
 
-    dropped = pooled("agent.samples_dropped")
+    dropped, lost_app = pooled("agent.samples_dropped"), pooled("agent.app_dropped")
     return {
         "cpu_pct": summarize(pooled("agent.cpu_pct")),
         "rss": summarize(pooled("agent.rss")),
         "spool_depth_max": float(pooled("agent.spool_depth").max(initial=0.0)),
         "samples_dropped": float(dropped.max() - dropped.min()) if dropped.size else 0.0,
+        # The kernel's drops on the runs' app UDP endpoints (a running total, as above).
+        "app_dropped": float(lost_app.max() - lost_app.min()) if lost_app.size else 0.0,
     }
 
 

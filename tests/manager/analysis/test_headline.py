@@ -67,3 +67,17 @@ def test_full_tables_follow_in_human_units_and_json_csv_stay_as_they_were() -> N
     csv_text = render.render(r, "csv")
     assert csv_text.splitlines()[0].startswith("scope,run,node,iteration,metric")
     assert render.render(r, "json").count('"memory_bytes": 25324953600') == 1
+
+
+def test_the_kernel_s_app_drops_are_in_the_observer_figures() -> None:
+    times = [T + s for s in range(0, 11)]
+    n = len(times)
+    raw = {"agent": [series("agent", {"node": "n1"}, times, cpu_pct=[0.5] * n,
+                            rss=[40 * 2**20] * n, samples_dropped=[0] * n,
+                            spool_depth=[0] * n, app_dropped=[7] * 5 + [19] * (n - 5))]}
+    j = job([run("n1", 1, T, T + 10)])
+    r = render.plain(report.report_object(report.analyse(j, {}, raw, now=T + 100)))
+    assert r["observer"]["n1"]["app_dropped"] == 12.0, "the increase during the run"
+    top = re.sub(r"<[^>]+>", "", headline(r, None, ""))
+    assert "12 app datagrams dropped by the kernel" in top
+    assert "APP DROPPED" in render.report_text(r)
