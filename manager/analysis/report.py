@@ -215,6 +215,7 @@ def job_header(job: dict[str, Any]) -> dict[str, Any]:
         "collect": list(spec.get("collect", [])), "interval": spec.get("interval"),
         "repeat": spec.get("repeat", 1), "tags": dict(spec.get("tags") or {}),
         "nodes": sorted({str(r["node"]) for r in job.get("runs", [])}),
+        "series": str(spec.get("series") or ""),
     }
 
 

@@ -81,3 +81,14 @@ def test_the_kernel_s_app_drops_are_in_the_observer_figures() -> None:
     top = re.sub(r"<[^>]+>", "", headline(r, None, ""))
     assert "12 app datagrams dropped by the kernel" in top
     assert "APP DROPPED" in render.report_text(r)
+
+
+def test_a_job_s_series_is_in_its_report_and_named_by_the_headline() -> None:
+    j = job([run("n1", 1, T, T + 10)])
+    j["spec"]["series"] = "nightly-build"
+    r = render.plain(report.report_object(report.analyse(j, {}, {}, now=T + 100)))
+    assert r["job"]["series"] == "nightly-build"
+    assert ">nightly-build</a>" in headline(r, None, "/history?series=nightly-build")
+    del j["spec"]["series"]
+    r = render.plain(report.report_object(report.analyse(j, {}, {}, now=T + 100)))
+    assert r["job"]["series"] == "" and f">{j['name']}<" in headline(r, None, "/h")
