@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import ctypes
 import logging
 import os
 import select
@@ -44,8 +45,6 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-
-from bus.daemon import set_process_name
 
 log = logging.getLogger("ptap-supervise")
 
@@ -121,6 +120,18 @@ def failed(status: int | None) -> bool:
     if status < 0:
         return -status not in {int(s) for s in CLEAN_SIGNALS}
     return status != 0
+
+
+def name_process(name: str) -> None:
+    """``ps``, ``top`` and ``/proc/PID/comm`` show ``name`` (prctl PR_SET_NAME, 15 bytes).
+
+    The same as ``bus.daemon.set_process_name``, repeated here on purpose: the
+    supervisor imports nothing of ptap (nor, through it, asyncio), so it keeps
+    running whatever state the code it restarts is in, in 16 MB instead of 23.
+    """
+    pr_set_name = 15
+    with contextlib.suppress(OSError, AttributeError):  # not Linux: keep the name
+        ctypes.CDLL(None).prctl(pr_set_name, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
 
 
 def write_pidfile(path: Path, pid: int) -> None:
@@ -315,7 +326,7 @@ def main(argv: list[str] | None = None) -> int:
     args, command = parse_args(sys.argv[1:] if argv is None else argv)
     logging.basicConfig(level=logging.INFO, stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    set_process_name("ptap-supervise")
+    name_process("ptap-supervise")
     target: Child | Adopted = (Adopted(command, args.pidfile, args.adopt) if args.adopt
                                else Child(command, args.pidfile))
     backoff = Backoff(args.delay, args.max_delay, args.healthy_after)
