@@ -14,7 +14,7 @@ import time
 from typing import TYPE_CHECKING
 
 from bus import codec
-from bus.errors import VersionMismatch
+from bus.errors import ErrorCode, VersionMismatch
 from bus.messages import (
     PROTOCOL_VERSION,
     Heartbeat,
@@ -63,7 +63,7 @@ async def handle_register(mgr: Manager, peer: bytes, msg: Register,
     if not reg.accepted:
         mgr.bad_frames.warn("name-taken", f"refused node {msg.node} from peer {peer.hex()}: "
                             "name taken by a live peer")
-        await mgr.reply_error(peer, "", "name-taken",
+        await mgr.reply_error(peer, "", ErrorCode.NAME_TAKEN,
                               f"node name {msg.node} is held by another live agent")
         return
     if reg.replaced is not None:
@@ -95,7 +95,7 @@ async def _speaks_our_protocol(mgr: Manager, peer: bytes, msg: Register) -> bool
                               f"{PROTOCOL_VERSION}: install the same ptap version on both")
         return False
     if not valid_node_name(msg.node):
-        await mgr.reply_error(peer, "", "bad-request",
+        await mgr.reply_error(peer, "", ErrorCode.BAD_REQUEST,
                               f"node name {msg.node[:80]!r} is not 1-64 letters, digits, _ . -")
         return False
     return True
@@ -232,14 +232,14 @@ async def handle_run_update(mgr: Manager, peer: bytes, msg: RunUpdate) -> None:
     if run is None:
         replies = _answer_unknown(mgr, node.name, msg.run)
     elif run.node != node.name:
-        await mgr.reply_error(peer, "", "bad-request",
+        await mgr.reply_error(peer, "", ErrorCode.BAD_REQUEST,
                               f"run {run.id} belongs to node {run.node}, not {node.name}")
         return
     else:
         try:
             changed, replies = _take_report(run, msg.run)
         except InvalidTransition as exc:
-            await mgr.reply_error(peer, "", "bad-request", f"run {run.id}: {exc}")
+            await mgr.reply_error(peer, "", ErrorCode.BAD_REQUEST, f"run {run.id}: {exc}")
             return
         # Stored with the rest of this turn's updates; the ack waits for that commit
         # (also a resend's: its first copy may be staged still), and the node's next

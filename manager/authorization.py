@@ -31,6 +31,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from bus import codec
+from bus.errors import ErrorCode
 from bus.messages import Message, MsgType
 from config.schema import ServerSecurity
 from manager.keys import KeyState, KeyStore, Principal, Role
@@ -92,7 +93,7 @@ async def authorize(mgr: Manager, peer: bytes, msg: Message, key: bytes | None) 
                             f"key {_short(key)} is {who.role.value}"
                             f"{' of node ' + who.node if who.node else ''}",
                             time.monotonic())
-        await mgr.reply_error(peer, getattr(msg, "req_id", ""), "not-authorized", why)
+        await mgr.reply_error(peer, getattr(msg, "req_id", ""), ErrorCode.NOT_AUTHORIZED, why)
     return allowed
 
 
@@ -118,7 +119,7 @@ async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
         refusal = _refused_until_accepted(mgr, mgr.keys, peer, node, key, address) \
             or _file_new_key(mgr, mgr.keys, node, key, address)
         if refusal:
-            await mgr.reply_error(peer, "", "not-authorized", refusal)
+            await mgr.reply_error(peer, "", ErrorCode.NOT_AUTHORIZED, refusal)
             return False
         who = mgr.keys.who(key)
     if who.role is Role.AGENT:
@@ -126,16 +127,16 @@ async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
             return True
         log.warning("refused registration as node %s from peer %s: its key is accepted "
                     "for node %s", node, peer.hex(), who.node)
-        await mgr.reply_error(peer, "", "key-mismatch",
+        await mgr.reply_error(peer, "", ErrorCode.KEY_MISMATCH,
                               f"this key is accepted for node {who.node}, not {node}; "
                               f"start the agent as {who.node}, or give it its own keys_dir")
         return False
     if who.role is Role.PENDING:
-        await mgr.reply_error(peer, "", "pending",
+        await mgr.reply_error(peer, "", ErrorCode.PENDING,
                               f"key for node {who.node} is pending; run ptap keys accept "
                               f"{who.node} on the manager")
         return False
-    await mgr.reply_error(peer, "", "not-authorized",
+    await mgr.reply_error(peer, "", ErrorCode.NOT_AUTHORIZED,
                           "this key may not register an agent; an agent uses its own key pair")
     return False
 

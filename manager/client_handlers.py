@@ -20,6 +20,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
+from bus.errors import ErrorCode
 from bus.messages import (
     PROTOCOL_VERSION,
     CompareGet,
@@ -73,7 +74,7 @@ async def handle_job_submit(mgr: Manager, peer: bytes, msg: JobSubmit) -> None:
             raise SpecError(f"node {barred[0]}'s key is not accepted (see ptap keys list)")
         runs = scheduler.expand(job_id, msg.spec, nodes)
     except SpecError as exc:
-        await mgr.reply_error(peer, msg.req_id, "bad-request", f"job refused: {exc}")
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.BAD_REQUEST, f"job refused: {exc}")
         return
     job = Job(id=job_id, spec=msg.spec, created_at=time.time())
     mgr.store.add_job(job, runs)
@@ -99,7 +100,7 @@ async def handle_job_get(mgr: Manager, peer: bytes, msg: JobGet) -> None:
     """``job.get``: one job with its runs and output tails; ``not-found`` if unknown."""
     found = mgr.bookkeeper.job_dict(msg.job_id)
     if found is None:
-        await mgr.reply_error(peer, msg.req_id, "not-found", f"no job {msg.job_id[:40]!r}")
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.NOT_FOUND, f"no job {msg.job_id[:40]!r}")
         return
     await mgr.send(peer, Reply(req_id=msg.req_id, result=found))
 
@@ -111,7 +112,7 @@ async def handle_job_cancel(mgr: Manager, peer: bytes, msg: JobCancel) -> None:
     if msg.job_id not in mgr.book.jobs:
         found = mgr.bookkeeper.job_dict(msg.job_id)
         if found is None:
-            await mgr.reply_error(peer, msg.req_id, "not-found", f"no job {msg.job_id[:40]!r}")
+            await mgr.reply_error(peer, msg.req_id, ErrorCode.NOT_FOUND, f"no job {msg.job_id[:40]!r}")
         else:
             await mgr.send(peer, Reply(req_id=msg.req_id, result=found))
         return
@@ -161,7 +162,7 @@ async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
     """
     keys = mgr.keys
     if keys is None:
-        await mgr.reply_error(peer, msg.req_id, "bad-request",
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.BAD_REQUEST,
                               "CURVE is off: keys are not used; set [security] curve = yes")
         return
     if msg.action == "list":
@@ -171,20 +172,20 @@ async def handle_keys(mgr: Manager, peer: bytes, msg: Keys) -> None:
         await mgr.send(peer, Reply(req_id=msg.req_id, result=_key_summary(mgr, keys)))
         return
     if msg.action not in _KEY_STATES:
-        await mgr.reply_error(peer, msg.req_id, "bad-request",
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.BAD_REQUEST,
                               f"keys action {msg.action[:20]!r} is not list, summary, accept, "
                               "reject or revoke")
         return
     entry = _key_entry(keys.listing(), msg.node) if KEY_NODE_NAME.fullmatch(msg.node) else None
     if entry is None:
-        await mgr.reply_error(peer, msg.req_id, "not-found",
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.NOT_FOUND,
                               f"no agent key for node {msg.node[:80]!r}; see ptap keys list")
         return
     target = _KEY_STATES[msg.action]
     full = authorization.accept_refusal(mgr, msg.node) \
         if target is KeyState.ACCEPTED and entry["state"] != target else ""
     if full:
-        await mgr.reply_error(peer, msg.req_id, "bad-request", full)
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.BAD_REQUEST, full)
         return
     keys.set_state(msg.node, target)
     entry = _key_entry(keys.listing(), msg.node) or entry
@@ -281,7 +282,7 @@ async def _analysis_reply(mgr: Manager, peer: bytes, req_id: str, work: Awaitabl
         return
     except Exception as exc:  # a bug in the analysis must not go unanswered
         log.exception("analysis for request %s failed", req_id)
-        await mgr.reply_error(peer, req_id, "internal",
+        await mgr.reply_error(peer, req_id, ErrorCode.INTERNAL,
                               f"the manager failed on this report ({type(exc).__name__}); "
                               "see its log")
         return
@@ -328,7 +329,7 @@ async def _status_reply(mgr: Manager, peer: bytes, req_id: str) -> None:
         }
     except Exception as exc:  # a bug here must not leave the request unanswered
         log.exception("status request %s failed", req_id)
-        await mgr.reply_error(peer, req_id, "internal",
+        await mgr.reply_error(peer, req_id, ErrorCode.INTERNAL,
                               f"the manager failed on status.get ({type(exc).__name__}); "
                               "see its log")
         return

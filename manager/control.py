@@ -27,7 +27,7 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from bus import codec
-from bus.errors import ProtocolError
+from bus.errors import ErrorCode, ProtocolError
 from bus.messages import Error, Message, MsgType, Register
 from manager import frame_gate
 from manager.agent_handlers import handle_heartbeat, handle_register, handle_run_update
@@ -76,7 +76,7 @@ async def handle_frames(mgr: Manager, frames: list[bytes], key: bytes | None = N
         await reject_frame(mgr, peer, body, exc)
         return
     if msg.TYPE in AGENT_ONLY and mgr.registry.node_for(peer) is None:
-        await mgr.reply_error(peer, "", "not-registered",
+        await mgr.reply_error(peer, "", ErrorCode.NOT_REGISTERED,
                               f"{msg.TYPE.value} from a peer that has not registered: "
                               "send agent.register first")
         return
@@ -120,7 +120,7 @@ async def handle_unexpected(mgr: Manager, peer: bytes, msg: Message) -> None:
         return
     mgr.bad_frames.warn("unexpected", f"{who} sent {msg.TYPE.value}, which the manager "
                         "does not accept", time.monotonic())
-    await mgr.reply_error(peer, getattr(msg, "req_id", ""), "bad-request",
+    await mgr.reply_error(peer, getattr(msg, "req_id", ""), ErrorCode.BAD_REQUEST,
                           f"{msg.TYPE.value} is not accepted by the manager")
 
 

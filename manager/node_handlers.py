@@ -12,6 +12,7 @@ import logging
 import time
 from typing import TYPE_CHECKING
 
+from bus.errors import ErrorCode
 from bus.messages import NodeForget, NodesList, NodeState, Reply
 
 if TYPE_CHECKING:
@@ -30,7 +31,7 @@ async def handle_nodes_list(mgr: Manager, peer: bytes, msg: NodesList) -> None:
         states = frozenset(NodeState(s) for s in msg.states)
     except ValueError:
         bad = next(s for s in msg.states if s not in set(NodeState))
-        await mgr.reply_error(peer, msg.req_id, "bad-request",
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.BAD_REQUEST,
                               f"no node state {bad[:40]!r}; use {STATE_NAMES}")
         return
     now, wall = time.monotonic(), time.time()
@@ -45,11 +46,11 @@ async def handle_node_forget(mgr: Manager, peer: bytes, msg: NodeForget) -> None
     agent would only register again)."""
     node = mgr.registry.get(msg.node)
     if node is None:
-        await mgr.reply_error(peer, msg.req_id, "not-found",
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.NOT_FOUND,
                               f"no node {msg.node[:64]!r} is known; ptap nodes lists them")
         return
     if not node.lost:
-        await mgr.reply_error(peer, msg.req_id, "bad-request",
+        await mgr.reply_error(peer, msg.req_id, ErrorCode.BAD_REQUEST,
                               f"node {node.name} is {node.state.value}, not lost; stop its "
                               "agent first, or it registers again at once")
         return

@@ -31,6 +31,7 @@ import zmq
 import zmq.asyncio
 
 from bus import topics
+from bus.errors import ErrorCode
 from bus.messages import Error, Heartbeat, MetricAck
 from bus.ratelimit import RateLimitedLog
 from bus.security import Gatekeeper, peer_address, peer_key
@@ -300,7 +301,7 @@ class Manager:
             await self.reply_error(
                 bytes(frames[0]),
                 control.req_id_of(self, frames[1:]),
-                "internal",
+                ErrorCode.INTERNAL,
                 "the manager failed on this request; see its log",
             )
 

@@ -23,6 +23,7 @@ from dataclasses import asdict, dataclass
 from enum import StrEnum
 from typing import Any
 
+from bus.errors import ErrorCode
 from bus.states import NodeState
 from manager.cli import render
 from manager.cli.doctor_facts import Facts as Facts
@@ -132,7 +133,7 @@ def _unreachable(facts: Facts) -> tuple[str, str]:
         return (f"the CURVE handshake with manager {where} failed: {keys}/server.key is not "
                 "its key", "copy the manager's keys_dir/server.key (with admin.key and "
                 "admin.key_secret), or pass --keys with its keys_dir")
-    if facts.manager_error.startswith("not-authorized"):
+    if facts.manager_error.startswith(ErrorCode.NOT_AUTHORIZED):
         return (f"manager {where} refused this CLI's key ({_keys(facts)}): it is not an "
                 "administrator's",
                 "use the manager's admin key (keys_dir/admin.key_secret), or add its "
