@@ -84,7 +84,7 @@ def summary_html(s: FleetSummary) -> str:
     """The summary block (every value escaped)."""
     counts = " · ".join(f"<span class='state-{st}'>{s.states.get(st, 0):,} {st}</span>"
                         for st in STATES)
-    head = f"<p><b>{s.total:,} nodes</b>: {counts}</p>"
+    head = f"<p><b>{s.total:,} node{'' if s.total == 1 else 's'}</b>: {counts}</p>"
     if not s.labels:
         return head
     rows = "".join(
