@@ -16,7 +16,6 @@ from bus.messages import Heartbeat, NodesList, Reply
 from bus.sockets import SocketTuning, make_socket
 from tests.manager.test_control import WAIT, FakeAgent, harness, until
 
-
 #: A deadline for a node to be swept lost that a busy 2-core host still meets.
 LOADED_HOST = 30.0
 
@@ -110,3 +109,24 @@ def test_forget_a_lost_node_and_it_registers_again_as_new(tmp_path: Path) -> Non
                 beat.cancel()
 
     asyncio.run(scenario())
+
+
+def test_nodes_gone_longer_than_forget_after_are_forgotten(tmp_path: Path) -> None:
+    """``[basic] forget_after`` as configured reaches the registry's sweep."""
+    async def scenario() -> None:
+        async with harness(tmp_path / "m.db", **{"basic.interval": "0.1", "basic.liveness": "1",
+                                                 "basic.forget_after": "2"}) as h:
+            gone, live = h.agent("gone"), h.agent("live")
+            await gone.register()
+            await live.register()
+            beat = asyncio.ensure_future(keep_alive(live))
+            async with h.client() as client:
+                assert names(await client.nodes()) == ["gone", "live"]
+                await until(lambda: _only(client, ["live"]), LOADED_HOST)
+            beat.cancel()
+
+    asyncio.run(scenario())
+
+
+async def _only(client, wanted: list[str]) -> bool:  # type: ignore[no-untyped-def]
+    return names(await client.nodes()) == wanted
