@@ -284,3 +284,27 @@ def test_start_all_restarts_each_daemon_killed_by_sigkill_within_5_s(
         assert f"stopped {name} (pid {after[name]}, and its supervisor pid " in stopped.stdout
     wait_for(lambda: not any(alive(pid) for pid in after.values()), 10, "every pid to end")
     assert not list(run_dir.glob("*.pid"))
+
+
+@pytest.mark.integration
+def test_start_all_still_fails_fast_when_a_daemon_cannot_start(
+        restart_env: dict[str, str], cluster_logs: Path, tmp_path: Path) -> None:
+    """A busy port is not a crash to retry: start-all stops the supervisor and says why."""
+    run_dir = Path(restart_env["PTAP_VAR"]) / "run"
+    with socket.socket() as squatter:
+        squatter.bind(("127.0.0.1", int(restart_env["PTAP_MANAGER_PORT"])))
+        squatter.listen()
+        started = time.monotonic()
+        done = script("start-all", restart_env, tmp_path)
+        took = time.monotonic() - started
+    output = done.stdout + done.stderr
+    assert done.returncode == 1, output
+    assert "Address already in use" in done.stderr, output
+    assert done.stderr.rstrip().endswith(
+        "start-all: manager did not start — fix the cause above, then run scripts/start-all "
+        "again"), output
+    assert took < 60, took  # not PTAP_START_TIMEOUT (60 s) of restarts
+    left = pids_in(run_dir)
+    assert "manager.supervisor" not in left or not alive(left["manager.supervisor"]), left
+    assert "manager" not in left or not alive(left["manager"]), left
+    assert alive(left["influxdb"]), left  # what did start keeps running, as before; stop-all ends it
