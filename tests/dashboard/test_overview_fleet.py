@@ -62,10 +62,12 @@ def text_of(tab: Tab, name: str) -> str:
 def test_the_overview_of_2000_nodes_draws_summarised_and_paged(
         overview: Tab, output_dir: Path) -> None:
     tab = overview
-    tab.wait(f"{model('summary')}.text.includes('2,000 lost')", 30,
-             "the simulated nodes counted lost")
+    # node1 may miss a beat on a loaded host: counted ready again once it speaks.
+    tab.wait(f"{model('summary')}.text.includes('2,000 lost') && "
+             f"{model('summary')}.text.includes('1 ready')", 30,
+             "the simulated nodes counted lost, node1 ready")
     summary = text_of(tab, "summary")
-    assert "<b>2,001 nodes</b>" in summary and "1 ready" in summary
+    assert "<b>2,001 nodes</b>" in summary
     assert "<td>gpu</td><td>0</td><td>0</td><td>200</td><td>200</td>" in summary
     assert text_of(tab, "page_info") == "nodes 1–50 of 2,001 (page 1 of 41)"
     rows = tab.js(f"{model('nodes')}.data.name")
