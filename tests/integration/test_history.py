@@ -86,6 +86,11 @@ def test_a_30_percent_cpu_step_from_job_7_is_one_regression(
         assert entry(h, metric)["change_points"] == [], entry(h, metric)
 
     _other_forms(c, jobs)
+    page = output_dir / "history-busy-loop.html"
+    rc, out, err = c.cli("history", SERIES, "--format", "html", "-o", str(page))
+    assert rc == 0 and out.strip() == str(page), err
+    assert page.read_text().lstrip().lower().startswith("<!doctype html") and SERIES in \
+        page.read_text()
 
     # Jobs from before summaries existed (here: summaries dropped) are summarised on first use.
     with sqlite3.connect(c.manager.db) as db:
