@@ -159,6 +159,7 @@ class FaultRun:
         self.ns_submit = 0
         self.pids: dict[str, int] = {}
         self.agent_prefix: list[str] = []
+        self.agent_args: list[str] = []  # more agent flags, e.g. ["--set", "S.K=V"]
 
     # --- set-up ------------------------------------------------------------------
 
@@ -173,11 +174,12 @@ class FaultRun:
         self.influx.create_database(self.db)
         self.cluster.manager.start()
         agent = self.cluster.add_agent(self.node, wait=False)
-        if self.agent_prefix:
-            # Cluster starts it outside; killed within milliseconds of its exec (long
-            # before Python has imported ZeroMQ, let alone connected), started again inside.
+        if self.agent_prefix or self.agent_args:
+            # Cluster starts it as it is; killed within milliseconds of its exec (long
+            # before Python has imported ZeroMQ, let alone connected), started again
+            # inside the namespace or with the scenario's settings.
             agent.kill()
-            agent.argv = [*self.agent_prefix, *agent.argv]
+            agent.argv = [*self.agent_prefix, *agent.argv, *self.agent_args]
             agent.spawn()
         self.wait_node(frozenset({"ready"}), 30.0)
         self.remember_pids()
@@ -281,25 +283,28 @@ class FaultRun:
     # --- the end ------------------------------------------------------------------
 
     def finish(self, job_timeout: float = 120.0) -> Outcome:
-        """Wait for the job and every point, then fill in and return the outcome."""
+        """Wait for the job and every point, then fill in and return the outcome.
+
+        Every point means every point the agent did not report dropped by the kernel:
+        the wait ends when those are stored (the problems are judged afterwards)."""
         o = self.outcome
         if not self.t_cleared:
             self.cleared()
         poll(lambda: self.job_state() in JOB_FINAL, job_timeout, f"job {self.job} to end")
-        t_end_ns = time.time_ns()
-        t_workload = time.monotonic()
+        t_end_ns, t_workload = time.time_ns(), time.monotonic()
+        job = self.cluster.job(self.job)  # the CLI, as a user reads it
+        o.job_state = str(job["state"])
+        o.udp_drops = None if self.stream else self.udp_drops(job)
+        expected = self.count - (o.udp_drops or 0) * o.per_datagram
         start = max(self.t_cleared, min(t_workload, self.t_submit + self.seconds))
         try:
-            poll(lambda: self.stored() >= self.count, DRAIN_TIMEOUT, "every point stored")
+            poll(lambda: self.stored() >= expected, DRAIN_TIMEOUT, f"{expected} points stored")
             o.drain = max(0.0, time.monotonic() - start)
         except AssertionError as exc:
             o.notes.append(str(exc))
         o.stored = self.stored()
         o.missing = self.missing() if o.stored < self.count else []
         o.cpu_gap = self.cpu_gap(t_end_ns)
-        job = self.cluster.job(self.job)  # the CLI, as a user reads it
-        o.job_state = str(job["state"])
-        o.udp_drops = None if self.stream else self.udp_drops(job)
         if o.job_state != o.expected_state:
             o.notes += [f"run {r.get('state')} exit {r.get('exit_code')} error "
                         f"{r.get('error')!r} stderr {str(r.get('stderr_tail'))[-300:]!r}"

@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from tests.faults.harness import poll
 from tests.integration.conftest import ROOT, ManagerProc
 
 SUPERVISE = ROOT / "scripts" / "supervise.py"
@@ -73,6 +74,12 @@ class SupervisedManagerProc(ManagerProc):
         except (OSError, ValueError):
             return None
         return info if info.get("pid") == self.daemon_pid() else None
+
+    def wait_ready(self, timeout: float) -> float:
+        """Seconds until the ready file names the running manager (the new one)."""
+        t0 = time.monotonic()
+        poll(self._ready, timeout, "the restarted manager's ready file", interval=0.05)
+        return time.monotonic() - t0
 
     def restarts_logged(self) -> list[str]:
         """The supervisor's restart lines so far."""

@@ -22,12 +22,18 @@ pytestmark = pytest.mark.integration
 
 PAUSE = 11.0  # the agent's SIGSTOP, as the issue measured it (a GC pause, a swap storm)
 MAX_NODE_RETURN = 5.0
+#: The smallest receive buffer the agent's config takes: a pause must overflow it.
+SMALL_RCVBUF = 1024
 
 
-def agent_pause(env: Env, stream: bool) -> Outcome:
+def agent_pause(env: Env, stream: bool, rcvbuf: int | None = None) -> Outcome:
     how = "the stream endpoint" if stream else "UDP, 20 points a datagram"
+    if rcvbuf is not None:
+        how += f", a {rcvbuf:,}-byte receive buffer"
     run = env.run(f"agent SIGSTOP {PAUSE:g} s at 2,000 app points/s over {how}", rate=2000,
                   seconds=PAUSE + 6, stream=stream)
+    if rcvbuf is not None:
+        run.agent_args = ["--set", f"collectors.app_rcvbuf={rcvbuf}"]
     run.start()
     run.submit()
     run.wait_flowing()
@@ -46,6 +52,12 @@ def agent_pause(env: Env, stream: bool) -> Outcome:
 @scenario("agent_sigstop")
 def agent_sigstop(env: Env) -> Outcome:
     return agent_pause(env, stream=False)
+
+
+@scenario("agent_sigstop_small_buffer")
+def agent_sigstop_small_buffer(env: Env) -> Outcome:
+    """The kernel must drop here: every dropped datagram counted, none silently."""
+    return agent_pause(env, stream=False, rcvbuf=SMALL_RCVBUF)
 
 
 @scenario("agent_sigstop_stream")
@@ -90,6 +102,13 @@ def agent_restart_manager_down(env: Env) -> Outcome:
 
 def test_agent_sigstop(check: Callable[..., Outcome]) -> None:
     check("agent_sigstop", max_node_return=MAX_NODE_RETURN)
+
+
+def test_agent_sigstop_small_buffer(check: Callable[..., Outcome]) -> None:
+    outcome = check("agent_sigstop_small_buffer", max_node_return=MAX_NODE_RETURN)
+    # The drops happened and were counted exactly: each lost datagram held 20 points.
+    assert outcome.lost > 0, outcome.line()
+    assert outcome.lost == (outcome.udp_drops or 0) * outcome.per_datagram, outcome.line()
 
 
 def test_agent_sigstop_stream(check: Callable[..., Outcome]) -> None:

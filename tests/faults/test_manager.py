@@ -85,10 +85,11 @@ def manager_sigkill_supervised(env: Env) -> Outcome:
     assert old is not None
     os.kill(old, signal.SIGKILL)
     new, took = manager.wait_restart(old, 30)
-    run.cleared()
+    ready = took + manager.wait_ready(60)
+    run.cleared()  # the node's return counts from the manager's ready file, as after a kill
     lines = manager.restarts_logged()
-    run.outcome.restarts.append(f"manager pid {old} -> {new} in {took:.2f} s, "
-                                f"{len(lines)} restart line(s) logged")
+    run.outcome.restarts.append(f"manager pid {old} -> {new} in {took:.2f} s (ready after "
+                                f"{ready:.1f} s), {len(lines)} restart line(s) logged")
     if took > RESTART_WITHIN or len(lines) != 1:
         run.outcome.deaths.append(f"manager pid {old}: restarted in {took:.2f} s "
                                   f"(limit {RESTART_WITHIN:g} s), restart lines {lines}")
