@@ -221,7 +221,7 @@ class Bookkeeper:
                 self._staged.runs[run.id] = run
                 self._staged.events.append((topics.job_events(run.job_id), codec.encode(Event(
                     kind="run", ts=wall, node=run.node, job_id=run.job_id, run_id=run.id,
-                    state=run.state.value, detail=run.to_dict()))))
+                    state=run.state.value, detail=dict(run.to_dict())))))
             for job in changed:
                 log.info("job %s %s", job.id, job.state.value)
                 self._staged.jobs[job.id] = job
@@ -251,9 +251,10 @@ class Bookkeeper:
                                time.monotonic(), exc_info=True)
 
     async def flush(self) -> None:
-        """Store what is staged in one commit, then publish its events in order, send
-        what waited for the store, and forget jobs that ended. If storing fails, all of
-        it stays staged, and nothing is acked that is not stored."""
+        """Store what is staged in one commit, then send what waited for the store,
+        forget jobs that ended, dispatch on the nodes they freed, and publish the events
+        in order. If storing fails, all of it stays staged, and nothing is acked that is
+        not stored."""
         staged = self._staged
         if staged.empty:
             return
@@ -263,8 +264,6 @@ class Bookkeeper:
         except Exception:
             self._staged = staged  # nothing else ran meanwhile: the save is synchronous
             raise
-        for topic, frames in staged.events:
-            await self._publish(topic, frames)
         for peer, msg in staged.after_store:
             await self._send(peer, msg)
         for job in staged.jobs.values():
@@ -272,8 +271,11 @@ class Bookkeeper:
                 self.book.drop(job.id)
                 if self.on_job_end is not None:  # stored: its history summary may be made
                     self.on_job_end(job.id)
-        if staged.dispatch_on:
+        if staged.dispatch_on:  # what it stages is published after what is published here
             await self.dispatch_queued(staged.dispatch_on)
+        # Last: a client acting on a job's end (the next submit) finds this turn's work done.
+        for topic, frames in staged.events:
+            await self._publish(topic, frames)
 
     async def close(self) -> None:
         """Store what is staged now (the manager is stopping)."""
@@ -291,7 +293,8 @@ class Bookkeeper:
         detail = job.to_dict(self.book.runs_of(job.id), tails=False)
         detail["spec"].pop("env", None)
         return topics.job_events(job.id), codec.encode(Event(
-            kind="job", ts=time.time(), job_id=job.id, state=job.state.value, detail=detail))
+            kind="job", ts=time.time(), job_id=job.id, state=job.state.value,
+            detail=dict(detail)))
 
     async def _emit(self, events: list[tuple[bytes, list[bytes]]]) -> None:
         """Publish now, or after the staged events if there are any: in order."""
@@ -325,7 +328,7 @@ class Bookkeeper:
                 log.info("node %s is back: %s", node.name, change.new.value)
             events.append((topics.node_events(node.name), codec.encode(Event(
                 kind="node", ts=wall, node=node.name, state=node.state.value,
-                detail=node.to_dict(now, wall)))))
+                detail=dict(node.to_dict(now, wall))))))
         return events
 
     # --- views for replies and reports ----------------------------------------------
@@ -334,9 +337,9 @@ class Bookkeeper:
         """The job JSON (with output tails), from memory if unfinished, else the store."""
         job = self.book.jobs.get(job_id)
         if job is not None:
-            return job.to_dict(self.book.runs_of(job_id))
+            return dict(job.to_dict(self.book.runs_of(job_id)))
         found = self.store.job(job_id)
-        return found[0].to_dict(found[1]) if found else None
+        return dict(found[0].to_dict(found[1])) if found else None
 
     def node_facts(self, node: str, when: float | None) -> tuple[dict[str, Any], str] | None:
         """``node``'s facts at wall time ``when``: as recorded in the store, else as the
