@@ -23,7 +23,7 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from manager.analysis.report import SETTLE_S
-from manager.analysis.service import Analyst, BadRequest, NotFound, Unavailable
+from manager.analysis.service import Analyst, BadRequest, NotFound
 from manager.history import build
 from manager.history.summaries import SummaryStore, series_of, summarise
 
@@ -31,6 +31,8 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+#: Jobs without a summary analysed at once on first use (each is an InfluxDB read).
+FIRST_USE_BATCH = 4
 #: Longest series name and most metrics one request may name.
 MAX_SERIES_LEN = 200
 MAX_METRICS = 64
@@ -91,23 +93,28 @@ class HistoryService:
         check_request(series, metric_ids, since, last)
         store = self.store
         now = self.clock()
-        fresh = []
-        for job_id in store.missing(series, since):
-            job = self.analyst.jobs(job_id)
-            settled = job is not None and now - float(job.get("ended_at") or 0.0) >= self.settle
-            try:
-                summary = await self.summary(job_id, keep=settled)
-            except Unavailable:
-                raise
-            except NotFound:
-                continue
-            if not settled:
-                fresh.append(summary)
+        missing = store.missing(series, since)
+        fresh: list[dict[str, Any]] = []
+        for start in range(0, len(missing), FIRST_USE_BATCH):
+            batch = missing[start:start + FIRST_USE_BATCH]
+            made = await asyncio.gather(*(self._first_use(j, now) for j in batch))
+            fresh += [summary for summary in made if summary is not None]
         summaries = store.of_series(series, since) + fresh
         if not summaries:
             raise NotFound(self._unknown(series, since))
         return await _in_executor(lambda: build.history_object(
             series, summaries, metric_ids, last=last, now=now))
+
+    async def _first_use(self, job_id: str, now: float) -> dict[str, Any] | None:
+        """Summarise a job that has none: kept if it ended long enough ago, else
+        returned for this answer only (None if it is gone)."""
+        job = self.analyst.jobs(job_id)
+        settled = job is not None and now - float(job.get("ended_at") or 0.0) >= self.settle
+        try:
+            summary = await self.summary(job_id, keep=settled)
+        except NotFound:
+            return None
+        return None if settled else summary
 
     def _unknown(self, series: str, since: float) -> str:
         if since > 0 and self.store.has_jobs(series):
