@@ -42,10 +42,11 @@ import re
 from collections import deque
 from dataclasses import dataclass, field
 from enum import StrEnum
-from typing import Any
+from typing import Any, cast
 
 from bus import codec
 from bus.messages import NodeFacts, NodeState
+from bus.replies import NodeFactsReply, NodeReply
 
 log = logging.getLogger(__name__)
 #: Node names end up in PUB topics and run ids, so they are kept plain.
@@ -106,7 +107,7 @@ class Node:
         if sent_at is not None and math.isfinite(sent_at) and sent_at > 0:
             self.offsets.append(wall - sent_at)
 
-    def to_dict(self, now: float, wall: float) -> dict[str, Any]:
+    def to_dict(self, now: float, wall: float) -> NodeReply:
         """The stable JSON shape of docs/protocol.md (``ptap nodes --json``)."""
         silent = max(0.0, now - self.last_seen)
         offset = self.clock_offset
@@ -121,7 +122,7 @@ class Node:
             "clock_offset": None if offset is None else round(offset, 4),
             "spool_depth": self.spool_depth,
             "samples_dropped": self.samples_dropped,
-            "facts": dict(self.facts_json),
+            "facts": cast(NodeFactsReply, dict(self.facts_json)),  # codec.to_dict(facts)
         }
 
 

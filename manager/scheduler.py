@@ -16,7 +16,7 @@ from __future__ import annotations
 import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import cast
 
 from bus import codec
 from bus.messages import (
@@ -27,6 +27,7 @@ from bus.messages import (
     RunState,
     run_settings_problem,
 )
+from bus.replies import JobReply, JobSpecReply, RunReply
 from bus.states import JobState as JobState  # its home; re-exported here
 from manager.registry import Node
 
@@ -74,30 +75,20 @@ class Run:
     error: str = ""
     cancel_requested: bool = False
 
-    def to_dict(self, tails: bool = True) -> dict[str, Any]:
+    def to_dict(self, tails: bool = True) -> RunReply:
         """The run JSON of docs/protocol.md; ``tails=False`` leaves out the output."""
-        out = {k: getattr(self, k) for k in _RUN_KEYS}
-        out["state"] = self.state.value
+        out: RunReply = {
+            "id": self.id, "job_id": self.job_id, "node": self.node,
+            "iteration": self.iteration, "state": self.state.value, "pid": self.pid,
+            "exit_code": self.exit_code, "dispatched_at": self.dispatched_at,
+            "started_at": self.started_at, "ended_at": self.ended_at,
+            "stdout_tail": self.stdout_tail, "stderr_tail": self.stderr_tail,
+            "error": self.error,
+        }
         if not tails:
             del out["stdout_tail"], out["stderr_tail"]
         return out
 
-
-_RUN_KEYS = (
-    "id",
-    "job_id",
-    "node",
-    "iteration",
-    "state",
-    "pid",
-    "exit_code",
-    "dispatched_at",
-    "started_at",
-    "ended_at",
-    "stdout_tail",
-    "stderr_tail",
-    "error",
-)
 
 
 @dataclass
@@ -110,7 +101,7 @@ class Job:
     state: JobState = JobState.QUEUED
     ended_at: float | None = None
 
-    def to_dict(self, runs: Iterable[Run], tails: bool = True) -> dict[str, Any]:
+    def to_dict(self, runs: Iterable[Run], tails: bool = True) -> JobReply:
         """The job JSON of docs/protocol.md, with its runs."""
         spec = codec.to_dict(self.spec)
         spec.pop("name", None)
@@ -120,7 +111,7 @@ class Job:
             "state": self.state.value,
             "created_at": self.created_at,
             "ended_at": self.ended_at,
-            "spec": spec,
+            "spec": cast(JobSpecReply, spec),  # codec.to_dict of a JobSpec, less its name
             "runs": [r.to_dict(tails) for r in runs],
         }
 
