@@ -207,37 +207,50 @@ async def jobs_to_all(run: Run, cpu: Cpu) -> dict[str, Any] | None:
 
 
 async def ramp(run: Run, res: dict[str, Any]) -> None:
-    """Rate ×1.5 every --step s until ingest < 0.95 of offered or the spools grow."""
+    """Rate ×1.5 every --step s until ingest stays under 0.95 of offered: a step that
+    falls short is run once more at the same rate (a stall of the host's, or a backlog
+    from the step before, is not the ceiling), and the second shortfall ends the ramp."""
     args, fleet = run.args, run.fleet
     assert fleet is not None and run.manager is not None and run.influx.pid is not None
     cpu = Cpu(run.manager.pid, run.influx.pid, fleet.pids)
-    rate, steps = args.rate, []
+    rate, steps, retried = args.rate, [], False
     await fleet.ask("stream")
     before, c0 = await fleet.totals(), cpu.read()
     while rate <= args.max_rate:
         await fleet.ask("rate", rate)
         await asyncio.sleep(args.step)  # one step of the ramp
         after, c1 = await fleet.totals(), cpu.read()
-        offered = args.agents * rate
-        step = {"rate": rate, "offered": offered, "cores": Cpu.cores(c0, c1),
-                "generated_ps": (after["generated"] - before["generated"]) / args.step,
-                "acked_ps": (after["acked"] - before["acked"]) / args.step,
-                "spooled": after["spooled"]}
+        step = ramp_step(args, rate, before, after, Cpu.cores(c0, c1))
         steps.append(step)
-        print(f"ramp: {rate:g}/s per agent: offered {offered:,.0f}/s, acked "
-              f"{step['acked_ps']:,.0f}/s, spooled {after['spooled']:,}, cores "
-              + " ".join(f"{k} {v:.2f}" for k, v in step["cores"].items()), flush=True)
-        if step["acked_ps"] < TARGETS["ingest_ratio"] * offered or \
-                after["spooled"] > 2 * offered:
+        before, c0 = after, c1
+        if step["held"]:
+            rate, retried = rate * 1.5, False
+        elif retried:
             break
-        before, c0, rate = after, c1, rate * 1.5
+        else:
+            retried = True
     res["ramp"] = steps
     res["ceiling"] = ceiling(steps, os.cpu_count() or 1)
 
 
+def ramp_step(args: argparse.Namespace, rate: float, before: dict[str, int],
+              after: dict[str, int], cores: dict[str, float]) -> dict[str, Any]:
+    """One step's figures, printed as it ends."""
+    offered = args.agents * rate
+    step = {"rate": rate, "offered": offered, "cores": cores,
+            "generated_ps": (after["generated"] - before["generated"]) / args.step,
+            "acked_ps": (after["acked"] - before["acked"]) / args.step,
+            "spooled": after["spooled"]}
+    step["held"] = step["acked_ps"] >= TARGETS["ingest_ratio"] * offered
+    print(f"ramp: {rate:g}/s per agent: offered {offered:,.0f}/s, acked "
+          f"{step['acked_ps']:,.0f}/s, spooled {after['spooled']:,}, cores "
+          + " ".join(f"{k} {v:.2f}" for k, v in cores.items()), file=sys.stderr, flush=True)
+    return step
+
+
 def ceiling(steps: list[dict[str, Any]], cpus: int) -> dict[str, Any]:
     """The last rate held, and what gave at the next: the busiest part at the failing step."""
-    held = [s for s in steps if s["acked_ps"] >= TARGETS["ingest_ratio"] * s["offered"]]
+    held = [s for s in steps if s["held"]]
     failing = steps[-1] if steps and steps[-1] not in held else None
     out: dict[str, Any] = {"held_ps": held[-1]["acked_ps"] if held else 0.0}
     if failing is None:
@@ -248,6 +261,7 @@ def ceiling(steps: list[dict[str, Any]], cpus: int) -> dict[str, Any]:
         out["limit"] = f"the manager's core ({cores['manager']:.2f} cores)"
     elif cores["host"] >= 0.9 * cpus:
         parts = sorted(((v, k) for k, v in cores.items() if k != "host"), reverse=True)
+        # "others" high means the host was shared: this ceiling is not ptap's.
         out["limit"] = (f"the host's {cpus} CPUs, all busy ({cores['host']:.2f}): "
                         + ", ".join(f"{k} {v:.2f}" for v, k in parts))
     elif failing["generated_ps"] < 0.95 * failing["offered"]:
@@ -302,7 +316,7 @@ def report(r: dict[str, Any]) -> str:
         f"({r['stored'] / max(1, t['generated']):.4f}), spool drops {t['dropped']:,}",
         f"manager: {c['manager']:.2f} cores, peak RSS {r['manager_rss_mb']:.0f} MB; influxd "
         f"{c['influxd']:.2f} cores; agents' workers {c['agents']:.2f} cores; host "
-        f"{c['host']:.2f} of {os.cpu_count()} cores",
+        f"{c['host']:.2f} of {os.cpu_count()} cores ({c['others']:.2f} for everything else)",
         f"ptap nodes: median {statistics.median(r['nodes_s']):.2f} s, max "
         f"{max(r['nodes_s']):.2f} s (target < {TARGETS['nodes_s']} s)",
         "overview drawn: " + ", ".join(f"{how} {sec(o)}" for how, o in zip(

@@ -37,8 +37,12 @@ class Cpu:
 
     @staticmethod
     def cores(a: dict[str, float], b: dict[str, float]) -> dict[str, float]:
+        """Cores each used between readings ``a`` and ``b``; ``others``: the rest of the
+        host (this bench's own process, and whatever else shares the machine)."""
         wall = b["wall"] - a["wall"]
-        return {k: (b[k] - a[k]) / wall for k in a if k != "wall"}
+        out = {k: (b[k] - a[k]) / wall for k in a if k != "wall"}
+        out["others"] = out["host"] - out["manager"] - out["influxd"] - out["agents"]
+        return out
 
 
 def cli_nodes(router: int, runs: int = 3) -> list[float]:

@@ -72,10 +72,18 @@ class Env:
         """A :class:`FaultRun` for this scenario, stopped at the end."""
         database = f"fault_{self.name}_{uuid.uuid4().hex[:6]}"
         (self.tmp / "cluster").mkdir(parents=True, exist_ok=True)
-        run = FaultRun(self.name, fault, self.tmp / "cluster", influx or self.influx, database,
+        server = influx or self.influx
+        run = FaultRun(self.name, fault, self.tmp / "cluster", server, database,
                        rate=rate, seconds=seconds, stream=stream)
+        self.cleanups.append(lambda: drop_database(server, database))  # after the stop
         self.cleanups.append(run.stop)
         return run
+
+
+def drop_database(influx: InfluxFixture, database: str) -> None:
+    """Leave the session's influxd as it was (a private one goes with its folder)."""
+    if influx.running:
+        influx.raw_query(None, f'DROP DATABASE "{database}"')
 
 
 class FaultSuite:
