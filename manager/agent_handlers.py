@@ -102,23 +102,28 @@ async def _speaks_our_protocol(mgr: Manager, peer: bytes, msg: Register) -> bool
 
 
 def _may_take_over(mgr: Manager, peer: bytes, name: str, key: bytes | None) -> bool:
-    """May ``peer`` take node ``name`` from the live connection that holds it?
+    """May ``peer`` take node ``name`` from the connection that holds it, which is not lost?
 
     After a pause or a partition the agent gives its old connection up and
-    registers on a new one before the manager sees the old one fail; waiting
-    for the old one to be swept as lost kept the node away for seconds. With
-    CURVE the key is the node's identity: the same key (already admitted for
-    this name) is the same agent, so it takes over at once, and a peer with
-    any other key was refused above. Without CURVE there is no identity, so
-    only a connection that is provably gone (ROUTER has dropped it) is taken
-    over; a second agent using a live node's name is still refused.
+    registers on a new one before the manager declares the old one lost;
+    waiting for that kept the node away for seconds. So a new connection takes
+    the node over at once when the old one is dead and the new one is the
+    same agent. Dead: ROUTER has dropped it, or (a partition TCP has not
+    noticed) it has missed two heartbeats. The same agent: with
+    CURVE the key is the node's identity, so the key the node registered with
+    (any other key was refused above); without CURVE there is no identity, and
+    only a dropped connection counts. Two live agents sharing a key and a name
+    (a cloned host) still meet ``name-taken`` rather than take turns.
     """
     owner = mgr.registry.get(name)
     if owner is None or owner.lost or owner.routing_id == peer:
         return False  # nothing live to take over
-    if mgr.keys is not None:
-        return key is not None and mgr.node_keys.get(name) == key
-    return not mgr.peer_connected(owner.routing_id)
+    if mgr.keys is not None and (key is None or mgr.node_keys.get(name) != key):
+        return False
+    if not mgr.peer_connected(owner.routing_id):
+        return True
+    silent = time.monotonic() - owner.last_seen
+    return mgr.keys is not None and silent >= 2 * mgr.registry.interval
 
 
 async def _reconcile(mgr: Manager, peer: bytes, msg: Register) -> None:
