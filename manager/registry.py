@@ -20,10 +20,10 @@ A forgotten node is simply no longer known: its jobs and metrics stay where
 they are stored, and if its agent comes back it registers as a new node.
 
 A live node's name is refused to another peer, except when the caller has
-proved that peer is the node's own agent on a new connection (``takeover``:
-the same CURVE key, or the old connection is gone): after a pause or a
-partition the agent gives its old connection up before the manager notices,
-and waiting for the old one to be swept as lost only delays its return.
+proved that peer is the node's own agent on a new connection and the old one
+is dead (``takeover``, decided in ``manager/agent_handlers.py``): after a
+pause or a partition the agent gives its old connection up before the manager
+notices, and waiting for the old one to be swept as lost only delays its return.
 
 Clock offsets: each ``agent.register`` and agent ``heartbeat`` carries the
 agent's wall clock when it was sent (``sent_at``), and the manager's wall time
