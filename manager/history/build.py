@@ -36,7 +36,7 @@ def history_object(name: str, summaries: list[dict[str, Any]], asked: list[str],
         notes.append(f"{skipped} job(s) of the series did not succeed and make no point")
     if last > 0:
         jobs = jobs[-last:]
-    declared = metrics.declared_directions(jobs[-1]["job"].get("tags") or {} if jobs else {})
+    declared = metrics.declared_directions((jobs[-1]["job"].get("tags") or {}) if jobs else {})
     entries = []
     for mid in series_mod.wanted_metrics(jobs, asked):
         try:

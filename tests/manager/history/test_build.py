@@ -95,3 +95,21 @@ def test_environment_differences_leave_out_the_order_tags() -> None:
     b["job"]["command"] = ["./b", "--fast"]
     assert environment_differences(a, b) == [
         {"scope": "job", "key": "command", "base": "./b", "cand": "./b --fast"}]
+
+
+def test_a_series_of_failed_jobs_has_no_points_and_says_why() -> None:
+    summaries = series(CPU[:3])
+    for s in summaries:
+        s["job"]["state"] = "failed"
+    h = history_object("nightly", summaries, [], now=0.0)
+    assert h["jobs"] == [] and h["metrics"] == []
+    assert h["notes"] == ["3 job(s) of the series did not succeed and make no point"]
+
+
+def test_a_declared_direction_turns_a_rise_into_an_improvement() -> None:
+    summaries = series([1.0] * 6 + [1.3] * 6, "app.score")
+    for s in summaries:
+        s["job"]["tags"]["direction.score"] = "higher"
+    [entry] = history_object("s", summaries, ["app.score"], now=0.0)["metrics"]
+    assert entry["direction"] == "higher"
+    assert entry["change_points"][0]["direction"] == "improvement"
