@@ -133,5 +133,8 @@ def _other_forms(c: Cluster, jobs: list[str]) -> None:
     rc, out, err = c.cli("history", "no-such-series")
     assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1
     assert "no finished job in series 'no-such-series'" in err and "--series" in err
+    rc, out, err = c.cli("history", " ")
+    assert rc == 1 and out == "" and len(err.strip().splitlines()) == 1
+    assert "series name must be 1 to 200 characters" in err
     rc, _, err = c.cli("history", SERIES, "--since", "last tuesday")
     assert rc == 2 and "--since" in err and len(err.strip().splitlines()) == 1
