@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import sys
 import time
 from collections.abc import Callable
@@ -42,6 +43,8 @@ from tests.integration.conftest import Cluster, Daemon
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
 POLL = 0.25
 JOB_FINAL = frozenset({"succeeded", "failed", "cancelled", "lost"})
+#: How a run's ``error`` states its kernel drops (agent/runner.py, ``RunReport``).
+DROPS_SAID = re.compile(r"(\d+) app metric datagram\(s\) dropped by the kernel")
 NODE_UP = frozenset({"ready", "busy"})  # busy: registered, with the workload running
 #: After the fault and the workload have ended, every point must be stored within this.
 DRAIN_TIMEOUT = 90.0
@@ -257,12 +260,15 @@ class FaultRun:
         return max(b - a for a, b in zip(times, times[1:], strict=False)) / 1e9
 
     def udp_drops(self, job: dict[str, Any]) -> int | None:
-        """App datagrams the kernel dropped, as the run reports them (``app_dropped``), else
-        as the ``agent`` measurement does; None when neither reports any count."""
+        """App datagrams the kernel dropped, as the run reports them: its ``app_dropped``,
+        else the count its ``error`` states; None when the run reports no count (a
+        clean run says nothing: then the ``agent`` measurement's ``app_dropped``)."""
         counts = [r["app_dropped"] for r in job.get("runs", [])
                   if r.get("app_dropped") is not None]
-        if counts:
-            return int(sum(counts))
+        said = [int(m) for r in job.get("runs", [])
+                for m in DROPS_SAID.findall(str(r.get("error") or ""))]
+        if counts or said:
+            return int(sum(counts or said))
         rows = self.influx.query(
             self.db, f"SELECT max(\"app_dropped\") FROM agent WHERE node = '{self.node}' "
                      f"AND time >= {self.ns_submit}")
