@@ -15,6 +15,36 @@ PUB_OFFSET = 1
 PULL_OFFSET = 2
 #: The highest ROUTER port whose PUB and PULL ports still exist.
 MAX_ROUTER_PORT = 65535 - PULL_OFFSET
+#: The default ROUTER port: below the kernel's range for outgoing connections (see
+#: :func:`outgoing_port_range`).
+DEFAULT_ROUTER_PORT = 14321
+#: The lowest port a random bind takes (ports below are commonly assigned services').
+RANDOM_BIND_LOW = 10000
+
+
+def outgoing_port_range() -> tuple[int, int]:
+    """The kernel's range for the source ports of outgoing connections (Linux's
+    ``ip_local_port_range``; its default elsewhere).
+
+    A manager must listen outside it. A local client that reconnects to a port
+    in it while nothing listens there can be handed that very port as its own
+    source port: the socket connects to itself, holds the port, and leaves it in
+    TIME_WAIT for a minute, so a restarted manager cannot bind it. libzmq's SUB
+    then never reconnects (libzmq#4588). It happened here to a SIGKILLed
+    manager's PUB port and the dashboard's feed.
+    """
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            low, high = (int(x) for x in f.read().split()[:2])
+        return low, high
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+def in_outgoing_range(router_port: int) -> bool:
+    """Whether any of the manager's three ports falls in :func:`outgoing_port_range`."""
+    low, high = outgoing_port_range()
+    return router_port <= high and router_port + PULL_OFFSET >= low
 
 
 @dataclass(frozen=True, slots=True)

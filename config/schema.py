@@ -18,7 +18,7 @@ from config.loader import ConfigError, key, section
 @dataclass(frozen=True)
 class RemoteServer:
     server_ip: str = key("127.0.0.1", doc="address of ptap-manager")
-    server_port: int = key(54321, lo=1, hi=65533, doc="manager ROUTER port; PUB is +1, PULL +2")
+    server_port: int = key(14321, lo=1, hi=65533, doc="manager ROUTER port; PUB is +1, PULL +2")
     timeout: float = key(3.0, lo=0.1, hi=300, doc="seconds to wait for a reply")
 
 
@@ -40,7 +40,7 @@ class InfluxDB:
 @dataclass(frozen=True)
 class ServerBasic:
     bind_addr: str = key("127.0.0.1", doc="address for the ROUTER, PUB and PULL sockets")
-    bind_port: int = key(54321, lo=0, hi=65533,
+    bind_port: int = key(14321, lo=0, hi=65533,
                          doc="ROUTER port; PUB is +1, PULL +2; 0 picks a free base")
     epoll_interval: float = key(0.5, lo=0.01, hi=60,
                                 doc="seconds between housekeeping passes (liveness, dispatch)")

@@ -17,6 +17,7 @@ import zmq
 import zmq.asyncio
 
 from bus.daemon import StartupError
+from bus.ports import MAX_ROUTER_PORT, PULL_OFFSET, RANDOM_BIND_LOW, outgoing_port_range
 from bus.ports import PortLayout as PortLayout  # what bind_consecutive returns
 from bus.ports import tcp_endpoint as endpoint
 
@@ -46,8 +47,14 @@ def bind_consecutive(
         sock.setsockopt(zmq.IPV6, int(":" in addr))
     if port:
         return _bind_at(sockets, addr, port)
+    # pyzmq's default random range (49152-65535) is where the kernel picks outgoing
+    # source ports; below it a restart cannot find its port taken by a
+    # self-connected client (bus.ports.outgoing_port_range).
+    low = outgoing_port_range()[0]
+    top = low if low > RANDOM_BIND_LOW + 100 else MAX_ROUTER_PORT  # a range starting low: all
     for _ in range(BIND_ATTEMPTS):
-        base = router.bind_to_random_port(endpoint(addr, None))
+        base = router.bind_to_random_port(endpoint(addr, None), min_port=RANDOM_BIND_LOW,
+                                          max_port=top - PULL_OFFSET)
         try:
             return _bind_at(sockets, addr, base, router_bound=True)
         except StartupError:

@@ -11,7 +11,7 @@ import os
 from bus.errors import PtapError
 from bus.ports import MAX_ROUTER_PORT, PUB_OFFSET, ManagerAddress
 
-DEFAULT_MANAGER = "127.0.0.1:54321"
+DEFAULT_MANAGER = "127.0.0.1:14321"
 
 #: Exit statuses of the CLI itself (``run --wait`` passes the job's on).
 EXIT_FAILURE = 1
@@ -38,7 +38,7 @@ def parse_manager(text: str | None) -> Endpoint:
     raw = text.strip().removeprefix("tcp://")
     host, sep, port_text = raw.rpartition(":")
     if not sep or not host:
-        raise CliError(f"--manager {text!r} is not HOST:PORT — e.g. --manager 127.0.0.1:54321",
+        raise CliError(f"--manager {text!r} is not HOST:PORT — e.g. --manager 127.0.0.1:14321",
                        EXIT_USAGE)
     try:
         port = int(port_text)
@@ -47,5 +47,5 @@ def parse_manager(text: str | None) -> Endpoint:
     if not 1 <= port <= MAX_ROUTER_PORT:
         raise CliError(f"--manager {text!r}: port must be 1–{MAX_ROUTER_PORT} "
                        f"(PUB uses port+{PUB_OFFSET}) — "
-                       "e.g. --manager 127.0.0.1:54321", EXIT_USAGE)
+                       "e.g. --manager 127.0.0.1:14321", EXIT_USAGE)
     return Endpoint(host, port)

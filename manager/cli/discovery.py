@@ -8,7 +8,7 @@ taken from the first place that has it:
 manager address
     ``--manager HOST:PORT``; ``PTAP_MANAGER``; the ROUTER port in the local
     cluster's ``run/manager.ready`` (written by its manager while it runs), on
-    127.0.0.1; ``127.0.0.1:54321``.
+    127.0.0.1; ``127.0.0.1:14321``.
 admin keys (a CURVE manager's ``keys_dir``)
     ``--keys DIR``; ``PTAP_KEYS`` (set but empty: none); the local cluster's
     ``keys/``, when talking to that cluster's manager; ``$XDG_CONFIG_HOME/ptap/keys``
@@ -35,7 +35,7 @@ from pathlib import Path
 from manager.cli.address import DEFAULT_MANAGER, EXIT_USAGE, CliError, Endpoint, parse_manager
 
 #: The manager port start-all uses unless told otherwise (PTAP_MANAGER_PORT).
-LOCAL_PORT = 54321
+LOCAL_PORT = 14321
 LOCAL_HOST = "127.0.0.1"
 LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 #: The dashboard port start-all uses unless told otherwise (PTAP_DASHBOARD_PORT).

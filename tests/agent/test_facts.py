@@ -44,7 +44,7 @@ def test_gather_facts_async_matches() -> None:
 
 
 def test_address_is_the_local_end_of_the_route_to_the_manager() -> None:
-    assert facts.local_address("127.0.0.1", 54321) == "127.0.0.1"
+    assert facts.local_address("127.0.0.1", 14321) == "127.0.0.1"
     got = facts.gather_facts(cfg(**{"remote-server.server_ip": "127.0.0.1"}),
                              probe=lambda: PERF_OK)
     assert got.address == "127.0.0.1"

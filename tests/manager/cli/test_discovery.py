@@ -42,7 +42,7 @@ def resolve(tmp: Path, root: Path | None, env: dict[str, str] | None = None,
 def test_no_flags_no_env_finds_the_checkouts_cluster(tmp_path: Path) -> None:
     root = checkout(tmp_path)
     found = resolve(tmp_path, root)
-    assert str(found.endpoint) == "127.0.0.1:54321"
+    assert str(found.endpoint) == "127.0.0.1:14321"
     assert found.keys_dir == str(root / "var" / "keys")
     assert found.keys_from.startswith("the local cluster's keys")
     assert found.local == discovery.LocalCluster(root / "var")
@@ -83,7 +83,7 @@ def test_explicit_keys_win_and_empty_means_none(tmp_path: Path) -> None:
 def test_the_user_config_folder_comes_next(tmp_path: Path) -> None:
     user_keys = tmp_path / "config" / "ptap" / "keys"
     KeyStore(user_keys)
-    found = resolve(tmp_path, None, manager="10.0.0.5:54321")
+    found = resolve(tmp_path, None, manager="10.0.0.5:14321")
     assert found.keys_dir == str(user_keys) and "your config folder" in found.keys_from
     root = checkout(tmp_path)
     assert resolve(tmp_path, root).keys_dir == str(root / "var" / "keys"), "the checkout first"
@@ -94,7 +94,7 @@ def test_the_user_config_folder_comes_next(tmp_path: Path) -> None:
 
 def test_nothing_found_means_plain(tmp_path: Path) -> None:
     found = resolve(tmp_path, None)
-    assert (str(found.endpoint), found.keys_dir, found.local) == ("127.0.0.1:54321", None, None)
+    assert (str(found.endpoint), found.keys_dir, found.local) == ("127.0.0.1:14321", None, None)
     empty = tmp_path / "bare"
     (empty / "var").mkdir(parents=True)  # a checkout that never ran start-all
     assert resolve(tmp_path, empty).keys_dir is None

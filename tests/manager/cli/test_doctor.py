@@ -30,7 +30,7 @@ NODE: dict[str, Any] = {
 
 
 def healthy(**changes: Any) -> Facts:
-    facts = Facts(manager="127.0.0.1:54321", keys_dir="/c/var/keys",
+    facts = Facts(manager="127.0.0.1:14321", keys_dir="/c/var/keys",
                   keys_from="the local cluster's keys", cli_version="0.1.0",
                   handshake={"outcome": "ok"}, status=copy.deepcopy(STATUS),
                   nodes=[copy.deepcopy(NODE)], dashboard_url="http://127.0.0.1:5006/",
@@ -58,7 +58,7 @@ def test_a_healthy_cluster_has_no_problems() -> None:
     assert [f.check for f in findings] == ["manager", "influxdb", "node", "keys", "dashboard"]
     assert all(f.severity is Severity.OK for f in findings)
     lines = doctor.text(findings).splitlines()
-    assert lines[0] == ("ok    manager 127.0.0.1:54321: answers over CURVE (keys in /c/var/keys, "
+    assert lines[0] == ("ok    manager 127.0.0.1:14321: answers over CURVE (keys in /c/var/keys, "
                         "found as the local cluster's keys); ptap 0.1.0, protocol 1")
     assert lines[2] == ("ok    node node1: ready, agent 0.1.0, perf hw+sw (paranoid 2), "
                         "clock +0.4ms, spool 1, dropped 0")

@@ -22,7 +22,7 @@ def parse(*argv: str) -> argparse.Namespace:
 
 def test_manager_address_from_flag_env_or_default(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PTAP_MANAGER", raising=False)
-    assert str(parse_manager(None)) == "127.0.0.1:54321"
+    assert str(parse_manager(None)) == "127.0.0.1:14321"
     monkeypatch.setenv("PTAP_MANAGER", "10.0.0.5:6000")
     ep = parse_manager(None)
     assert (ep.router, ep.pub) == ("tcp://10.0.0.5:6000", "tcp://10.0.0.5:6001")
