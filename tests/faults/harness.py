@@ -96,6 +96,7 @@ class Outcome:
     job_state: str = "?"
     expected_state: str = "succeeded"
     node_return: float | None = None  # seconds, end of fault → node ready again
+    fault_s: float | None = None  # seconds the fault lasted (when it was held)
     deaths: list[str] = field(default_factory=list)
     restarts: list[str] = field(default_factory=list)  # deaths a supervisor undid
     notes: list[str] = field(default_factory=list)
@@ -112,7 +113,8 @@ class Outcome:
         drops = ("stream, no datagrams" if not self.per_datagram else "not reported"
                  if self.udp_drops is None else f"{self.udp_drops} datagrams of "
                  f"{self.per_datagram} points")
-        return (f"{self.name}: {self.fault}: K sent {self.sent}, N stored {self.stored} "
+        held = "" if self.fault_s is None else f" (held {self.fault_s:.1f} s)"
+        return (f"{self.name}: {self.fault}{held}: K sent {self.sent}, N stored {self.stored} "
                 f"(lost {self.lost}, kernel UDP drops: {drops}), largest cpu gap {sec(self.cpu_gap)}, "
                 f"drain {sec(self.drain)}, node back {sec(self.node_return)}, job "
                 f"{self.job_state} (want {self.expected_state}), daemon deaths "
@@ -158,7 +160,7 @@ class FaultRun:
                                per_datagram=0 if stream else self.per_datagram)
         self.cluster = Cluster(tmp, self.outcome.logs, influx.url, database)
         self.job = ""
-        self.t_submit = self.t_cleared = 0.0
+        self.t_submit = self.t_cleared = self.t_fault = 0.0
         self.ns_submit = 0
         self.pids: dict[str, int] = {}
         self.agent_prefix: list[str] = []
@@ -215,9 +217,16 @@ class FaultRun:
         if pause > 0:
             time.sleep(pause)  # wait-ok: the fault's place in the workload's timeline
 
+    def hold(self, seconds: float) -> None:
+        """Keep the fault just made for ``seconds`` (from now, whenever it began)."""
+        self.t_fault = time.monotonic()
+        time.sleep(seconds)  # wait-ok: the fault's length, as the issue states it
+
     def cleared(self) -> None:
         """The fault is over: drain and return times count from now."""
         self.t_cleared = time.monotonic()
+        if self.t_fault:
+            self.outcome.fault_s = self.t_cleared - self.t_fault
 
     # --- state ----------------------------------------------------------------------
 

@@ -41,7 +41,7 @@ def agent_pause(env: Env, stream: bool, rcvbuf: int | None = None) -> Outcome:
     agent = run.cluster.agents[run.node]
     agent.signal(signal.SIGSTOP)
     try:
-        run.at(3 + PAUSE)
+        run.hold(PAUSE)
     finally:
         agent.signal(signal.SIGCONT)
     run.cleared()

@@ -34,7 +34,7 @@ def influxdb_sigstop(env: Env) -> Outcome:
     assert pid is not None
     os.kill(pid, signal.SIGSTOP)
     try:
-        run.at(4 + OUTAGE)
+        run.hold(OUTAGE)
     finally:
         os.kill(pid, signal.SIGCONT)
     run.cleared()
@@ -57,7 +57,7 @@ def influxdb_kill_restart(env: Env) -> Outcome:
     assert pid is not None
     os.kill(pid, signal.SIGKILL)
     influx.stop()  # reaps it: it is gone already
-    run.at(4 + OUTAGE)
+    run.hold(OUTAGE)
     influx.start()  # same port, same data
     run.cleared()
     return run.finish()

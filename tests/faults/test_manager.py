@@ -36,7 +36,7 @@ def manager_sigkill(env: Env) -> Outcome:
     run.wait_flowing()
     run.at(5)
     run.cluster.manager.kill()
-    run.at(7)
+    run.hold(2)
     run.cluster.manager.start()  # same ports, same state db
     run.cleared()
     run.remember_pids()  # that restart was ours; any other change of pid is a death
@@ -54,7 +54,7 @@ def manager_sigstop(env: Env) -> Outcome:
     run.at(4)
     run.cluster.manager.signal(signal.SIGSTOP)
     try:
-        run.at(4 + PAUSE)
+        run.hold(PAUSE)
     finally:
         run.cluster.manager.signal(signal.SIGCONT)
     run.cleared()

@@ -44,7 +44,7 @@ def partition(env: Env, index: int, fault: str, cut: Callable[[netns.NetNs], Non
     run.at(4)
     cut(ns)
     try:
-        run.at(4 + CUT)
+        run.hold(CUT)
     finally:
         heal(ns)
     run.cleared()
