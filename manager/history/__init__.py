@@ -17,7 +17,7 @@ The history object (reply to ``history.get``; ``ptap history --format json``)::
     {"kind": "ptap.history", "schema_version": 1, "generated_at": 1765000000.0,
      "series": "nightly-build", "order": "version" | "time",
      "detector": {"library": "ruptures", "version": "1.1.10", "method": "...",
-                  "alpha": 0.01, "min_size": 3, ...},
+                  "alpha": 0.005, "min_size": 3, ...},
      "jobs": [{"id", "name", "series", "label", "state", "created_at", "ended_at",
                "tags": {...}, "nodes": [...]}, ...],       # in order: point i is jobs[i]
      "metrics": [{"metric": "run.cpu_seconds", "label", "unit",

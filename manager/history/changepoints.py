@@ -59,8 +59,8 @@ class ChangePoint:
 class Detector:
     """The settings of the search and of the test around it (defaults: the bench's choice)."""
 
-    penalty: float = 3.0
-    alpha: float = 0.01
+    penalty: float = 2.5
+    alpha: float = 0.005
     min_size: int = 3
     floor: float = 0.005
 
