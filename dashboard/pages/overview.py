@@ -26,7 +26,7 @@ import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bokeh.document import Document, without_document_lock
 from bokeh.layouts import column, row
@@ -42,6 +42,7 @@ from bokeh.models.widgets import (
 )
 
 from bus.errors import ClientError
+from dashboard.context import FleetSources
 from dashboard.influx import HistoryUnavailable, sparklines
 from dashboard.pages.base import FINAL_STATES, Page
 from dashboard.pages.overview_rows import (
@@ -64,9 +65,6 @@ from dashboard.pages.overview_rows import (
     summarise,
     summary_html,
 )
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +89,7 @@ class Snapshot:
 class OverviewData:
     """The shared snapshot, the sparklines of each page shown, and ``/bk/overview``."""
 
-    def __init__(self, dash: Dashboard) -> None:
+    def __init__(self, dash: FleetSources) -> None:
         self.dash = dash
         self._snap = Snapshot()
         self._inflight: asyncio.Future[Snapshot] | None = None
