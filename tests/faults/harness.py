@@ -92,7 +92,7 @@ class Outcome:
     udp_drops: int | None = None  # datagrams the kernel dropped, as the agent counted them
     per_datagram: int = 0  # points per datagram (0: the stream endpoint, no datagrams)
     cpu_gap: float | None = None  # seconds, largest gap in the node's cpu series
-    drain: float | None = None  # seconds, end of fault/workload → every point stored
+    drain: float | None = None  # seconds, end of the fault or the run → every point stored
     job_state: str = "?"
     expected_state: str = "succeeded"
     node_return: float | None = None  # seconds, end of fault → node ready again
@@ -160,7 +160,7 @@ class FaultRun:
                                per_datagram=0 if stream else self.per_datagram)
         self.cluster = Cluster(tmp, self.outcome.logs, influx.url, database)
         self.job = ""
-        self.t_submit = self.t_cleared = self.t_fault = 0.0
+        self.t_submit = self.t_cleared = self.t_fault = self.wall_cleared = 0.0
         self.ns_submit = 0
         self.pids: dict[str, int] = {}
         self.agent_prefix: list[str] = []
@@ -224,7 +224,7 @@ class FaultRun:
 
     def cleared(self) -> None:
         """The fault is over: drain and return times count from now."""
-        self.t_cleared = time.monotonic()
+        self.t_cleared, self.wall_cleared = time.monotonic(), time.time()
         if self.t_fault:
             self.outcome.fault_s = self.t_cleared - self.t_fault
 
@@ -306,15 +306,17 @@ class FaultRun:
         if not self.t_cleared:
             self.cleared()
         poll(lambda: self.job_state() in JOB_FINAL, job_timeout, f"job {self.job} to end")
-        t_end_ns, t_workload = time.time_ns(), time.monotonic()
+        t_end_ns = time.time_ns()
         job = self.cluster.job(self.job)  # the CLI, as a user reads it
         o.job_state = str(job["state"])
         o.udp_drops = None if self.stream else self.udp_drops(job)
         expected = self.count - (o.udp_drops or 0) * o.per_datagram
-        start = max(self.t_cleared, min(t_workload, self.t_submit + self.seconds))
+        # From the fault's end, or the run's (as the agent stamped it) if later.
+        ended = max([float(r.get("ended_at") or 0) for r in job.get("runs", [])] or [0.0])
+        start = max(self.wall_cleared, ended)
         try:
             poll(lambda: self.stored() >= expected, DRAIN_TIMEOUT, f"{expected} points stored")
-            o.drain = max(0.0, time.monotonic() - start)
+            o.drain = max(0.0, time.time() - start)
         except AssertionError as exc:
             o.notes.append(str(exc))
         o.stored = self.stored()
