@@ -10,9 +10,9 @@ it holds. The scenario injects its fault between :meth:`FaultRun.submit` and
 :meth:`FaultRun.finish` returns an :class:`Outcome`: K sent, N stored (and the
 first numbers missing), kernel UDP drops the agent reported, the largest gap in
 the node's ``cpu`` series over the job's lifetime, the drain time (from the end
-of the fault, or of the workload if later, until InfluxDB held every point),
-the job's final state, how long the node took to be ``ready`` again, and the
-daemons that died without the scenario killing them.
+of the fault, or of the run if later, until InfluxDB held every point), the
+job's final state, how long the node took to be up again (``ready`` or
+``busy``), and the daemons that died without the scenario killing them.
 
 Polls (job and node state, counts) go through the manager's client and
 InfluxDB's HTTP API in this process, once every :data:`POLL` s: several
@@ -26,6 +26,7 @@ import asyncio
 import json
 import re
 import sys
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -93,6 +94,7 @@ class Outcome:
     per_datagram: int = 0  # points per datagram (0: the stream endpoint, no datagrams)
     cpu_gap: float | None = None  # seconds, largest gap in the node's cpu series
     drain: float | None = None  # seconds, end of the fault or the run → every point stored
+    backlog: float | None = None  # seconds, end of the fault → what was sent before stored
     job_state: str = "?"
     expected_state: str = "succeeded"
     node_return: float | None = None  # seconds, end of fault → node ready again
@@ -114,13 +116,16 @@ class Outcome:
                  if self.udp_drops is None else f"{self.udp_drops} datagrams of "
                  f"{self.per_datagram} points")
         held = "" if self.fault_s is None else f" (held {self.fault_s:.1f} s)"
-        return (f"{self.name}: {self.fault}{held}: K sent {self.sent}, N stored {self.stored} "
-                f"(lost {self.lost}, kernel UDP drops: {drops}), largest cpu gap {sec(self.cpu_gap)}, "
-                f"drain {sec(self.drain)}, node back {sec(self.node_return)}, job "
-                f"{self.job_state} (want {self.expected_state}), daemon deaths "
-                f"{len(self.deaths)}{' ' + '; '.join(self.deaths) if self.deaths else ''}"
-                + (f", supervisor restarts: {'; '.join(self.restarts)}" if self.restarts else "")
-                + (f" [{'; '.join(self.notes)}]" if self.notes else ""))
+        deaths = f"{len(self.deaths)}" + "".join(f"; {d}" for d in self.deaths)
+        parts = [f"K sent {self.sent}", f"N stored {self.stored} (lost {self.lost}, "
+                 f"kernel UDP drops: {drops})", f"largest cpu gap {sec(self.cpu_gap)}",
+                 f"backlog stored {sec(self.backlog)} after the fault",
+                 f"drain {sec(self.drain)}", f"node back {sec(self.node_return)}",
+                 f"job {self.job_state} (want {self.expected_state})",
+                 f"daemon deaths {deaths}"]
+        parts += [f"supervisor restarts: {'; '.join(self.restarts)}"] if self.restarts else []
+        notes = f" [{'; '.join(self.notes)}]" if self.notes else ""
+        return f"{self.name}: {self.fault}{held}: " + ", ".join(parts) + notes
 
     def problems(self, max_cpu_gap: float | None = None,
                  max_node_return: float | None = None) -> list[str]:
@@ -165,6 +170,7 @@ class FaultRun:
         self.pids: dict[str, int] = {}
         self.agent_prefix: list[str] = []
         self.agent_args: list[str] = []  # more agent flags, e.g. ["--set", "S.K=V"]
+        self._backlog: threading.Thread | None = None
 
     # --- set-up ------------------------------------------------------------------
 
@@ -223,10 +229,28 @@ class FaultRun:
         time.sleep(seconds)  # wait-ok: the fault's length, as the issue states it
 
     def cleared(self) -> None:
-        """The fault is over: drain and return times count from now."""
+        """The fault is over: drain and return times count from now, and a thread
+        times how soon InfluxDB holds what was sent before (see :meth:`_time_backlog`)."""
         self.t_cleared, self.wall_cleared = time.monotonic(), time.time()
         if self.t_fault:
             self.outcome.fault_s = self.t_cleared - self.t_fault
+        self._backlog = threading.Thread(target=self._time_backlog, daemon=True,
+                                         name=f"backlog {self.node}")
+        self._backlog.start()
+
+    def _time_backlog(self) -> None:
+        """Seconds from the fault's end until InfluxDB holds the points sent before it,
+        but for the last two collect intervals' (the run's start as the agent stamped it)."""
+        job = manager_call(self.cluster.manager.address, "job", self.job)
+        starts = [float(r.get("started_at") or 0) for r in (job or {}).get("runs", [])]
+        if not starts or not min(starts):
+            return
+        sent = min(self.count, int(self.rate * (self.wall_cleared - min(starts) - 2.0)))
+        try:
+            poll(lambda: self.stored() >= sent, DRAIN_TIMEOUT, f"{sent} points stored")
+            self.outcome.backlog = time.monotonic() - self.t_cleared
+        except AssertionError as exc:
+            self.outcome.notes.append(f"backlog: {exc}")
 
     # --- state ----------------------------------------------------------------------
 
@@ -327,6 +351,8 @@ class FaultRun:
                         f"{r.get('error')!r} stderr {str(r.get('stderr_tail'))[-300:]!r}"
                         for r in job.get("runs", [])]
         o.deaths = self.deaths()
+        if self._backlog is not None:
+            self._backlog.join(DRAIN_TIMEOUT)
         return o
 
     def stop(self) -> None:
