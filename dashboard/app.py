@@ -32,6 +32,7 @@ from bus.daemon import StartupError
 from bus.ports import ManagerAddress
 from config.schema import DashboardConfig
 from dashboard.auth import TOKEN_PATH, Auth
+from dashboard.context import ViewContext
 from dashboard.documents.registry import applications
 from dashboard.feed import Feed
 from dashboard.influx import InfluxReader
@@ -99,7 +100,7 @@ class Dashboard:
             curve=self.curve)
         self.feed = Feed(self.pub_address, self._ctx, curve=self.curve)
         self.influx = InfluxReader(cfg.influxdb)
-        self.overview = overview.OverviewData(self)
+        self.overview: overview.OverviewData | None = None
         self.port = 0
         self.auth: Auth | None = None
         self._server: BaseServer | None = None
@@ -130,7 +131,10 @@ class Dashboard:
                                 tuple(str(s.getsockname()[0]) for s in sockets))
         self.client.open()
         self.feed.start()
-        tornado_app = self._tornado_app(auth)
+        # The pages and documents get these parts, never this object (dashboard/context.py).
+        ctx = ViewContext(client=self.client, feed=self.feed, influx=self.influx, auth=auth)
+        self.overview = overview.OverviewData(ctx)
+        tornado_app = self._tornado_app(ctx, self.overview)
         self._http = HTTPServer(tornado_app, max_body_size=1024 * 1024, xheaders=False)
         self._http.add_sockets(sockets)
         self._server = BaseServer(IOLoop.current(), tornado_app, self._http)
@@ -149,9 +153,12 @@ class Dashboard:
             raise StartupError(f"cannot listen on {web.bind_addr}:{web.port}: {exc.strerror} — "
                                "is another dashboard running? see [web] port") from None
 
-    def _tornado_app(self, auth: Auth) -> BokehTornado:
+    @staticmethod
+    def _tornado_app(ctx: ViewContext, overview_data: overview.OverviewData) -> BokehTornado:
+        auth = ctx.auth
         return BokehTornado(
-            applications(self, auth), extra_patterns=[(TOKEN_PATH, TokenLoginPage, {"dash": self}), *routes(self)],
+            applications(ctx, overview_data),
+            extra_patterns=[(TOKEN_PATH, TokenLoginPage, {"ctx": ctx}), *routes(ctx)],
             use_index=False, redirect_root=False,
             secret_key=auth.bokeh_secret, sign_sessions=True, generate_session_ids=True,
             extra_websocket_origins=auth.origins, auth_provider=auth.bokeh_auth_provider(),
@@ -194,7 +201,9 @@ class Dashboard:
         if self._http is not None:
             await self._http.close_all_connections()
             self._http = None
-        await self.overview.close()
+        if self.overview is not None:
+            await self.overview.close()
+            self.overview = None
         await self.feed.close()
         await self.client.close()
         self.influx.close()

@@ -23,18 +23,16 @@ import logging
 import re
 import time
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bokeh.document import Document
 from bokeh.models.widgets import Select
 
 from dashboard.charts import ChartPanel
+from dashboard.context import ChartSources
 from dashboard.feed import Watch
 from dashboard.influx import HistoryUnavailable
 from dashboard.series import Update, View, merge, thin
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +53,9 @@ class LiveState:
     """Charts of one document: backfilled from InfluxDB, then fed live (or fixed, for a
     finished job: ``live=False`` with ``start_ns``/``end_ns``)."""
 
-    def __init__(self, dash: Dashboard, view: View, window_s: int, *, live: bool = True,
+    def __init__(self, sources: ChartSources, view: View, window_s: int, *, live: bool = True,
                  start_ns: int | None = None, end_ns: int | None = None) -> None:
-        self.dash = dash
+        self.sources = sources
         self.view = view
         self.window_s = window_s
         self.live = live
@@ -80,13 +78,13 @@ class LiveState:
     async def start(self) -> None:
         """Register with the feed (live only), then read the history."""
         if self.live:
-            self._watch = self.dash.feed.watch_metrics(self.view.nodes, self._on_updates)
+            self._watch = self.sources.feed.watch_metrics(self.view.nodes, self._on_updates)
         self.history = await self._read_history()
 
     async def _read_history(self) -> list[Update]:
         start = self.start_ns or time.time_ns() - int(self.window_s * 1e9)
         try:
-            found = await self.dash.influx.history(self.view, start, self.end_ns, self.rollover)
+            found = await self.sources.influx.history(self.view, start, self.end_ns, self.rollover)
         except HistoryUnavailable as exc:
             log.warning("no history for %s: %s", ",".join(self.view.nodes), exc)
             self.history_note = f"History unavailable ({exc}); showing live data only."

@@ -205,9 +205,6 @@ def test_no_import_cycle_in_manager() -> None:
     assert cycles(import_graph(), "manager") == []
 
 
-@pytest.mark.xfail(strict=True, reason="pages and Bokeh documents name dashboard.app.Dashboard "
-                   "(under TYPE_CHECKING) and app imports them to route; flip when they take a "
-                   "narrow context")
 def test_no_import_cycle_in_dashboard() -> None:
     assert cycles(import_graph(), "dashboard") == []
 

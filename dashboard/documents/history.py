@@ -8,7 +8,7 @@ headline and the tables.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bokeh.document import Document
 from bokeh.layouts import column
@@ -16,19 +16,17 @@ from bokeh.models.widgets import Div
 
 from bus.views.history import history_figures
 from dashboard.documents import argument, failure_html
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
+from dashboard.security import DashboardClient
 
 JOB_URL = "/jobs/{job}"
 MAX_SERIES_LEN = 200
 
 
-async def prepare_history(dash: Dashboard, session_context: Any) -> dict[str, Any]:
+async def prepare_history(client: DashboardClient, session_context: Any) -> dict[str, Any]:
     series = argument(session_context, "series").strip()
     if not series or len(series) > MAX_SERIES_LEN:
         raise ValueError("no series given: open /history?series=NAME")
-    return await dash.client.history(series)
+    return await client.history(series)
 
 
 def build_history(doc: Document, prepared: Any) -> None:

@@ -16,7 +16,7 @@ import logging
 import time
 from collections.abc import Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bokeh.document import Document, without_document_lock
 from bokeh.layouts import column, row
@@ -26,13 +26,11 @@ from bokeh.models.widgets import Button, DataTable, Div, TableColumn
 from bus.errors import ClientError
 from bus.messages import Event, JobSpec
 from bus.replies import JobReply
+from dashboard.context import ViewContext
 from dashboard.documents import Failed, argument
 from dashboard.live import NAME_RE, WINDOWS, LiveState
 from dashboard.pages.base import FINAL_STATES, fmt_duration, fmt_time, table_height
 from dashboard.series import View
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
 
 log = logging.getLogger(__name__)
 
@@ -54,16 +52,16 @@ def job_window(job: Mapping[str, Any]) -> tuple[bool, int, int | None, int]:
     return live, int(start * 1e9), end, window
 
 
-async def prepare_job(dash: Dashboard, session_context: Any) -> tuple[JobReply, LiveState]:
+async def prepare_job(ctx: ViewContext, session_context: Any) -> tuple[JobReply, LiveState]:
     job_id = argument(session_context, "job")
     if not NAME_RE.match(job_id):
         raise ValueError("no job given")
-    job = await dash.client.job(job_id)
+    job = await ctx.client.job(job_id)
     nodes = tuple(sorted({r["node"] for r in job.get("runs", [])}))
     if not nodes:
         raise ValueError(f"job {job_id} has no runs")
     live, start_ns, end_ns, window = job_window(job)
-    state = LiveState(dash, View(nodes, job_id, scope="job"), window, live=live,
+    state = LiveState(ctx, View(nodes, job_id, scope="job"), window, live=live,
                       start_ns=start_ns, end_ns=end_ns)
     try:
         await state.start()
@@ -73,12 +71,12 @@ async def prepare_job(dash: Dashboard, session_context: Any) -> tuple[JobReply, 
     return job, state
 
 
-def build_job(dash: Dashboard, doc: Document, prepared: Any) -> None:
+def build_job(ctx: ViewContext, doc: Document, prepared: Any) -> None:
     if not isinstance(prepared, tuple):
         message = prepared.message if isinstance(prepared, Failed) else "unknown job"
         doc.add_root(Div(text=f"<p class='error'>{html.escape(message)}</p>", name="error"))
         return
-    JobDoc(dash, doc, *prepared)
+    JobDoc(ctx, doc, *prepared)
 
 
 def run_columns(job: Mapping[str, Any]) -> dict[str, list[Any]]:
@@ -105,9 +103,9 @@ def spec_from(job: Mapping[str, Any]) -> JobSpec:
 class JobDoc:
     """One tab's ``/bk/job`` document."""
 
-    def __init__(self, dash: Dashboard, doc: Document, job: JobReply,
+    def __init__(self, ctx: ViewContext, doc: Document, job: JobReply,
                  state: LiveState) -> None:
-        self.dash, self.doc, self.job, self.state = dash, doc, job, state
+        self.ctx, self.doc, self.job, self.state = ctx, doc, job, state
         self.fresh = False  # self.job came from a refresh (not the page's first fetch)
         self.job_id = str(job["id"])
         self.runs = ColumnDataSource(run_columns(job), name="runs")
@@ -128,8 +126,8 @@ class JobDoc:
         doc.add_root(column(header, table, panel.layout, sizing_mode="stretch_width", name="job"))
         doc.title = f"ptap job {self.job_id}"
         self._tasks: set[asyncio.Task[Any]] = set()
-        self._watch = dash.feed.watch_events(self._on_event)
-        doc.on_session_destroyed(lambda ctx: self._watch.close())
+        self._watch = ctx.feed.watch_events(self._on_event)
+        doc.on_session_destroyed(lambda session: self._watch.close())
         # Bokeh runs coroutine callbacks; its type stubs only know plain ones.
         doc.add_periodic_callback(self.refresh, int(POLL_S * 1000))  # type: ignore[arg-type]
 
@@ -144,7 +142,7 @@ class JobDoc:
         if self.job.get("state") in FINAL_STATES and self.fresh:
             return
         try:
-            job = await self.dash.client.job(self.job_id)
+            job = await self.ctx.client.job(self.job_id)
         except ClientError as exc:
             self.doc.add_next_tick_callback(partial(self._say, f"Manager: {exc}"))
             return
@@ -174,7 +172,7 @@ class JobDoc:
         self._spawn(self._rerun())
 
     def _allowed(self, what: str) -> bool:
-        if self.dash.auth is not None and self.dash.auth.may_change(self.doc):
+        if self.ctx.auth.may_change(self.doc):
             return True
         log.warning("refused to %s from a Bokeh session without login (job %s)", what,
                     self.job_id)
@@ -188,7 +186,7 @@ class JobDoc:
 
     async def _cancel(self) -> None:
         try:
-            job = await self.dash.client.cancel(self.job_id)
+            job = await self.ctx.client.cancel(self.job_id)
             text = f"Cancel sent; job is {job.get('state')}."
             log.info("job %s cancelled from a dashboard document", self.job_id)
         except ClientError as exc:
@@ -197,7 +195,7 @@ class JobDoc:
 
     async def _rerun(self) -> None:
         try:
-            job = await self.dash.client.submit(spec_from(self.job))
+            job = await self.ctx.client.submit(spec_from(self.job))
             log.info("job %s created from a dashboard document (again from %s)", job["id"],
                      self.job_id)
             new_id = html.escape(str(job["id"]))

@@ -7,32 +7,30 @@ history of the window from InfluxDB first, then streamed rows.
 from __future__ import annotations
 
 import html
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bokeh.document import Document
 from bokeh.layouts import column, row
 from bokeh.models.widgets import Div
 
+from dashboard.context import ViewContext
 from dashboard.documents import Failed, argument, arguments, failure_html
 from dashboard.live import NAME_RE, LiveState, parse_nodes, parse_window
 from dashboard.series import View
 
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
 
-
-async def prepare_live(dash: Dashboard, session_context: Any) -> LiveState:
+async def prepare_live(ctx: ViewContext, session_context: Any) -> LiveState:
     """``prepare`` of ``/bk/live``: the view from the page's arguments, then the backfill."""
     job = argument(session_context, "job")
     job = job if NAME_RE.match(job) else ""
     nodes = parse_nodes(arguments(session_context, "node"))
     if job and not nodes:
-        found = await dash.client.job(job)
+        found = await ctx.client.job(job)
         nodes = parse_nodes([r["node"] for r in found.get("runs", [])])
     if not nodes:
         raise ValueError("no node given: open /live?node=NAME")
     view = View(nodes, job, scope="job" if job else "system")
-    state = LiveState(dash, view, parse_window(argument(session_context, "window")))
+    state = LiveState(ctx, view, parse_window(argument(session_context, "window")))
     try:
         await state.start()
     except BaseException:

@@ -2,15 +2,14 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
+from dashboard.context import ViewContext
 
 JOB_ID = r"([A-Za-z0-9][A-Za-z0-9_.:-]{0,127})"
 
 
-def routes(dash: Dashboard) -> list[Any]:
+def routes(ctx: ViewContext) -> list[Any]:
     """``(pattern, handler, kwargs)`` for Bokeh's Tornado application's ``extra_patterns``."""
     from dashboard.pages.history import HistoryPage
     from dashboard.pages.job import JobPage
@@ -21,7 +20,7 @@ def routes(dash: Dashboard) -> list[Any]:
     from dashboard.pages.report import ComparePage, DownloadPage, ReportPage
     from dashboard.pages.status import StatusPage
 
-    kw = {"dash": dash}
+    kw = {"ctx": ctx}
     return [
         (r"/", OverviewPage, kw),
         (r"/live", LivePage, kw),

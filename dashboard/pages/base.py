@@ -11,7 +11,7 @@ import datetime as dt
 import logging
 import re
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from bokeh.embed import server_document
 from tornado.web import HTTPError, RequestHandler
@@ -19,9 +19,7 @@ from tornado.web import HTTPError, RequestHandler
 from bus.errors import ErrorCode, ManagerUnreachable, RequestFailed
 from bus.states import RunState
 from dashboard.auth import COOKIE, LOGIN_SECONDS, Auth
-
-if TYPE_CHECKING:
-    from dashboard.app import Dashboard
+from dashboard.context import ViewContext
 
 log = logging.getLogger(__name__)
 
@@ -62,17 +60,17 @@ class PageError(HTTPError):
 
 
 class Page(RequestHandler):
-    """Base of the dashboard's pages; ``self.dash`` is the running :class:`Dashboard`."""
+    """Base of the dashboard's pages; ``self.ctx`` holds what they reach for
+    (:class:`dashboard.context.ViewContext`)."""
 
-    dash: Dashboard
+    ctx: ViewContext
 
-    def initialize(self, dash: Dashboard) -> None:
-        self.dash = dash
+    def initialize(self, ctx: ViewContext) -> None:
+        self.ctx = ctx
 
     @property
     def auth(self) -> Auth:
-        assert self.dash.auth is not None
-        return self.dash.auth
+        return self.ctx.auth
 
     def set_default_headers(self) -> None:
         self.set_header("X-Frame-Options", "DENY")
@@ -144,6 +142,5 @@ class Page(RequestHandler):
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         exc = kwargs.get("exc_info", (None, None, None))[1]
         reason = exc.message if isinstance(exc, PageError) else self._reason
-        self.render("error.html", user=self.current_user if self.dash.auth else None,
-                    login_possible=bool(self.dash.auth and self.auth.login_possible),
+        self.render("error.html", user=self.current_user, login_possible=self.auth.login_possible,
                     status=status_code, reason=reason, bokeh_script="")

@@ -26,7 +26,7 @@ class HistoryPage(Page):
         headline = tables = error = script = ""
         if series:
             try:
-                history = await self.dash.client.history(series)
+                history = await self.ctx.client.history(series)
                 headline = history_headline(history)
                 tables = history_tables(history, level=3, job_link=JOB_URL)
                 script = self.bokeh("history", series=series)

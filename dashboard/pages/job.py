@@ -29,7 +29,7 @@ class JobPage(Page):
 
     async def get(self, job_id: str) -> None:
         self.valid_id(job_id)
-        job = await self.manager(self.dash.client.job(job_id))
+        job = await self.manager(self.ctx.client.job(job_id))
         nodes = sorted({r["node"] for r in job.get("runs", [])})
         series = series_of(job)
         self.page("job.html", job=job, nodes=nodes, final=job.get("state") in FINAL_STATES,

@@ -99,7 +99,7 @@ class NewJobPage(Page):
 
     async def show(self, form: TaskForm, error: str) -> None:
         try:
-            nodes = [n["name"] for n in await self.dash.client.nodes()]
+            nodes = [n["name"] for n in await self.ctx.client.nodes()]
         except Exception as exc:  # the form still works with typed targets
             nodes, error = [], error or f"Node list unavailable: {exc}"
         self.page("job_new.html", form=form, error=error, nodes=nodes, collectors=COLLECTORS)
@@ -119,7 +119,7 @@ class NewJobPage(Page):
             self.set_status(400)
             await self.show(form, error=str(exc))
             return
-        job = await self.manager(self.dash.client.submit(spec))
+        job = await self.manager(self.ctx.client.submit(spec))
         log.info("job %s created from the dashboard (%s, login %s…)", job["id"],
                  self.request.remote_ip, login[:6])
         self.redirect(f"/jobs/{job['id']}")
@@ -131,7 +131,7 @@ class CancelJobPage(Page):
     async def post(self, job_id: str) -> None:
         self.valid_id(job_id)
         self.require_login("cancel jobs")
-        await self.manager(self.dash.client.cancel(job_id))
+        await self.manager(self.ctx.client.cancel(job_id))
         log.info("job %s cancelled from the dashboard (%s)", job_id, self.request.remote_ip)
         self.redirect(f"/jobs/{job_id}")
 
@@ -161,7 +161,7 @@ class JobsPage(Page):
 
     async def get(self) -> None:
         f = {k: self.get_argument(k, "").strip() for k in ("state", "node", "tag", "q")}
-        jobs = await self.manager(self.dash.client.jobs(limit=500))
+        jobs = await self.manager(self.ctx.client.jobs(limit=500))
         shown = [j for j in jobs if matches(j, f["state"], f["node"], f["tag"], f["q"])]
         if f["state"] and f["state"] not in STATES and f["state"] not in FINAL_STATES:
             raise PageError(400, f"Unknown state {f['state']!r}.")

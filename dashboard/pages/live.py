@@ -19,7 +19,7 @@ class LivePage(Page):
         if job:
             self.valid_id(job)
         if not nodes and not job:
-            known = [n["name"] for n in await self.manager(self.dash.client.nodes())]
+            known = [n["name"] for n in await self.manager(self.ctx.client.nodes())]
             self.page("live.html", nodes=(), job="", known=known)
             return
         window = str(parse_window(self.get_argument("window", "")))

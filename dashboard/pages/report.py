@@ -50,15 +50,15 @@ class ReportPage(Page):
 
     async def get(self, job_id: str) -> None:
         self.valid_id(job_id)
-        job = await self.manager(self.dash.client.job(job_id))
+        job = await self.manager(self.ctx.client.job(job_id))
         report_html, error = "", ""
         try:
-            report = await self.dash.client.report(job_id, "json")
+            report = await self.ctx.client.report(job_id, "json")
             series = await self._series(job)
             report_html = analysis_html(report, series, history_url(series["name"]))
         except ClientError as exc:
             error = manager_error(exc)
-        summaries = await run_summaries(self.dash.influx, job)
+        summaries = await run_summaries(self.ctx.influx, job)
         links = [(f, f"/report/{job_id}/download?format={f}") for f in FORMATS]
         self.page("report.html", job=job, report_html=report_html, error=error,
                   summaries=summaries, links=links)
@@ -70,7 +70,7 @@ class ReportPage(Page):
         if not name:
             return {"name": ""}
         try:
-            moved = moved_text(await self.dash.client.history(name), str(job["id"]))
+            moved = moved_text(await self.ctx.client.history(name), str(job["id"]))
         except RequestFailed as exc:
             moved = ("no history yet: no job of the series has finished" if exc.code ==
                      ErrorCode.NOT_FOUND else f"history not available: {manager_error(exc)}")
@@ -86,7 +86,7 @@ class ComparePage(Page):
         base, cand = self.get_argument("base", "").strip(), self.get_argument("cand", "").strip()
         threshold_text = self.get_argument("threshold", "5")
         threshold = parse_threshold(threshold_text)
-        jobs = await self.manager(self.dash.client.jobs(limit=200))
+        jobs = await self.manager(self.ctx.client.jobs(limit=200))
         result: dict[str, Any] = {"comparison": "", "error": "", "summaries": {}, "links": []}
         if base and cand:
             self.valid_id(base)
@@ -99,12 +99,12 @@ class ComparePage(Page):
                        result: dict[str, Any]) -> None:
         try:
             result["comparison"] = analysis_html(
-                await self.dash.client.compare(base, cand, "json", threshold))
+                await self.ctx.client.compare(base, cand, "json", threshold))
         except ClientError as exc:
             result["error"] = manager_error(exc)
         for label, job_id in (("baseline", base), ("candidate", cand)):
-            job = await self.manager(self.dash.client.job(job_id))
-            result["summaries"][f"{label} {job_id}"] = await run_summaries(self.dash.influx, job)
+            job = await self.manager(self.ctx.client.job(job_id))
+            result["summaries"][f"{label} {job_id}"] = await run_summaries(self.ctx.influx, job)
         query = {"base": base, "cand": cand, "threshold": f"{threshold * 100:g}"}
         result["links"] = [(f, "/compare/download?" + urlencode({**query, "format": f}))
                            for f in FORMATS]
@@ -119,13 +119,13 @@ class DownloadPage(Page):
             raise PageError(400, f"format must be one of {', '.join(FORMATS)}")
         if job_id is not None:
             self.valid_id(job_id)
-            result = await self.manager(self.dash.client.report(job_id, fmt))
+            result = await self.manager(self.ctx.client.report(job_id, fmt))
             name = f"ptap-report-{job_id}"
         else:
             base = self.valid_id(self.get_argument("base", ""))
             cand = self.valid_id(self.get_argument("cand", ""))
             threshold = parse_threshold(self.get_argument("threshold", "5"))
-            result = await self.manager(self.dash.client.compare(base, cand, fmt, threshold))
+            result = await self.manager(self.ctx.client.compare(base, cand, fmt, threshold))
             name = f"ptap-compare-{base}-{cand}"
         body = json.dumps(result, indent=2) if fmt == "json" else str(result.get("content", ""))
         ctype, ext = FORMATS[fmt]

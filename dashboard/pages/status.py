@@ -25,6 +25,6 @@ class StatusPage(Page):
         self.set_header("Content-Type", "application/json; charset=utf-8")
         self.set_header("Cache-Control", "no-store")
         self.finish({"sessions": sessions, "connections": connections,
-                     "watched_nodes": self.dash.feed.watched_nodes,
-                     "feed": dict(self.dash.feed.counters),
-                     "feed_problem": self.dash.feed.problem})
+                     "watched_nodes": self.ctx.feed.watched_nodes,
+                     "feed": dict(self.ctx.feed.counters),
+                     "feed_problem": self.ctx.feed.problem})
