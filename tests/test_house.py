@@ -5,7 +5,7 @@ docs/architecture.md only, no import cycle in ``manager`` or ``dashboard`` (impo
 under ``TYPE_CHECKING`` and inside functions count), and the layering of
 docs/architecture.md#layout-and-layering: ``bus`` and ``config`` import none of
 the daemons, ``agent`` and ``manager`` never import each other, ``dashboard``
-imports no ``manager``.
+imports no ``manager``. And every sleep in the tests says why it is no race.
 """
 
 from __future__ import annotations
@@ -220,3 +220,38 @@ def test_the_layers_import_only_downwards() -> None:
                    for dep in deps
                    if dep.split(".")[0] in FORBIDDEN[module.split(".")[0]])
     assert not wrong, f"imports against docs/architecture.md#layout-and-layering: {wrong}"
+
+
+# --- tests wait on events ------------------------------------------------------------
+
+#: A sleep call in a test: ``time.sleep(x)``, ``asyncio.sleep(x)``, ``sleep(x)``.
+SLEEP = re.compile(r"\b(?:time\.|asyncio\.)?sleep\((?P<arg>[^)]*)\)")
+
+
+def unexplained_sleeps(text: str) -> list[str]:
+    """Lines of ``text`` that sleep without saying why it is no race.
+
+    Tests wait on events, never on time. A sleep is fine as a poll step under a
+    deadline, as the load a test creates, or as ``sleep(0)`` (one turn of the
+    loop); such a line carries ``wait-ok: <why>``. Sleeps written inside the
+    strings of a child program count too: they are that program's behaviour, and
+    say so the same way.
+    """
+    found = []
+    for number, line in enumerate(text.splitlines(), 1):
+        match = SLEEP.search(line)
+        if match and match["arg"].strip() != "0" and "wait-ok" not in line:
+            found.append(f"{number}: {line.strip()}")
+    return found
+
+
+def test_every_sleep_in_the_tests_says_why_it_is_no_race() -> None:
+    offenders = {str(p.relative_to(ROOT)): lines for p in sorted((ROOT / "tests").rglob("*.py"))
+                 if p.name != "test_house.py" and (lines := unexplained_sleeps(p.read_text()))}
+    assert not offenders, offenders
+
+
+def test_the_sleep_check_sees_a_bare_sleep() -> None:
+    assert unexplained_sleeps("    time.sleep(1)\n    await asyncio.sleep(0)\n") == \
+        ["1: time.sleep(1)"]
+    assert unexplained_sleeps("time.sleep(0.1)  # wait-ok: poll step under a deadline") == []

@@ -22,7 +22,7 @@ BURN = "import time\nend = time.time() + {s}\nwhile time.time() < end: pass\n"
 #: Burns CPU on node ``{node}`` only (the agent tells a run its node), sleeps elsewhere.
 BURN_ON = ("import os, time\nend = time.time() + {s}\n"
            "if os.environ['PTAP_NODE'] == '{node}':\n    while time.time() < end: pass\n"
-           "else:\n    time.sleep({s})\n")
+           "else:\n    time.sleep({s})\n")  # wait-ok: the job's own behaviour
 
 
 
