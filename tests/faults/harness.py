@@ -171,6 +171,7 @@ class FaultRun:
         self.agent_prefix: list[str] = []
         self.agent_args: list[str] = []  # more agent flags, e.g. ["--set", "S.K=V"]
         self._backlog: threading.Thread | None = None
+        self._finished = False
 
     # --- set-up ------------------------------------------------------------------
 
@@ -246,11 +247,17 @@ class FaultRun:
         if not starts or not min(starts):
             return
         sent = min(self.count, int(self.rate * (self.wall_cleared - min(starts) - 2.0)))
+        def reached() -> str | None:
+            # Until finish() has counted everything: points the kernel dropped never come.
+            return "stored" if self.stored() >= sent else "gave up" if self._finished else None
+
         try:
-            poll(lambda: self.stored() >= sent, DRAIN_TIMEOUT, f"{sent} points stored")
-            self.outcome.backlog = time.monotonic() - self.t_cleared
+            why = poll(reached, DRAIN_TIMEOUT, f"{sent} points stored")
         except AssertionError as exc:
             self.outcome.notes.append(f"backlog: {exc}")
+            return
+        if why == "stored":
+            self.outcome.backlog = time.monotonic() - self.t_cleared
 
     # --- state ----------------------------------------------------------------------
 
@@ -351,6 +358,7 @@ class FaultRun:
                         f"{r.get('error')!r} stderr {str(r.get('stderr_tail'))[-300:]!r}"
                         for r in job.get("runs", [])]
         o.deaths = self.deaths()
+        self._finished = True
         if self._backlog is not None:
             self._backlog.join(DRAIN_TIMEOUT)
         return o
