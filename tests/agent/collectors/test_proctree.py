@@ -117,39 +117,35 @@ def _schedstat_of(pid: int) -> bytes:
         return f.read()
 
 
-def _settled(c: ProcessTreeCollector, tree: subprocess.Popen[bytes]) -> dict[str, dict[str, Any]]:
-    """Sample until both children run ``sleep`` and then a sample finds nobody ran."""
-    wait_until(lambda: _sleeps(_rows(c.collect(time.time_ns()))) == 2)
-
-    def quiet() -> dict[str, dict[str, Any]] | None:
-        reads = c.full_reads
-        rows = _rows(c.collect(time.time_ns()))
-        return rows if c.full_reads == reads else None
-
-    return wait_until(quiet)
-
-
 @pytest.mark.parametrize("max_pinned", [None, 0], ids=["schedstat-kept-open", "by-path"])
 def test_idle_members_are_not_reread_and_show_zero_rates(tree: subprocess.Popen[bytes],
                                                          max_pinned: int | None) -> None:
     c = ProcessTreeCollector("n1", "j1", tree.pid, full_every=3, max_pinned=max_pinned)
     if not c.gate:
         pytest.skip("no /proc/<pid>/schedstat on this kernel")
-    before = _settled(c, tree)
+    wait_until(lambda: _sleeps(_rows(c.collect(time.time_ns()))) == 2)
     # sh waits and the sleeps sleep: none of them runs, so each is read in full once
     # in three samples (full_every), and only its schedstat in the other two. On a
-    # busy host one of them is now and then scheduled anyway (its schedstat moves):
-    # such a window proves nothing, and another is taken.
+    # busy host one of them is now and then scheduled anyway (its schedstat moves),
+    # for instance a sleep that was still runnable on its way from exec to its
+    # nanosleep: such a window proves nothing, and another is taken. "Nobody ran"
+    # must hold since each member's last full read, not only during the three
+    # samples: one that ran just before them is read in full in the first, with the
+    # rates of that run. So three samples come first in which each member is read in
+    # full at least once (never more than full_every - 1 idle samples in a row), and
+    # the three measured ones follow, with nobody having run since before the first.
 
-    def idle_window() -> tuple[int, list[dict[str, dict[str, Any]]]] | None:
+    def idle_window() -> tuple[int, dict[str, dict[str, Any]],
+                               list[dict[str, dict[str, Any]]]] | None:
         sched = {pid: _schedstat_of(pid) for pid in c.pids}
+        baseline = [_rows(c.collect(time.time_ns())) for _ in range(3)][-1]
         reads = c.full_reads
         samples = [_rows(c.collect(time.time_ns())) for _ in range(3)]
         if any(_schedstat_of(pid) != stat for pid, stat in sched.items()):
             return None
-        return c.full_reads - reads, samples
+        return c.full_reads - reads, baseline, samples
 
-    full_reads, samples = wait_until(idle_window)
+    full_reads, before, samples = wait_until(idle_window)
     assert full_reads == 3
     for rows in samples:
         for pid, r in rows.items():
@@ -241,7 +237,7 @@ def test_schedstat_files_are_closed_with_their_member(tree: subprocess.Popen[byt
     c = ProcessTreeCollector("n1", "j1", tree.pid)
     if not c.gate:
         pytest.skip("no /proc/<pid>/schedstat on this kernel")
-    _settled(c, tree)
+    wait_until(lambda: _sleeps(_rows(c.collect(time.time_ns()))) == 2)
     assert _schedstat_fds() - before == {f"/proc/{p}/schedstat" for p in c.pids}
     victim = min(p for p in c.pids if p != tree.pid)
     os.kill(victim, signal.SIGKILL)
