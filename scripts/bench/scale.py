@@ -154,7 +154,6 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     args, fleet = run.args, run.fleet
     assert fleet is not None and run.manager is not None and run.influx.pid is not None
     cpu = Cpu(run.manager.pid, run.influx.pid, fleet.pids)
-    watch.armed = {f"scale{i:04d}" for i in range(args.agents)}
     await fleet.ask("stream")
     c0, t_start = cpu.read(), time.monotonic()
     phases = res["phases"] = {}  # seconds into the window each began
@@ -279,8 +278,10 @@ async def bench(args: argparse.Namespace, res: dict[str, Any], tmp: Path) -> Non
         await run.start()
         follower = asyncio.create_task(watch.follow(f"tcp://127.0.0.1:{run.ports['pub']}"))
         await bring_up(run, res)
+        watch.armed = {f"scale{i:04d}" for i in range(args.agents)}
         if args.ramp:
             await ramp(run, res)
+            res["false_lost"] = {"events": len(watch.times), "nodes": len(watch.lost)}
         else:
             await steady(run, res, watch)
         res["totals"] = await drain(run)
@@ -299,7 +300,8 @@ def report(r: dict[str, Any]) -> str:
              f"({r.get('ghosts', 0)} gone), registered in {r.get('register_s', 0):.1f} s"]
     if "ramp" in r:
         lines.append(f"ceiling: {r['ceiling']['held_ps']:,.0f} points/s held; "
-                     f"limit: {r['ceiling']['limit']}")
+                     f"limit: {r['ceiling']['limit']}; false lost: "
+                     f"{r['false_lost']['events']} events on {r['false_lost']['nodes']} nodes")
         return "\n".join(lines)
     t, window, lost = r["totals"], r["window_s"], r["false_lost"]
     offered = a["agents"] * a["rate"] * window
