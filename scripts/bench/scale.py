@@ -79,6 +79,7 @@ from scripts.bench.scale_measure import (  # noqa: E402
 from scripts.influxdb_local import InfluxServer, create_database  # noqa: E402
 
 DRAIN_S = 60.0  # after the stream stops, spools must be empty within this
+WARM_UP = 2.0  # seconds of streaming before the window opens
 TARGETS = {"false_lost": 0, "ingest_ratio": 0.95, "nodes_s": 0.5, "overview_s": 2.0}
 
 
@@ -155,7 +156,8 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     assert fleet is not None and run.manager is not None and run.influx.pid is not None
     cpu = Cpu(run.manager.pid, run.influx.pid, fleet.pids)
     await fleet.ask("stream")
-    c0, t_start = cpu.read(), time.monotonic()
+    await asyncio.sleep(WARM_UP)  # every agent's first batch out: the window starts steady
+    base, c0, t_start = await fleet.totals(), cpu.read(), time.monotonic()
     phases = res["phases"] = {}  # seconds into the window each began
     await asyncio.sleep(min(10.0, args.duration / 3))  # the stream settles first
     phases["ptap nodes"] = time.monotonic() - t_start
@@ -173,7 +175,8 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     res["window_s"] = c1["wall"] - c0["wall"]
     res["cores"] = Cpu.cores(c0, c1)
     res["manager_rss_mb"] = vm_hwm_mb(run.manager.pid)
-    res["in_window"] = await fleet.totals()
+    now = await fleet.totals()
+    res["in_window"] = {**now, **{k: now[k] - base[k] for k in ("generated", "acked", "dropped")}}
     res["jobs"] = await jobs_to_all(run, cpu)
     phases["jobs done"] = time.monotonic() - t_start
     res["false_lost"] = {"events": len(watch.times), "nodes": len(watch.lost),
@@ -214,6 +217,7 @@ async def ramp(run: Run, res: dict[str, Any]) -> None:
     cpu = Cpu(run.manager.pid, run.influx.pid, fleet.pids)
     rate, steps, retried = args.rate, [], False
     await fleet.ask("stream")
+    await asyncio.sleep(WARM_UP)  # every agent's first batch out before the first step
     before, c0 = await fleet.totals(), cpu.read()
     while rate <= args.max_rate:
         await fleet.ask("rate", rate)
