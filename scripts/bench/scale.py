@@ -16,9 +16,10 @@ the second, one batch of ``--rate`` rows of ``scale,node=N value=…`` with
 distinct timestamps, so InfluxDB's count is exact.
 
 Before the stream, ``--known`` − ``--agents`` more nodes register and leave
-(``scripts/bench/overview.py``'s ``register_fleet``; they end ``lost``): the
-node list and the overview then hold ``--known`` nodes, as a long-lived fleet's do. Then, for ``--duration``
-seconds of streaming, it measures:
+(``scripts/bench/overview.py``'s ``register_fleet``; they end ``lost``): the node
+list and the overview then hold ``--known`` nodes, as a long-lived fleet's do.
+Then, over ``--duration`` seconds of streaming (the window opens after 2 s of it),
+it measures:
 
 * false ``lost``: ``lost`` events on the manager's PUB socket for streaming agents;
 * the manager's CPU (cores) and peak RSS (``VmHWM``); influxd's and the workers' CPU;
@@ -32,9 +33,10 @@ seconds of streaming, it measures:
   every run running, p50/p95, with ``scripts/bench/dispatch.py``'s measurement.
 
 ``--ramp`` instead raises the rate by ×1.5 every ``--step`` seconds (from
-``--rate``) until ingest falls under 0.95 of offered or the spools grow, and
-reports the ceiling and what limited it: the manager's core, influxd, or the
-host the agents share with them (2 cores here: everything competes).
+``--rate``) until ingest falls under 0.95 of offered twice at one rate, and
+reports the ceiling and what limited it: the manager's core, influxd, the agents'
+workers falling behind, or the host they all share (2 cores here; the cores of
+everything else on it are reported too).
 
 Bounds: ``--time-limit`` (default: duration + 900 s) ends the run; every process
 is stopped by its pid (workers, manager, dashboard, Chromium, influxd), also on
