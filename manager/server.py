@@ -130,6 +130,7 @@ class Manager:
                                self.query, query_database(cfg))
         self.history = HistoryService(self.analyst, lambda: self.store.path, self.spawn)
         self.bookkeeper.on_job_end = self.history.job_ended
+        self.analyst.series_line = self.history.series_line
 
     # --- life cycle -----------------------------------------------------------------
 

@@ -63,10 +63,11 @@ def _page(blocks: list[Any], title: str) -> str:
 # --- report ------------------------------------------------------------------------------
 
 
-def report_html(r: dict[str, Any]) -> str:
-    """The report as one HTML file: headline, charts, then the full tables."""
+def report_html(r: dict[str, Any], series: dict[str, Any] | None = None) -> str:
+    """The report as one HTML file: headline (with ``series``, see
+    :func:`bus.views.report.headline`), charts, then the full tables."""
     blocks: list[Any] = [Div(text=CSS + f"<h1>ptap report — job {html.escape(r['job']['id'])}</h1>"
-                             + headline(r), sizing_mode="stretch_width")]
+                             + headline(r, series), sizing_mode="stretch_width")]
     runs = r["runs"][:MAX_LINES]
     first_marked = next((run for run in runs if run["marks"]), None)
     for mid, meta in r["metrics"].items():

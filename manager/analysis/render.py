@@ -45,8 +45,9 @@ def plain(obj: Any) -> Any:
     return obj
 
 
-def render(obj: dict[str, Any], fmt: str) -> str:
-    """``obj`` (a report or a comparison) in ``fmt`` (one of :data:`FORMATS`)."""
+def render(obj: dict[str, Any], fmt: str, series: dict[str, Any] | None = None) -> str:
+    """``obj`` (a report or a comparison) in ``fmt`` (one of :data:`FORMATS`); an HTML
+    report's headline says what ``series`` (``name``, ``moved_text``) says of its series."""
     is_compare = obj.get("kind") == "ptap.compare"
     if fmt == "json":
         return json.dumps(obj, indent=2, ensure_ascii=False, allow_nan=False)
@@ -57,7 +58,7 @@ def render(obj: dict[str, Any], fmt: str) -> str:
     if fmt == "html":
         from manager.analysis import charts  # Bokeh is imported only when HTML is asked for
 
-        return charts.compare_html(obj) if is_compare else charts.report_html(obj)
+        return charts.compare_html(obj) if is_compare else charts.report_html(obj, series)
     raise ValueError(f"unknown format {fmt!r}: use one of {', '.join(FORMATS)}")
 
 

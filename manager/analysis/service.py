@@ -28,7 +28,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
 from functools import partial
 from typing import Any, TypeVar, cast
@@ -96,6 +96,9 @@ class Analyst:
         self.db = db
         self.clock = clock
         self._slots = asyncio.Semaphore(concurrency)
+        #: The job's series and whether it moved at this job, for an HTML report's
+        #: headline (set by the history service, which is built on this analyst).
+        self.series_line: Callable[[dict[str, Any]], Awaitable[dict[str, Any]]] | None = None
 
     async def report(self, job_id: str, fmt: str = "json") -> Any:
         """The report object (``json``) or ``{"format": F, "content": str}``."""
@@ -103,7 +106,9 @@ class Analyst:
         async with self._slots:
             analysis = await self.analyse(job_id)
             obj = await _in_executor(lambda: render.plain(report.report_object(analysis)))
-            return await _output(obj, fmt)
+        # Outside the slots: the history may analyse jobs of the series itself.
+        series = await self.series_line(obj) if fmt == "html" and self.series_line else None
+        return await _output(obj, fmt, series)
 
     async def compare(self, base: str, cand: str, fmt: str = "json",
                       threshold: float = 0.05) -> Any:
@@ -215,8 +220,8 @@ async def _in_executor(fn: Callable[[], T]) -> T:
     return await asyncio.get_running_loop().run_in_executor(None, fn)
 
 
-async def _output(obj: dict[str, Any], fmt: str) -> Any:
+async def _output(obj: dict[str, Any], fmt: str, series: dict[str, Any] | None = None) -> Any:
     if fmt == "json":
         return obj
-    content = await _in_executor(partial(render.render, obj, fmt))
+    content = await _in_executor(partial(render.render, obj, fmt, series))
     return {"format": fmt, "content": content}

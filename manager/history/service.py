@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bus.views.report import series_name
 from manager.analysis.report import SETTLE_S
 from manager.analysis.service import Analyst, BadRequest, NotFound
 from manager.history import build
@@ -115,6 +116,23 @@ class HistoryService:
         except NotFound:
             return None
         return None if settled else summary
+
+    async def series_line(self, report: dict[str, Any]) -> dict[str, Any]:
+        """The report's series and whether it moved at its job, for its headline."""
+        from bus.views.history import moved_text  # Bokeh: only for an HTML report
+
+        job = report.get("job") or {}
+        name = series_name(job)
+        if not name:
+            return {"name": "", "moved_text": ""}
+        try:
+            moved = moved_text(await self.history(name, []), str(job.get("id")))
+        except NotFound:
+            moved = "no history yet: no job of the series has finished"
+        except Exception as exc:  # the report is worth more than this one line
+            log.warning("history of series %r for a report failed: %s", name[:80], exc)
+            moved = f"history not available: {exc}"
+        return {"name": name, "moved_text": moved}
 
     def _unknown(self, series: str, since: float) -> str:
         if since > 0 and self.store.has_jobs(series):

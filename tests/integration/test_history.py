@@ -10,8 +10,10 @@ from job to job, but the CPU time a fixed amount of work needs hardly does.
 from __future__ import annotations
 
 import csv
+import html
 import io
 import json
+import re
 import shlex
 import sqlite3
 import sys
@@ -28,8 +30,9 @@ pytestmark = pytest.mark.integration
 SERIES = "busy-loop"
 #: Three runs a job, sampled every 0.1 s: a run's CPU time is off by up to a sample's
 #: share at each end, and the median of three shrugs off one run that was.
-#: Loop iterations of the baseline (about 0.2 s of CPU on this machine's kind).
-WORK = 3_000_000
+#: Loop iterations of the baseline (about 0.7 s of CPU on this machine's kind): long enough
+#: that a sample's share at the ends and interpreter start-up are small beside the step.
+WORK = 10_000_000
 LOOP = "n = 0\nfor i in range({work}):\n    n += i\n"
 STEP_FREE = ("proc.rss", "proc.threads", "proc.fds")
 
@@ -93,6 +96,13 @@ def test_a_30_percent_cpu_step_from_job_7_is_one_regression(
     assert rc == 0 and out.strip() == str(page), err
     assert page.read_text().lstrip().lower().startswith("<!doctype html") and SERIES in \
         page.read_text()
+    # The candidate's own report says its series moved there, the next one's that it did not.
+    for job_id, moved in ((jobs[6], r"moved at this job: [^<]*run\.cpu_time \+\d"),
+                          (jobs[7], r"did not move at this job; last change point at job")):
+        rc, out, err = c.cli("report", job_id, "--format", "html")
+        (output_dir / f"report-{job_id}.html").write_text(out)
+        assert rc == 0 and f"Series {SERIES}" in out, err
+        assert re.search(moved, html.unescape(out)), moved
 
     # Jobs from before summaries existed (here: summaries dropped) are summarised on first use.
     with sqlite3.connect(c.manager.db) as db:
