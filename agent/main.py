@@ -95,20 +95,22 @@ class Agent:
         """Start the collectors and the shipper beside the link (see :mod:`agent.sampling`)."""
         self.sampler = Sampler(self.cfg, self.node, ctx, metrics_address(self.cfg), self.curve,
                                spool_dir=self.state.batches if self.state else None)
-        if self.curve is not None:
-            # Before the sampler's own welcome hook, so its resend goes to the new socket.
-            link.hooks.welcome.append(lambda _: self._renew_push(ctx))
+        # Before the sampler's own welcome hook, so its resend goes to the new socket.
+        link.hooks.welcome.append(lambda _: self._renew_push(ctx))
         self.sampler.attach(link)
         self._sampling = asyncio.get_running_loop().create_task(self.sampler.run(),
                                                                 name="sampling")
 
     def _renew_push(self, ctx: zmq.asyncio.Context) -> None:
-        """A fresh PUSH socket after each welcome (with CURVE only).
+        """A fresh PUSH socket after each welcome; unacked batches are resent on it.
 
-        ZAP decides once per connection, and libzmq does not retry a connection
-        that ZAP refused: a PUSH that connected while this key was pending (or
-        not yet filed) would stay refused for ever. After a welcome the key is
-        accepted, so a new connection gets through; unacked batches are resent.
+        A welcome follows a registration, which the link makes on a new
+        connection after the manager fell silent. The PUSH's old connection may
+        then be dead without TCP knowing it yet (a partition or a silent drop):
+        its queued batches would wait for the kernel's retransmissions, many
+        seconds after the link is back. And with CURVE, ZAP decides once per
+        connection and libzmq does not retry one that ZAP refused: a PUSH that
+        connected while this key was pending would stay refused for ever.
         """
         sampler = self.sampler
         assert sampler is not None

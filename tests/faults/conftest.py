@@ -49,10 +49,10 @@ def faults(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
 
 @pytest.fixture
 def check(request: pytest.FixtureRequest, faults: FaultSuite) -> Callable[..., Outcome]:
-    """``check(name, max_cpu_gap=None, max_node_return=None)``: scenario ``name``'s
-    outcome, reported and asserted (see :meth:`Outcome.problems`)."""
+    """``check(name, max_cpu_gap=None, max_node_return=None, max_backlog=None)``:
+    scenario ``name``'s outcome, reported and asserted (see :meth:`Outcome.problems`)."""
     def run(name: str, max_cpu_gap: float | None = None,
-            max_node_return: float | None = None) -> Outcome:
+            max_node_return: float | None = None, max_backlog: float | None = None) -> Outcome:
         try:
             outcome = faults.outcome(name)
         finally:
@@ -61,7 +61,7 @@ def check(request: pytest.FixtureRequest, faults: FaultSuite) -> Callable[..., O
         folder.mkdir(parents=True, exist_ok=True)
         outcome.save(folder)
         print(outcome.line())
-        problems = outcome.problems(max_cpu_gap, max_node_return)
+        problems = outcome.problems(max_cpu_gap, max_node_return, max_backlog)
         assert not problems, outcome.line() + "\n" + "\n".join(problems)
         return outcome
 

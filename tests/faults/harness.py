@@ -128,7 +128,8 @@ class Outcome:
         return f"{self.name}: {self.fault}{held}: " + ", ".join(parts) + notes
 
     def problems(self, max_cpu_gap: float | None = None,
-                 max_node_return: float | None = None) -> list[str]:
+                 max_node_return: float | None = None,
+                 max_backlog: float | None = None) -> list[str]:
         """What the issue says must not happen, one line each."""
         out = []
         counted = (self.udp_drops or 0) * self.per_datagram
@@ -143,6 +144,9 @@ class Outcome:
         if max_node_return is not None and (self.node_return is None
                                             or self.node_return > max_node_return):
             out.append(f"node ready again after {self.node_return} s > {max_node_return} s")
+        if max_backlog is not None and (self.backlog is None or self.backlog > max_backlog):
+            out.append(f"what was sent before the fault stored {self.backlog} s after it, "
+                       f"> {max_backlog} s")
         return out
 
     def save(self, folder: Path) -> None:
