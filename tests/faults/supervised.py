@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import random
 import re
 import socket
 import sys
@@ -18,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bus.ports import RANDOM_BIND_LOW, outgoing_port_range
 from tests.faults.harness import poll
 from tests.integration.conftest import ROOT, ManagerProc
 
@@ -25,13 +27,12 @@ SUPERVISE = ROOT / "scripts" / "supervise.py"
 
 
 def free_base_port(attempts: int = 50) -> int:
-    """A port P with P, P+1 and P+2 free now (ROUTER, PUB, PULL)."""
+    """A port P with P, P+1 and P+2 free now (ROUTER, PUB, PULL), below the kernel's
+    range for outgoing connections, as a manager's must be to restart on the same
+    ports (bus.ports.outgoing_port_range)."""
+    low = outgoing_port_range()[0]
     for _ in range(attempts):
-        with socket.socket() as probe:
-            probe.bind(("127.0.0.1", 0))
-            base = int(probe.getsockname()[1])
-        if base + 2 > 65535:
-            continue
+        base = random.randrange(RANDOM_BIND_LOW, low - 3)
         try:
             held = []
             for port in (base, base + 1, base + 2):
