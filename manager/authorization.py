@@ -16,30 +16,30 @@ says whose that key is:
 - a metric batch counts only from an agent's key, for its own node
   (:func:`batch_allowed`).
 
-A key rejected or revoked while connected keeps its ZeroMQ connection, so
-these checks, not the handshake alone, are what take its node away. With
-CURVE off (``mgr.keys`` is None) none of this is consulted.
+Policy decides and sends nothing: each check returns
+:class:`~manager.context.Admit` or :class:`~manager.context.Refuse` (the code,
+the message and the line to log), and the loop that asked answers the peer
+(``manager/control.py``). The one side effect is the key store's: an unknown
+key is filed as pending (or accepted). A key rejected or revoked while
+connected keeps its ZeroMQ connection, so these checks, not the handshake
+alone, are what take its node away. With CURVE off there is no :class:`Access`
+(None) and none of this is consulted.
 """
 
 from __future__ import annotations
 
 import functools
 import ipaddress
-import logging
-import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from dataclasses import dataclass, field
 
 from bus import codec
+from bus.codec import Limits
 from bus.errors import ErrorCode
-from bus.messages import Message, MsgType
+from bus.messages import MsgType
 from config.schema import ServerSecurity
+from manager.context import ADMIT, Decision, Refuse
 from manager.keys import KeyState, KeyStore, Principal, Role
-
-if TYPE_CHECKING:
-    from manager.server import Manager
-
-log = logging.getLogger(__name__)
+from manager.registry import Registry
 
 #: Messages only a registered agent may send (anything else is a client request).
 AGENT_ONLY = frozenset({MsgType.HEARTBEAT, MsgType.RUN_UPDATE})
@@ -54,55 +54,65 @@ NOT_AUTHORIZED = ("this key may not do that; use the manager's admin key "
                   "(keys_dir/admin.key_secret) with ptap --keys DIR")
 
 
-def principal(mgr: Manager, key: bytes | None) -> Principal:
-    """Whose ``key`` is (unknown without one)."""
-    assert mgr.keys is not None
-    return mgr.keys.who(key) if key is not None else Principal(Role.UNKNOWN)
+@dataclass
+class Access:
+    """With CURVE, what policy consults: the key store, ``[security]``, the key each
+    registered node registered with, and how many unknown keys may wait as pending."""
+
+    keys: KeyStore
+    security: ServerSecurity
+    node_keys: dict[str, bytes] = field(default_factory=dict)
+    max_pending_keys: int = MAX_PENDING_KEYS
+
+    def principal(self, key: bytes | None) -> Principal:
+        """Whose ``key`` is (unknown without one)."""
+        return self.keys.who(key) if key is not None else Principal(Role.UNKNOWN)
 
 
-def speaks_for_its_node(mgr: Manager, peer: bytes, key: bytes | None) -> bool:
+def speaks_for_its_node(access: Access | None, registry: Registry, peer: bytes,
+                        key: bytes | None) -> bool:
     """Without CURVE, yes. With it, a routing id registered as a node proves that
     node alive only with the key accepted for it (a key rejected or revoked
     while connected keeps its connection, but not its node)."""
-    if mgr.keys is None:
+    if access is None:
         return True
-    node = mgr.registry.node_for(peer)
-    return node is None or principal(mgr, key) == Principal(Role.AGENT, node.name)
+    node = registry.node_for(peer)
+    return node is None or access.principal(key) == Principal(Role.AGENT, node.name)
 
 
-async def authorize(mgr: Manager, peer: bytes, msg: Message, key: bytes | None) -> bool:
-    """With CURVE: may this connection's key send ``msg``? Answers ``not-authorized`` if not.
+def authorize(access: Access, registry: Registry, peer: bytes, msg_type: MsgType,
+              key: bytes | None) -> Decision:
+    """With CURVE: may this connection's key send a ``msg_type``? Refused
+    ``not-authorized`` if not.
 
     Client requests need an administrator's key; ``heartbeat`` and ``run.update``
     the key accepted for the node this routing id registered as.
     ``agent.register`` is decided by :func:`admit_agent`.
     """
-    who = principal(mgr, key)
-    if msg.TYPE in CLIENT_REQUESTS:
+    who = access.principal(key)
+    if msg_type in CLIENT_REQUESTS:
         allowed, why = who.role is Role.ADMIN, NOT_AUTHORIZED
-    elif msg.TYPE in AGENT_ONLY:
-        node = mgr.registry.node_for(peer)
+    elif msg_type in AGENT_ONLY:
+        node = registry.node_for(peer)
         name = node.name if node is not None else "?"
         allowed = who == Principal(Role.AGENT, name)
         why = (f"this key is no longer accepted for node {name}; see ptap keys list "
                "on the manager")
     else:
-        return True
-    if not allowed:
-        mgr.bad_frames.warn("not-authorized", f"refused {msg.TYPE.value} from peer {peer.hex()}: "
-                            f"key {_short(key)} is {who.role.value}"
-                            f"{' of node ' + who.node if who.node else ''}",
-                            time.monotonic())
-        await mgr.reply_error(peer, getattr(msg, "req_id", ""), ErrorCode.NOT_AUTHORIZED, why)
-    return allowed
+        return ADMIT
+    if allowed:
+        return ADMIT
+    return Refuse(ErrorCode.NOT_AUTHORIZED, why, kind="not-authorized",
+                  note=f"refused {msg_type.value} from peer {peer.hex()}: key {_short(key)} "
+                       f"is {who.role.value}{' of node ' + who.node if who.node else ''}")
 
 
 def _short(key: bytes | None) -> str:
     return f"{key[:8].decode(errors='replace')}…" if key else "(none)"
 
 
-async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
-                      address: str = "") -> bool:
+def admit_agent(access: Access, peer: bytes, node: str, key: bytes | None,
+                address: str = "") -> Decision:
     """``agent.register`` as ``node`` with ``key`` from IP ``address``: Salt-style
     acceptance (docs/architecture.md#security).
 
@@ -113,70 +123,69 @@ async def admit_agent(mgr: Manager, peer: bytes, node: str, key: bytes | None,
     ``not-authorized``: a revoked one until ``ptap keys accept``, which its
     message names.
     """
-    assert mgr.keys is not None
-    who = principal(mgr, key)
+    who, held = access.principal(key), ("", "")
     if key is not None and who.role is Role.UNKNOWN:
-        refusal = _refused_until_accepted(mgr, mgr.keys, peer, node, key, address) \
-            or _file_new_key(mgr, mgr.keys, node, key, address)
-        if refusal:
-            await mgr.reply_error(peer, "", ErrorCode.NOT_AUTHORIZED, refusal)
-            return False
-        who = mgr.keys.who(key)
+        refusal = _refused_until_accepted(access.keys, peer, node, key, address) \
+            or _pending_full(access, node)
+        if refusal is not None:
+            return refusal
+        held = _file_new_key(access, node, key, address)
+        who = access.keys.who(key)
     if who.role is Role.AGENT:
         if who.node == node:
-            return True
-        log.warning("refused registration as node %s from peer %s: its key is accepted "
-                    "for node %s", node, peer.hex(), who.node)
-        await mgr.reply_error(peer, "", ErrorCode.KEY_MISMATCH,
-                              f"this key is accepted for node {who.node}, not {node}; "
-                              f"start the agent as {who.node}, or give it its own keys_dir")
-        return False
+            return ADMIT
+        return Refuse(ErrorCode.KEY_MISMATCH, f"this key is accepted for node {who.node}, not {node}; "
+                      f"start the agent as {who.node}, or give it its own keys_dir",
+                      note=f"refused registration as node {node} from peer {peer.hex()}: its "
+                           f"key is accepted for node {who.node}")
     if who.role is Role.PENDING:
-        await mgr.reply_error(peer, "", ErrorCode.PENDING,
-                              f"key for node {who.node} is pending; run ptap keys accept "
-                              f"{who.node} on the manager")
-        return False
-    await mgr.reply_error(peer, "", ErrorCode.NOT_AUTHORIZED,
-                          "this key may not register an agent; an agent uses its own key pair")
-    return False
+        return Refuse(ErrorCode.PENDING, f"key for node {who.node} is pending; run ptap keys accept "
+                      f"{who.node} on the manager", kind=held[0], note=held[1])
+    return Refuse(ErrorCode.NOT_AUTHORIZED,
+                  "this key may not register an agent; an agent uses its own key pair")
 
 
-def _refused_until_accepted(mgr: Manager, keys: KeyStore, peer: bytes, node: str,
-                            key: bytes, address: str) -> str:
+def _refused_until_accepted(keys: KeyStore, peer: bytes, node: str, key: bytes,
+                            address: str) -> Refuse | None:
     """Why a rejected or revoked key may not register (whatever ``auto_accept`` says),
-    or "" for a key never seen."""
+    or None for a key never seen."""
     state, filed = keys.filed(key) or (None, "")
     if state is KeyState.REVOKED:
-        mgr.bad_frames.warn("key-revoked", f"refused registration as node {node} from peer "
-                            f"{peer.hex()} ({address or 'address unknown'}): the key of node "
-                            f"{filed} is revoked", time.monotonic())
-        return (f"the key of node {filed} was revoked; ptap keys accept {filed} on the "
-                "manager admits it again")
+        return Refuse(ErrorCode.NOT_AUTHORIZED,
+                      f"the key of node {filed} was revoked; ptap keys accept {filed} on the "
+                      "manager admits it again", kind="key-revoked",
+                      note=f"refused registration as node {node} from peer {peer.hex()} "
+                           f"({address or 'address unknown'}): the key of node {filed} is "
+                           "revoked")
     if state is KeyState.REJECTED:  # still connected from before it was rejected
-        return (f"the key of node {filed} was rejected; ptap keys accept {filed} on the "
-                "manager admits it")
-    return ""
+        return Refuse(ErrorCode.NOT_AUTHORIZED, f"the key of node {filed} was rejected; ptap keys "
+                      f"accept {filed} on the manager admits it")
+    return None
 
 
-def _file_new_key(mgr: Manager, keys: KeyStore, node: str, key: bytes, address: str) -> str:
+def _pending_full(access: Access, node: str) -> Refuse | None:
+    """A refusal if no more keys may be filed as pending, else None."""
+    cap = access.max_pending_keys
+    if access.keys.count(KeyState.PENDING) < cap:
+        return None
+    return Refuse(ErrorCode.NOT_AUTHORIZED, f"{cap} agent keys are pending already; ask the manager's "
+                  "administrator to accept, reject or revoke some", kind="keys-pending-full",
+                  note=f"not filing the key of node {node}: {cap} keys are pending already")
+
+
+def _file_new_key(access: Access, node: str, key: bytes, address: str) -> tuple[str, str]:
     """File a key never seen: as pending, or accepted if ``auto_accept`` may.
-    Returns "" once filed, else why the agent is refused."""
-    cap = mgr.max_pending_keys
-    if keys.count(KeyState.PENDING) >= cap:
-        mgr.bad_frames.warn("keys-pending-full", f"not filing the key of node {node}: "
-                            f"{cap} keys are pending already", time.monotonic())
-        return (f"{cap} agent keys are pending already; ask the manager's "
-                "administrator to accept, reject or revoke some")
-    sec = mgr.cfg.security
+    Returns the log kind and line saying why ``auto_accept`` left it pending, or
+    ``("", "")``."""
+    keys, sec = access.keys, access.security
     hold = auto_accept_hold(sec, address, keys.count(KeyState.ACCEPTED)) if sec.auto_accept \
         else None
     state = keys.request(key, node, sec.auto_accept and hold is None)
-    if hold is not None and state is KeyState.PENDING:
-        filed = keys.who(key).node
-        mgr.bad_frames.warn(hold.kind, f"key of node {filed} is pending, not auto-accepted: "
-                            f"{hold.reason} — run ptap keys accept {filed} on the manager, "
-                            f"or {hold.remedy}", time.monotonic())
-    return ""
+    if hold is None or state is not KeyState.PENDING:
+        return "", ""
+    filed = keys.who(key).node
+    return hold.kind, (f"key of node {filed} is pending, not auto-accepted: {hold.reason} — "
+                       f"run ptap keys accept {filed} on the manager, or {hold.remedy}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -228,10 +237,9 @@ def address_allowed(address: str,
     return any(ip in net for net in nets)
 
 
-def accept_refusal(mgr: Manager, node: str) -> str:
+def accept_refusal(access: Access, node: str) -> str:
     """Why ``ptap keys accept NODE`` may not accept one more key (``max_nodes``), or ""."""
-    assert mgr.keys is not None
-    accepted, bound = mgr.keys.count(KeyState.ACCEPTED), mgr.cfg.security.max_nodes
+    accepted, bound = access.keys.count(KeyState.ACCEPTED), access.security.max_nodes
     if accepted < bound:
         return ""
     return (f"cannot accept the key of node {node}: {accepted} agent keys are accepted "
@@ -239,32 +247,31 @@ def accept_refusal(mgr: Manager, node: str) -> str:
             "revoke NODE), or raise max_nodes in server.cfg and restart the manager")
 
 
-def may_dispatch(mgr: Manager, name: str) -> bool:
+def may_dispatch(access: Access | None, name: str) -> bool:
     """With CURVE, only to a node whose key is still accepted for it (a key
     rejected or revoked while connected keeps its connection, and a revoked
     key's agent may even stay registered until its heartbeats lapse)."""
-    if mgr.keys is None:
+    if access is None:
         return True
-    key = mgr.node_keys.get(name)
-    return key is not None and mgr.keys.who(key) == Principal(Role.AGENT, name)
+    key = access.node_keys.get(name)
+    return key is not None and access.keys.who(key) == Principal(Role.AGENT, name)
 
 
-def batch_allowed(mgr: Manager, key: bytes | None, frames: list[bytes]) -> bool:
+def batch_allowed(access: Access, key: bytes | None, frames: list[bytes],
+                  limits: Limits) -> Decision:
     """With CURVE: a batch counts only from an accepted agent key, for its own node.
 
-    Checked before ingest decodes anything; a refused batch is counted, logged
-    (rate-limited) and not acked.
+    Checked before ingest decodes anything; the caller counts and logs a refused
+    batch (rate-limited) and does not ack it. Its ``code`` is never sent: PULL
+    has no way back.
     """
-    who = principal(mgr, key)
+    who = access.principal(key)
     if who.role is not Role.AGENT:
         why = f"key {key[:8].decode() if key else '?'}… is {who.role.value}"
     else:
-        node = codec.peek_str(frames, "node", mgr.batch_limits)
+        node = codec.peek_str(frames, "node", limits)
         if node == who.node:
-            return True
+            return ADMIT
         why = f"key of node {who.node} sent a batch for node {str(node)[:64]!r}"
-    mgr.counters["metrics.refused"] += 1
-    mgr.counters["metrics.unauthorized"] += 1
-    mgr.bad_frames.warn("metrics-unauthorized", f"metric batch refused: {why}",
-                        time.monotonic())
-    return False
+    return Refuse(ErrorCode.NOT_AUTHORIZED, why, kind="metrics-unauthorized",
+                  note=f"metric batch refused: {why}")

@@ -7,6 +7,8 @@ tasks share one loop: the ROUTER loop (``manager/control.py`` handlers), the
 PULL loop (:meth:`Manager.on_metrics`) and a housekeeping tick every
 ``[basic] epoll_interval`` (liveness sweep, heartbeats, dispatch, runs lost
 across a restart). Runs and jobs are kept by :class:`manager.bookkeeper.Bookkeeper`.
+No handler sees the manager: each takes the small context of the parts it
+uses (``manager/context.py``), made once at start by :meth:`Manager._router_context`.
 
 With ``[security] curve = yes`` (docs/architecture.md#security) every socket is a CURVE server
 (``manager/authenticator.py``). The authenticator starts before anything
@@ -20,6 +22,7 @@ never by the name a peer claims (``manager/authorization.py``).
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import time
 from collections import Counter
@@ -31,27 +34,31 @@ import zmq
 import zmq.asyncio
 
 from bus import topics
-from bus.errors import ErrorCode
-from bus.messages import Error, Heartbeat, MetricAck
+from bus.messages import Heartbeat, MetricAck
 from bus.ratelimit import RateLimitedLog
-from bus.security import Gatekeeper, peer_address, peer_key
+from bus.security import Gatekeeper, peer_key
 from bus.sockets import receive_forever
 from config.schema import ServerConfig
-from manager import authenticator, authorization, control
+from manager import authenticator, authorization, control, heartbeats
+from manager.agent_handlers import AgentContext
 from manager.analysis.query import QueryClient
 from manager.analysis.service import Analyst
 from manager.book import Book
 from manager.bookkeeper import Bookkeeper
+from manager.client_handlers import ClientContext
+from manager.context import Refuse, Replier
 from manager.history.service import HistoryService
 from manager.influx_setup import make_query_client, make_sink, query_database
 from manager.ingest import Ingest
 from manager.keys import KeyStore
+from manager.node_handlers import NodeContext
 from manager.ports import (
     PortLayout,
     remove_ready_file,
     write_ready_file,
 )
 from manager.registry import Registry
+from manager.report_handlers import ReportContext
 from manager.sinks import Sink
 from manager.sockets import ROUTER_MAX_BODY as ROUTER_MAX_BODY  # tests import it here
 from manager.sockets import ManagerSockets
@@ -88,18 +95,18 @@ class Manager:
         self.send = self.sockets.send
         self.publish = self.sockets.publish
         self.peer_connected = self.sockets.peer_connected
+        self.replier = Replier(self.send, self.bad_frames)
         self.registry = Registry(cfg.basic.interval, cfg.basic.liveness,
                                  cfg.basic.forget_after)
         #: Unfinished jobs and their runs: handlers read it, the bookkeeper keeps it.
         self.book = Book()
         self.counters: Counter[str] = Counter()
         self._store: Store | None = None
-        #: With CURVE: the key store (who may do what) and the authenticator.
-        self.keys: KeyStore | None = None
+        #: With CURVE: what the key policy consults, and the authenticator.
+        self.access: authorization.Access | None = None
         self.gate: Gatekeeper | None = None
-        #: With CURVE: the key each registered node registered with.
-        self.node_keys: dict[str, bytes] = {}
-        self.max_pending_keys = authorization.MAX_PENDING_KEYS
+        #: The ROUTER handlers' contexts, made once the store and keys are open.
+        self.router_context: control.RouterContext | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self._background: set[asyncio.Task[None]] = set()
         self._next_heartbeat = 0.0
@@ -114,7 +121,7 @@ class Manager:
             lambda: self.store,
             send=self.send,
             publish=self.publish,
-            may_dispatch=lambda name: authorization.may_dispatch(self, name),
+            may_dispatch=self._may_dispatch,
         )
         self.ingest = Ingest(
             sink or make_sink(cfg),
@@ -153,6 +160,7 @@ class Manager:
                 await authenticator.prove_refusal(self.gate, self.keys, self._ctx,
                                                   self.cfg.basic.bind_addr, self._address)
             self.bookkeeper.reload()
+            self.router_context = self._router_context()
             loop = asyncio.get_running_loop()
             self._tasks = [
                 loop.create_task(self._restarting("router", self._router_loop), name="router"),
@@ -218,6 +226,24 @@ class Manager:
         assert self._store is not None, "manager is not started"
         return self._store
 
+    # With CURVE, the policy's state (``self.access``), as tests and tools read it.
+    @property
+    def keys(self) -> KeyStore | None:
+        return self.access.keys if self.access is not None else None
+
+    @property
+    def node_keys(self) -> dict[str, bytes]:
+        return self.access.node_keys if self.access is not None else {}
+
+    @property
+    def max_pending_keys(self) -> int:
+        return self.access.max_pending_keys if self.access else authorization.MAX_PENDING_KEYS
+
+    @max_pending_keys.setter
+    def max_pending_keys(self, bound: int) -> None:
+        assert self.access is not None, "without CURVE no key is filed"
+        self.access.max_pending_keys = bound
+
     @property
     def ports(self) -> PortLayout | None:
         """The bound ports, once started."""
@@ -243,14 +269,29 @@ class Manager:
 
     def _start_gate(self) -> None:
         """Open the key store and start the ZAP authenticator in our context."""
-        self.keys = KeyStore(Path(self.cfg.security.keys_dir))
-        self.gate = Gatekeeper(self._ctx, self.keys.allowed,
-                               tuple(authenticator.DOMAINS.values()))
+        keys = KeyStore(Path(self.cfg.security.keys_dir))
+        self.access = authorization.Access(keys, self.cfg.security)
+        self.gate = Gatekeeper(self._ctx, keys.allowed, tuple(authenticator.DOMAINS.values()))
         self.gate.start()
 
-    async def reply_error(self, peer: bytes, req_id: str, code: str, message: str) -> None:
-        """Answer ``peer`` with ``error`` (``req_id`` is empty for agent messages)."""
-        await self.send(peer, Error(req_id=req_id, code=code, message=message))
+    def _may_dispatch(self, node: str) -> bool:
+        return authorization.may_dispatch(self.access, node)
+
+    def _router_context(self) -> control.RouterContext:
+        """Each handler's context, from the parts they use (the store is open)."""
+        store, basic, replier = self.store, self.cfg.basic, self.replier
+        agents = AgentContext(replier, self.registry, self.book, self.bookkeeper, store,
+                              self.access, basic.interval, basic.liveness, self.last_seq,
+                              self.peer_connected)
+        handlers = control.handler_table(
+            agents,
+            NodeContext(replier, self.registry),
+            ClientContext(replier, self.registry, self.book, self.bookkeeper, store,
+                          self.access),
+            ReportContext(replier, self.analyst, self.history, self.spawn, self.cfg,
+                          self.ingest, self.query, self.access))
+        return control.RouterContext(replier, self.registry, self.bookkeeper.node_changed,
+                                     self.limits, self.access, agents, handlers)
 
     def spawn(self, coro: Any, name: str) -> None:
         """Run ``coro`` beside the loops (a report being computed must not stall the
@@ -278,33 +319,10 @@ class Manager:
         # Messages already waiting are taken without a future each (as on PULL):
         # 1,000 agents answering a dispatch at once are 1,000 messages in a burst.
         # zmq.Frame objects only where their CURVE metadata is read.
-        await receive_forever(self.sockets.router, self._on_router_message, copy=self.keys is None,
-                              drain=32)
-
-    async def _on_router_message(self, parts: list[Any]) -> None:
-        key, address = None, ""
-        if self.keys is None:
-            frames = parts
-        else:
-            # The first body frame carries the connection's metadata.
-            key = peer_key(parts[1]) if len(parts) > 1 else None
-            address = peer_address(parts[1]) if len(parts) > 1 else ""
-            frames = [p.bytes for p in parts]
-        try:
-            await control.handle_frames(self, frames, key, address)
-        except Exception as exc:  # a handler bug must not stop the loop
-            self.bad_frames.warn(
-                "internal",
-                f"handler failed on a message from peer {bytes(frames[0]).hex()}: {exc!r}",
-                time.monotonic(),
-                exc_info=True,
-            )
-            await self.reply_error(
-                bytes(frames[0]),
-                control.req_id_of(self, frames[1:]),
-                ErrorCode.INTERNAL,
-                "the manager failed on this request; see its log",
-            )
+        assert self.router_context is not None
+        await receive_forever(self.sockets.router,
+                              functools.partial(control.handle_message, self.router_context),
+                              copy=self.keys is None, drain=32)
 
     async def _pull_loop(self) -> None:
         # zmq.Frame objects only where their CURVE metadata is read.
@@ -313,13 +331,18 @@ class Manager:
     async def _take_batch(self, parts: list[Any]) -> None:
         """One PULL message: checked against its CURVE key (if any), then ingested."""
         try:
-            if self.keys is None:
+            if self.access is None:
                 await self.on_metrics(parts)
                 return
             frames = [p.bytes for p in parts]
-            if authorization.batch_allowed(self, peer_key(parts[0]) if parts else None,
-                                           frames):
-                await self.on_metrics(frames)
+            decision = authorization.batch_allowed(self.access, peer_key(parts[0]) if parts
+                                                   else None, frames, self.batch_limits)
+            if isinstance(decision, Refuse):  # counted and logged, never acked
+                self.counters["metrics.refused"] += 1
+                self.counters["metrics.unauthorized"] += 1
+                self.replier.note(decision)
+                return
+            await self.on_metrics(frames)
         except Exception as exc:
             self.bad_frames.warn(
                 "internal", f"metrics hook failed: {exc!r}", time.monotonic(), exc_info=True
@@ -367,23 +390,12 @@ class Manager:
         """One housekeeping pass: liveness, heartbeats, restart deadline, dispatch."""
         await self.bookkeeper.node_changed(self.registry.sweep(now))
         if now >= self._next_heartbeat:
-            interval = self.cfg.basic.interval
-            self._next_heartbeat = now + interval
-            # Any message is proof of life to an agent, and one shipping metrics
-            # gets an ack every interval: a heartbeat beside it would only wake it
-            # once more a second (at 1 Hz the agent's cost is mostly wake-ups).
-            # Skipping keeps its silence under 2 intervals, so only with a
-            # liveness of 3 or more, where that leaves a whole interval spare.
-            recent = interval if self.cfg.basic.liveness >= 3 else 0.0
-            live = self.registry.live()
-            last_sent = self.sockets.last_sent
-            self.sockets.last_sent = {}  # clients' and gone peers' entries go with this pass
-            for node in live:
-                sent = last_sent.get(node.routing_id)
-                if sent is not None and now - sent < recent:
-                    self.sockets.last_sent[node.routing_id] = sent
-                else:
-                    await self.send(node.routing_id, Heartbeat(running=len(node.running)))
+            basic = self.cfg.basic
+            self._next_heartbeat = now + basic.interval
+            due, self.sockets.last_sent = heartbeats.due(
+                self.registry.live(), self.sockets.last_sent, now, basic.interval, basic.liveness)
+            for node in due:
+                await self.send(node.routing_id, Heartbeat(running=len(node.running)))
         await self.bookkeeper.expire_unclaimed_runs(now)
         await self.bookkeeper.dispatch_queued()
         await self.bookkeeper.flush()  # at once, and again if a flush failed

@@ -197,10 +197,6 @@ def test_the_cycle_check_sees_a_type_checking_cycle(tmp_path: Path) -> None:
     assert cycles(graph, "pkg") == [["pkg.a", "pkg.b"]]
 
 
-@pytest.mark.xfail(strict=True, reason="the ROUTER handlers (control, agent_handlers, "
-                   "client_handlers, node_handlers, authorization, frame_gate) take the whole "
-                   "Manager, which server.py imports them to wire; flip when they take a narrow "
-                   "context")
 def test_no_import_cycle_in_manager() -> None:
     assert cycles(import_graph(), "manager") == []
 

@@ -43,6 +43,7 @@ from bus.sockets import CurveKeys, SocketTuning, make_socket
 from config.schema import ServerSecurity
 from manager import authorization
 from manager.authorization import auto_accept_hold
+from manager.context import Admit
 from manager.keys import KeyState
 from manager.server import Manager
 from manager.sinks import MemorySink
@@ -292,7 +293,9 @@ def test_auto_accept_only_from_allowed_networks(tmp_path: Path,
             for node, address, state in (("n2", "", KeyState.PENDING),
                                          ("n3", "10.255.255.9", KeyState.ACCEPTED)):
                 key = zmq.curve_keypair()[0]
-                admitted = await authorization.admit_agent(c.mgr, b"gone", node, key, address)
+                assert c.mgr.access is not None  # policy decides; nothing is sent
+                decision = authorization.admit_agent(c.mgr.access, b"gone", node, key, address)
+                admitted = isinstance(decision, Admit)
                 assert admitted is (state is KeyState.ACCEPTED)
                 assert c.mgr.keys is not None and c.mgr.keys.who(key).node == node
                 listing = await admin.keys("list")
@@ -346,7 +349,7 @@ def test_a_revoked_key_is_refused_and_gets_no_run_even_under_auto_accept(
             n1, n2 = c.dealer(c.keys(*zmq.curve_keypair())), c.dealer(c.keys(*zmq.curve_keypair()))
             for sock, node in ((n1, "n1"), (n2, "n2")):
                 assert isinstance(await register(sock, node), Welcome)
-            assert authorization.may_dispatch(c.mgr, "n1")
+            assert authorization.may_dispatch(c.mgr.access, "n1")
             assert (await admin.keys("revoke", "n1"))["state"] == "revoked"
             reply = await register(n1, "n1")
             assert isinstance(reply, Error) and reply.code == "not-authorized"
@@ -354,8 +357,8 @@ def test_a_revoked_key_is_refused_and_gets_no_run_even_under_auto_accept(
                                      "the manager admits it again")
             assert c.mgr.keys is not None
             assert c.mgr.keys.filed(c.mgr.node_keys["n1"]) == (KeyState.REVOKED, "n1")
-            assert not authorization.may_dispatch(c.mgr, "n1")
-            assert authorization.may_dispatch(c.mgr, "n2")
+            assert not authorization.may_dispatch(c.mgr.access, "n1")
+            assert authorization.may_dispatch(c.mgr.access, "n2")
             # n1 is not lost yet, but `all` passes it over: no run waits for it.
             job = await admin.submit(JobSpec(command=["true"], targets=["all"]))
             assert [r["node"] for r in job["runs"]] == ["n2"]
