@@ -218,3 +218,25 @@ def test_with_curve_a_new_key_waits_pending_and_once_accepted_is_welcomed(
     assert isinstance(welcome, Welcome)
     assert world.access.keys.who(key).role is Role.AGENT
     assert world.access.node_keys == {"n1": key}
+
+
+def test_with_curve_the_same_key_takes_over_a_connection_silent_for_two_heartbeats(
+        tmp_path: Path) -> None:
+    world = World(access=curve_access(tmp_path / "keys"), connected={b"p1", b"p2"})
+    assert world.access is not None
+    key = agent_key()
+    world.access.keys.request(key, "n1", auto_accept=True)
+
+    async def scenario() -> None:
+        await handle_register(world.agents(), b"p1", register_msg("n1"), key, "127.0.0.1")
+        # A clone with the same key while the first still speaks: refused.
+        await handle_register(world.agents(), b"p2", register_msg("n1"), key, "127.0.0.1")
+        [taken] = world.wire.to(b"p2", Error)
+        assert taken.code == "name-taken"
+        world.time.mono += 2.0  # two heartbeat intervals of silence on p1 (a partition)
+        await handle_register(world.agents(), b"p2", register_msg("n1"), key, "127.0.0.1")
+
+    asyncio.run(scenario())
+    assert len(world.wire.to(b"p2", Welcome)) == 1
+    node = world.registry.get("n1")
+    assert node is not None and node.routing_id == b"p2"
