@@ -284,10 +284,8 @@ class Manager:
                               self.access, basic.interval, basic.liveness, self.last_seq,
                               self.peer_connected)
         handlers = control.handler_table(
-            agents,
-            NodeContext(replier, self.registry),
-            ClientContext(replier, self.registry, self.book, self.bookkeeper, store,
-                          self.access),
+            agents, NodeContext(replier, self.registry),
+            ClientContext(replier, self.registry, self.book, self.bookkeeper, store, self.access),
             ReportContext(replier, self.analyst, self.history, self.spawn, self.cfg,
                           self.ingest, self.query, self.access))
         return control.RouterContext(replier, self.registry, self.bookkeeper.node_changed,
