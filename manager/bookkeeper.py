@@ -96,6 +96,8 @@ class Bookkeeper:
         #: Monotonic time by which nodes holding reloaded runs must be back.
         self._restart_deadline: float | None = None
         self._staged = Stage()
+        #: Nodes freed by a final state whose flush has not dispatched on them yet.
+        self._freed_unacked: set[str] = set()
         self._flush_task: asyncio.Task[None] | None = None
         self._trouble = RateLimitedLog(log)
         #: Called with a job's id when it reaches a final state (the history's summaries).
@@ -152,7 +154,11 @@ class Bookkeeper:
         on the nodes named in ``only`` (a run update frees its own node alone), or on
         every node (the housekeeping pass)."""
         if only is None:
-            nodes = {n.name: n for n in self.registry.nodes() if self._may_dispatch(n.name)}
+            # A node freed by a final state gets its next run from the flush that
+            # stores and acks that state, after the ack; not from here before it.
+            held = self._staged.dispatch_on | self._freed_unacked
+            nodes = {n.name: n for n in self.registry.nodes()
+                     if self._may_dispatch(n.name) and n.name not in held}
             runs: Iterable[Run] = self.book.runs.values()
         else:
             nodes = {name: node for name in set(only)
@@ -264,15 +270,19 @@ class Bookkeeper:
         except Exception:
             self._staged = staged  # nothing else ran meanwhile: the save is synchronous
             raise
-        for peer, msg in staged.after_store:
-            await self._send(peer, msg)
-        for job in staged.jobs.values():
-            if job.state.final:
-                self.book.drop(job.id)
-                if self.on_job_end is not None:  # stored: its history summary may be made
-                    self.on_job_end(job.id)
-        if staged.dispatch_on:  # what it stages is published after what is published here
-            await self.dispatch_queued(staged.dispatch_on)
+        self._freed_unacked |= staged.dispatch_on
+        try:
+            for peer, msg in staged.after_store:
+                await self._send(peer, msg)
+            for job in staged.jobs.values():
+                if job.state.final:
+                    self.book.drop(job.id)
+                    if self.on_job_end is not None:  # stored: its history summary may be made
+                        self.on_job_end(job.id)
+            if staged.dispatch_on:  # what it stages is published after what is published here
+                await self.dispatch_queued(staged.dispatch_on)
+        finally:
+            self._freed_unacked -= staged.dispatch_on
         # Last: a client acting on a job's end (the next submit) finds this turn's work done.
         for topic, frames in staged.events:
             await self._publish(topic, frames)

@@ -121,6 +121,41 @@ def test_a_burst_is_one_commit_and_each_ack_follows_it(
     assert "job1" not in keeper.book.jobs, "the ended job is dropped once stored"
 
 
+def test_a_freed_node_gets_its_next_run_after_the_ack_even_from_a_housekeeping_pass(
+        world: tuple[Bookkeeper, Store, Wire, list[Run]]) -> None:
+    """The housekeeping pass (every ``epoll_interval``) may run while a final state is
+    staged, or while its flush sends the ack: it must leave that node to the flush."""
+    keeper, store, wire, runs = world
+    run = runs[0]
+    nxt = Run(id="job2.n0.1", job_id="job2", node="n0", iteration=1)
+    job2 = Job(id="job2", spec=JobSpec(command=["true"]), created_at=time.time())
+    store.add_job(job2, [nxt])
+    keeper.book.add(job2, [nxt])
+    real_send = wire.send
+
+    async def send(peer: bytes, msg: Message) -> bool:
+        sent = await real_send(peer, msg)
+        if isinstance(msg, RunAck):
+            await keeper.dispatch_queued()  # a pass while the flush is sending the ack
+        return sent
+
+    wire.send = send  # type: ignore[method-assign]
+
+    async def scenario() -> None:
+        await keeper.dispatch_queued()  # job1 on every node; job2 waits for n0
+        await keeper.flush()
+        del wire.sent[:]
+        scheduler.set_state(run, RunState.SUCCEEDED, time.time())
+        await keeper.stage([run], [(b"n0", RunAck(run_id=run.id))], dispatch_on=["n0"])
+        await keeper.dispatch_queued()  # a pass before the turn's flush
+        assert wire.sent == [], "nothing before the final state is stored and acked"
+        await keeper.flush()
+
+    asyncio.run(scenario())
+    order = [(type(m).__name__, getattr(m, "run_id", "")) for _, m, _ in wire.sent]
+    assert order == [("RunAck", run.id), ("RunDispatch", nxt.id)]
+
+
 def test_a_commit_that_fails_acks_nothing_and_is_retried(
         world: tuple[Bookkeeper, Store, Wire, list[Run]],
         monkeypatch: pytest.MonkeyPatch) -> None:
