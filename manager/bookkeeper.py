@@ -160,10 +160,10 @@ class Bookkeeper:
             nodes = {n.name: n for n in self.registry.nodes()
                      if self._may_dispatch(n.name) and n.name not in held}
             runs: Iterable[Run] = self.book.runs.values()
-        else:
+        else:  # the same, for a final state staged in this turn and not yet acked
             nodes = {name: node for name in set(only)
                      if (node := self.registry.get(name)) is not None
-                     and self._may_dispatch(name)}
+                     and self._may_dispatch(name) and name not in self._staged.dispatch_on}
             runs = [r for name in nodes for r in self.book.on_node(name)]
         sent, wall = [], time.time()
         for run, node in scheduler.next_dispatches(runs, nodes):
@@ -194,11 +194,13 @@ class Bookkeeper:
         await self.stage(sent)  # stored with this turn's: a lost dispatch is requeued
 
     async def commit(self, runs: Iterable[Run]) -> None:
-        """Store changed runs now, with whatever else is staged (see :meth:`stage`)."""
+        """Store changed runs now, with whatever else is staged (see :meth:`stage`): a
+        caller may ack any final state it holds once this returns, even one that an
+        earlier update of this turn staged (an agent registering again resends it)."""
         runs = list(runs)
         if runs:
             await self.stage(runs)
-            await self.flush()
+        await self.flush()
 
     async def stage(self, runs: Iterable[Run],
                     after_store: Iterable[tuple[bytes, Message]] = (),

@@ -195,3 +195,28 @@ def test_a_long_burst_is_stored_without_waiting_for_its_end(
         assert saves.calls == 1, "stored once the stage held MAX_STAGED runs, not at its end"
 
     asyncio.run(scenario())
+
+
+def test_a_commit_stores_what_the_turn_staged_before_its_caller_acks(
+        world: tuple[Bookkeeper, Store, Wire, list[Run]]) -> None:
+    """An agent that registers again in the turn its final update came resends that
+    final state, and registration acks it after :meth:`Bookkeeper.commit`, which
+    must have stored it even when the registration itself changed nothing."""
+    keeper, store, wire, runs = world
+    run = runs[0]
+    job2 = Job(id="job2", spec=JobSpec(command=["true"]), created_at=time.time())
+    queued = Run(id="job2.n0.1", job_id="job2", node="n0", iteration=1)  # next on n0
+    store.add_job(job2, [queued])
+    keeper.book.add(job2, [queued])
+
+    async def scenario() -> None:
+        scheduler.set_state(run, RunState.SUCCEEDED, time.time())
+        await keeper.stage([run], [(b"peer", RunAck(run_id=run.id))], dispatch_on=[run.node])
+        await keeper.dispatch_queued([run.node])  # an unknown run's update from that node
+        assert wire.sent == [], "no dispatch on the node before its final state is acked"
+        await keeper.commit([])
+        assert wire.stored()[run.id] == "succeeded"
+        assert [(type(m).__name__, m.run_id) for _, m, _ in wire.sent] == [  # type: ignore[attr-defined]
+            ("RunAck", run.id), ("RunDispatch", queued.id)]
+
+    asyncio.run(scenario())
