@@ -47,20 +47,35 @@ def test_every_measurement_lands_tagged(metrics_cluster: Cluster, influxdb: Infl
                                             "LIMIT 1"), 20, f"{measurement} rows")
     assert rows(influxdb, db, "SELECT * FROM cpu WHERE cpu = 'total' LIMIT 1")[0]["idle"] >= 0
     wait_for(lambda: count_app(influxdb, db, job) == 20, 20, "all 20 app points")
-    pids = {r["pid"] for r in rows(influxdb, db, f"SELECT last(rss) FROM proc WHERE job = "
-                                                 f"'{job}' GROUP BY pid")}
-    assert "tree" in pids and len(pids - {"tree"}) >= 3, pids  # the parent and two children
-    marks = rows(influxdb, db, f"SELECT * FROM mark WHERE job = '{job}'")
+    # The run's last sample (its done mark, perf's last counts, the StatsD timings
+    # read last) is taken after the run ended and shipped in a batch of its own,
+    # which may land after the app points: each is waited for, then checked.
+
+    def job_pids() -> set[str] | None:
+        got = {r["pid"] for r in rows(influxdb, db, f"SELECT last(rss) FROM proc WHERE job = "
+                                                    f"'{job}' GROUP BY pid")}
+        return got if "tree" in got and len(got - {"tree"}) >= 3 else None
+
+    wait_for(job_pids, 20, "proc rows of the tree, the parent and two children")
+    marks = wait_for(lambda: (m := rows(influxdb, db, f"SELECT * FROM mark WHERE job = '{job}'"))
+                     and len(m) >= 2 and m, 20, "both marks")
     assert [m["phase"] for m in marks] == ["measure", "done"]
-    latency = rows(influxdb, db, f"SELECT count(\"value\") FROM app WHERE job = '{job}' "
-                                 "AND \"name\" = 'latency'")
-    assert latency and latency[0]["count"] == 20
-    events = {r["event"]: r for r in rows(
-        influxdb, db, f"SELECT last(\"value\") FROM perf WHERE job = '{job}' GROUP BY event")}
-    assert "task-clock" in events and events["task-clock"]["last"] > 0
-    system = rows(influxdb, db, "SELECT count(\"value\") FROM perf WHERE scope = 'system' "
-                                "AND event = 'task-clock'")
-    assert system and system[0]["count"] > 0
+    latency = wait_for(lambda: (n := rows(influxdb, db, f"SELECT count(\"value\") FROM app WHERE "
+                                                       f"job = '{job}' AND \"name\" = 'latency'"))
+                       and n[0]["count"] >= 20 and n, 20, "the 20 StatsD timings")
+    assert latency[0]["count"] == 20
+
+    def perf_events() -> dict[str, dict[str, Any]] | None:
+        got = {r["event"]: r for r in rows(
+            influxdb, db, f"SELECT last(\"value\") FROM perf WHERE job = '{job}' GROUP BY event")}
+        return got if "task-clock" in got else None
+
+    events = wait_for(perf_events, 20, "the job's perf task-clock")
+    assert events["task-clock"]["last"] > 0
+    system = wait_for(lambda: rows(influxdb, db, "SELECT count(\"value\") FROM perf WHERE "
+                                                 "scope = 'system' AND event = 'task-clock'"),
+                      20, "system-wide perf rows")
+    assert system[0]["count"] > 0
     node = next(n for n in c.cli_json("nodes") if n["name"] == "node1")
     # Hardware counters appear exactly when the node has a PMU; never as zeros.
     assert ("cycles" in events) == node["facts"]["pmu_hardware"]
