@@ -238,7 +238,7 @@ async def handle_heartbeat(ctx: AgentContext, peer: bytes, msg: Heartbeat) -> No
     for ``nodes.list`` (``ptap nodes``, ``ptap doctor``).
     """
     node = ctx.registry.beat(peer, ctx.clock.wall(), msg.sent_at, msg.spool_depth,
-                             msg.samples_dropped)
+                             msg.samples_dropped, msg.app_dropped)
     if node is not None:
         _check_clock(ctx, node)
 

@@ -71,8 +71,8 @@ class Node:
 
     ``clock_offset`` is the manager's wall clock minus the agent's, in seconds
     (positive: the agent's clock is behind), None until the agent sent a stamp.
-    ``spool_depth`` and ``samples_dropped`` are what its last heartbeat said
-    (None: not reported).
+    ``spool_depth``, ``samples_dropped`` and ``app_dropped`` (app metric datagrams
+    the kernel dropped) are what its last heartbeat said (None: not reported).
     """
 
     name: str
@@ -84,6 +84,7 @@ class Node:
     running: list[str] = field(default_factory=list)
     spool_depth: int | None = None
     samples_dropped: int | None = None
+    app_dropped: int | None = None
     offsets: deque[float] = field(default_factory=lambda: deque(maxlen=OFFSET_WINDOW),
                                   repr=False)
     #: ``facts`` as JSON, made once: a node's state event carries them, and a job
@@ -122,6 +123,7 @@ class Node:
             "clock_offset": None if offset is None else round(offset, 4),
             "spool_depth": self.spool_depth,
             "samples_dropped": self.samples_dropped,
+            "app_dropped": self.app_dropped,
             "facts": cast(NodeFactsReply, dict(self.facts_json)),  # codec.to_dict(facts)
         }
 
@@ -267,8 +269,8 @@ class Registry:
         return None
 
     def beat(self, routing_id: bytes, wall: float, sent_at: float | None,
-             spool_depth: int | None = None, samples_dropped: int | None = None
-             ) -> Node | None:
+             spool_depth: int | None = None, samples_dropped: int | None = None,
+             app_dropped: int | None = None) -> Node | None:
         """What an agent's heartbeat says beyond "alive" (:meth:`seen` counts that):
         a clock reading, received at ``wall``, and its metric backlog. The node, or
         None for a peer that has not registered."""
@@ -278,6 +280,7 @@ class Registry:
         node.read_clock(sent_at, wall)
         node.spool_depth = spool_depth
         node.samples_dropped = samples_dropped
+        node.app_dropped = app_dropped
         return node
 
     def clock_skewed(self, node: Node) -> bool:

@@ -226,6 +226,7 @@ def check_node(node: Mapping[str, Any], interval: float, manager_version: str = 
     out += _perf(name, facts)
     out += _clock(name, node.get("clock_offset"), interval)
     out += _backlog(name, node.get("spool_depth"), node.get("samples_dropped"))
+    out += _app_drops(name, node.get("app_dropped"))
     return out
 
 
@@ -238,6 +239,8 @@ def _node_summary(node: Mapping[str, Any]) -> Finding:
         parts.append(f"spool {node['spool_depth']}")
     if node.get("samples_dropped") is not None:
         parts.append(f"dropped {node['samples_dropped']}")
+    if node.get("app_dropped"):
+        parts.append(f"app datagrams dropped {node['app_dropped']}")
     return Finding("node", str(node.get("name")), Severity.OK,
                    f"node {node.get('name')}: {', '.join(parts)}")
 
@@ -288,6 +291,16 @@ def _backlog(name: str, spool: Any, dropped: Any) -> list[Finding]:
                            "raise [spool] max_batches in its agentclient.cfg if such "
                            "outages are expected"))
     return out
+
+
+def _app_drops(name: str, dropped: Any) -> list[Finding]:
+    if not (isinstance(dropped, int) and dropped > 0):
+        return []
+    return [Finding("node", name, Severity.WARN,
+                    f"node {name}: the kernel dropped {dropped} app metric datagrams since its "
+                    "agent started (its UDP buffer filled while the agent was not reading)",
+                    "raise [collectors] app_rcvbuf in its agentclient.cfg, or have the "
+                    "program send to the lossless stream endpoint (PTAP_METRICS_STREAM)")]
 
 
 def check_dashboard(facts: Facts) -> list[Finding]:

@@ -189,11 +189,13 @@ def test_heartbeats_keep_the_clock_offset_and_warn_when_it_exceeds_the_interval(
     async def scenario() -> None:
         for _ in range(OFFSET_MIN_READINGS):  # the agent's clock is 5 s behind
             await handle_heartbeat(world.agents(), b"p1",
-                                   Heartbeat(sent_at=world.time.wall - 5.0, spool_depth=7))
+                                   Heartbeat(sent_at=world.time.wall - 5.0, spool_depth=7,
+                                             app_dropped=3))
 
     asyncio.run(scenario())
     node = world.registry.get("n1")
     assert node is not None and node.spool_depth == 7
+    assert node.app_dropped == 3 and node.to_dict(0.0, 0.0)["app_dropped"] == 3
     assert node.clock_offset == pytest.approx(5.0)
     assert world.bad_frames.totals["clock-offset"] == 1
     assert world.wire.sent == []  # a heartbeat is never answered

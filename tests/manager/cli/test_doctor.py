@@ -157,6 +157,11 @@ def test_node_warnings_and_notes() -> None:
         (Severity.WARN, "node node1 holds 40 metric batches the manager has not acked yet"),
         (Severity.WARN, "node node1 dropped 7 samples since its agent started (its spool "
                         "overflowed while the manager or InfluxDB was away)")]
+    drops = kinds(node(app_dropped=1109))
+    assert drops == [(Severity.WARN, "node node1: the kernel dropped 1109 app metric datagrams "
+                                     "since its agent started (its UDP buffer filled while the "
+                                     "agent was not reading)")]
+    assert "app datagrams dropped 1109" in doctor.check_node(node(app_dropped=1109), 1.0)[0].text
     older = node(spool_depth=None, samples_dropped=None, clock_offset=None)
     assert doctor.check_node(older, 1.0)[0].text == (
         "node node1: ready, agent 0.1.0, perf hw+sw (paranoid 2), clock -")
