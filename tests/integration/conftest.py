@@ -156,11 +156,13 @@ class ManagerProc(Daemon):
                          tmp / "manager.log", tmp)
         self.router_port = 0
 
-    def start(self) -> None:
-        """Start (or restart after :meth:`kill`) and wait for the ready file."""
+    def start(self, *settings: str) -> None:
+        """Start (or restart after :meth:`kill`) and wait for the ready file;
+        ``settings`` are more ``SECTION.KEY=VALUE`` for ``--set``."""
         self.ready_file.unlink(missing_ok=True)
         self.spawn(["--set", f"basic.bind_port={self.router_port}",
-                    "--set", f"basic.interval={HEARTBEAT}"])
+                    "--set", f"basic.interval={HEARTBEAT}",
+                    *(arg for setting in settings for arg in ("--set", setting))])
         info = wait_for(self._ready, START_TIMEOUT, "the manager's ready file")
         self.router_port = int(info["router"])
 
