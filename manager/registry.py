@@ -170,6 +170,12 @@ class Registry:
     intervals of silence after which a node is lost (Paranoid Pirate's
     HEARTBEAT_LIVENESS). A node silent for ``forget_after`` seconds is
     forgotten by :meth:`sweep` (0: never).
+
+    Silence is counted only while the manager listens: when its housekeeping
+    comes late by more than an ``interval`` (:meth:`heed_stall`), its own loop
+    was stalled (blocked, or starved of CPU on a saturated host), the nodes'
+    messages of that time are still queued in its socket, and no node is judged
+    lost until it has had a whole ``timeout`` of the manager listening again.
     """
 
     def __init__(self, interval: float, liveness: int, forget_after: float = 0.0) -> None:
@@ -178,6 +184,10 @@ class Registry:
         self.forget_after = forget_after
         self._by_name: dict[str, Node] = {}
         self._by_routing: dict[bytes, Node] = {}
+        self._last_heed: float | None = None
+        self._judge_from = 0.0  # no node is judged lost before this (after a stall)
+        #: Seconds the manager's own loop was stalled, in all (for status and tests).
+        self.stalled = 0.0
 
     @property
     def timeout(self) -> float:
@@ -311,7 +321,7 @@ class Registry:
         changes = []
         for node in self.nodes():  # a copy, by name: forgetting is safe, changes in order
             silent = now - node.last_seen
-            if not node.lost and silent > self.timeout:
+            if not node.lost and silent > self.timeout and now >= self._judge_from:
                 changes.append(StateChange(node.name, node.state, NodeState.LOST))
                 node.state = NodeState.LOST
             elif node.lost and self.forget_after and silent > self.forget_after:
@@ -320,6 +330,23 @@ class Registry:
                          "(%g s); it registers again if its agent comes back",
                          node.name, silent, self.forget_after)
         return changes
+
+    def heed_stall(self, now: float, period: float) -> float:
+        """Called every ``period`` seconds by the manager's housekeeping: when a call
+        comes more than an ``interval`` late, no node is judged lost for a ``timeout``
+        from now (see the class docstring); ``last_seen`` stays as heard, so a
+        takeover still sees how long the old connection was quiet. The lateness in
+        seconds (0.0 mostly)."""
+        last, self._last_heed = self._last_heed, now
+        if last is None or now - last - period <= self.interval:
+            return 0.0
+        stall = now - last - period
+        self.stalled += stall
+        self._judge_from = now + self.timeout
+        log.warning("the manager did not look at its nodes for %.1f s (its loop was blocked "
+                    "or starved of CPU): none is judged lost before %.1f s from now", now - last,
+                    self.timeout)
+        return stall
 
 
 def _active_state(node: Node) -> NodeState:

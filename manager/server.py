@@ -386,6 +386,7 @@ class Manager:
 
     async def tick(self, now: float) -> None:
         """One housekeeping pass: liveness, heartbeats, restart deadline, dispatch."""
+        self.registry.heed_stall(now, self.cfg.basic.epoll_interval)  # before judging silence
         await self.bookkeeper.node_changed(self.registry.sweep(now))
         if now >= self._next_heartbeat:
             basic = self.cfg.basic

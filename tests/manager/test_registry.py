@@ -24,6 +24,33 @@ def test_register_new_node_is_ready() -> None:
     assert reg.node_for(b"A") is reg.get("n1")
 
 
+def test_a_stall_of_the_manager_is_not_held_against_its_nodes() -> None:
+    # The manager's loop was blocked 7 s (a host that froze, a starved CPU): the nodes'
+    # heartbeats of that time wait in its socket, unread. None is judged lost until it
+    # had a whole timeout of the manager listening again.
+    reg = make(interval=1.0, liveness=3)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    reg.register("n2", b"B", FACTS, now=0.0, wall=0.0)
+    for tick in (0.1, 0.2, 0.3):  # housekeeping every 0.1 s
+        assert reg.heed_stall(tick, 0.1) == 0.0 and reg.sweep(tick) == []
+    assert reg.heed_stall(7.3, 0.1) == pytest.approx(6.9)
+    assert reg.sweep(7.3) == [], "silent 7.3 s, but the manager was not listening"
+    assert reg.seen(b"A", now=7.35) is None  # n1's queued heartbeat is read; n2 is gone
+    assert reg.heed_stall(7.4, 0.1) == 0.0 and reg.sweep(7.4) == []
+    assert reg.sweep(10.29) == []
+    assert reg.sweep(10.31) == [StateChange("n2", NodeState.READY, NodeState.LOST)]
+    assert reg.stalled == pytest.approx(6.9)
+    assert reg.get("n2").last_seen == 0.0, "what was heard is kept as heard (takeovers read it)"
+
+
+def test_a_late_tick_within_an_interval_is_no_stall() -> None:
+    reg = make(interval=1.0, liveness=3)
+    reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
+    assert reg.heed_stall(0.1, 0.1) == 0.0
+    assert reg.heed_stall(1.15, 0.1) == 0.0, "0.95 s late: less than an interval"
+    assert reg.sweep(3.1) == [StateChange("n1", NodeState.READY, NodeState.LOST)]
+
+
 def test_name_taken_by_live_peer_then_free_once_lost() -> None:
     reg = make()
     reg.register("n1", b"A", FACTS, now=0.0, wall=0.0)
