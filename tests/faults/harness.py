@@ -39,7 +39,7 @@ from bus.client import ManagerClient
 from bus.errors import PtapError
 from tests.conftest_influx import InfluxFixture
 from tests.faults.netns import HostManagerProc, NetNs
-from tests.integration.conftest import Cluster, Daemon
+from tests.integration.conftest import Cluster, Daemon, wait_for
 
 WORKLOAD = str(Path(__file__).with_name("workload.py"))
 POLL = 0.25
@@ -54,15 +54,9 @@ T = TypeVar("T")
 
 def poll(predicate: Callable[[], T | None], timeout: float, what: str,
          interval: float = POLL) -> T:
-    """``predicate()`` until it returns something true, every ``interval`` s, or fail."""
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if result:
-            return result
-        if time.monotonic() >= deadline:
-            raise AssertionError(f"timed out after {timeout:g} s waiting for {what}")
-        time.sleep(interval)  # wait-ok: poll step under a deadline
+    """``predicate()`` until it returns something true, every ``interval`` s, or fail
+    (the integration tests' ``wait_for``, at the faults' pace)."""
+    return wait_for(predicate, timeout, what, interval)
 
 
 def manager_call(address: str, method: str, *args: Any) -> Any:
