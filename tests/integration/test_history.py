@@ -30,14 +30,18 @@ pytestmark = pytest.mark.integration
 SERIES = "busy-loop"
 #: Three runs a job, sampled every 0.1 s: a run's CPU time is off by up to a sample's
 #: share at each end, and the median of three shrugs off one run that was.
-#: Loop iterations of the baseline (about 0.7 s of CPU on this machine's kind): long enough
-#: that a sample's share at the ends and interpreter start-up are small beside the step.
-WORK = 10_000_000
-LOOP = "n = 0\nfor i in range({work}):\n    n += i\n"
+#: Seconds of CPU the baseline burns: long enough that a sample's share at the ends and
+#: interpreter start-up are small beside the step. The loop counts the process's own CPU
+#: time, not iterations: on a shared host the CPU time of a fixed number of iterations
+#: moved by a third within one run of this test (a busy or idle sibling hyperthread), and
+#: erased the candidate's step; "burns 30 % more CPU" is then what the candidate does.
+WORK = 0.6
+CANDIDATE = round(WORK * 1.3, 3)
+LOOP = "import time\nwhile time.process_time() < {work}:\n    pass\n"
 STEP_FREE = ("proc.rss", "proc.threads", "proc.fds")
 
 
-def submit(c: Cluster, version: int, work: int, *tags: str) -> str:
+def submit(c: Cluster, version: int, work: float, *tags: str) -> str:
     rc, out, err = c.cli("run", "--series", SERIES, "--tag", f"version=1.{version}", *tags,
                          "--collect", "system,process", "--interval", "0.1", "--repeat", "3",
                          "--", sys.executable, "-c", LOOP.format(work=work))
@@ -60,7 +64,7 @@ def test_a_30_percent_cpu_step_from_job_7_is_one_regression(
         output_dir: Path) -> None:
     c = metrics_cluster
     jobs = [submit(c, v, WORK) for v in range(1, 7)]
-    jobs += [submit(c, v, int(WORK * 1.3), "--tag", "candidate=yes") for v in range(7, 13)]
+    jobs += [submit(c, v, CANDIDATE, "--tag", "candidate=yes") for v in range(7, 13)]
     for job_id in jobs:
         assert c.wait_job_state(job_id, {"succeeded", "failed"}, 120)["state"] == "succeeded"
     ended_ns = int(c.job(jobs[-1])["ended_at"] * 1e9)
@@ -84,7 +88,7 @@ def test_a_30_percent_cpu_step_from_job_7_is_one_regression(
     assert 0.15 < step["step"] < 0.45 and step["ci"][0] < step["step"] < step["ci"][1]
     assert step["environment_differences"][0] == {
         "scope": "job", "key": "command", "base": _command(WORK),
-        "cand": _command(int(WORK * 1.3))}
+        "cand": _command(CANDIDATE)}
     assert {"scope": "job", "key": "tag candidate", "base": "-", "cand": "yes"} \
         in step["environment_differences"]
     for metric in STEP_FREE:
@@ -122,7 +126,7 @@ def summarised(c: Cluster) -> set[str]:
             return set()
 
 
-def _command(work: int) -> str:
+def _command(work: float) -> str:
     """The command as environment differences show it: shell-quoted, newlines visible."""
     return shlex.join([sys.executable, "-c", LOOP.format(work=work)]).replace("\n", "\\n")
 
