@@ -100,7 +100,11 @@ class HistoryService:
             batch = missing[start:start + FIRST_USE_BATCH]
             made = await asyncio.gather(*(self._first_use(j, now) for j in batch))
             fresh += [summary for summary in made if summary is not None]
-        summaries = store.of_series(series, since) + fresh
+        # A job summarised here may have been kept meanwhile by its job-end task:
+        # the kept one counts, once.
+        summaries = store.of_series(series, since)
+        kept = {s["job"]["id"] for s in summaries}
+        summaries += [s for s in fresh if s["job"]["id"] not in kept]
         if not summaries:
             raise NotFound(self._unknown(series, since))
         return await _in_executor(lambda: build.history_object(

@@ -82,3 +82,26 @@ def test_only_jobs_of_a_series_are_summarised_when_they_end(tmp_path: Path) -> N
     service.job_ended("gone")
     assert spawned == ["summary a"]
     store.close()
+
+
+def test_a_job_kept_while_it_was_summarised_for_this_answer_counts_once(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The job's own end task keeps its summary 5 s after the job ends; a history asked
+    # just then summarises it for the answer too. It must show once (a CI run saw 13
+    # points of 12 jobs).
+    store, service = make(tmp_path, [])
+    add_series(store)
+    kept = SummaryStore(store.path)
+    job07 = next(s for s in kept.of_series("nightly") if s["job"]["id"] == "job07")
+    kept._db.execute("DELETE FROM job_summaries WHERE job_id = 'job07'")
+
+    async def first_use(job_id: str, now: float) -> dict[str, Any] | None:
+        kept.put(job07)  # the end task, in between the two reads
+        return job07
+
+    monkeypatch.setattr(service, "_first_use", first_use)
+    h = asyncio.run(service.history("nightly", ["run.cpu_seconds"]))
+    assert [j["id"] for j in h["jobs"]] == [f"job{i:02d}" for i in range(1, 13)]
+    kept.close()
+    service.close()
+    store.close()
