@@ -240,9 +240,10 @@ class Link(DealerLoop):
                                 "asking again every few seconds")
             return delay
         if msg.code in (ErrorCode.KEY_MISMATCH, ErrorCode.NOT_AUTHORIZED):
+            # Rate-limited per reason: "rejected" turned "revoked" is news to log.
             self._refusals.warn("refused", f"node {self.node}: manager refused this agent's key "
                                 f"({msg.code}): {msg.message}; retrying every "
-                                f"{self._timing.version_retry:g} s")
+                                f"{self._timing.version_retry:g} s", reason=msg.message)
             return self._timing.version_retry
         if msg.code == ErrorCode.VERSION:
             level = logging.DEBUG if self._version_logged else logging.ERROR

@@ -30,20 +30,22 @@ class RateLimitedLog:
         self._quiet: Counter[str] = Counter()
 
     def warn(self, kind: str, text: str, now: float | None = None,
-             exc_info: bool = False) -> bool:
+             exc_info: bool = False, reason: str = "") -> bool:
         """Count one ``kind`` event and log ``text`` unless logged recently; True if logged.
 
-        ``now`` is a ``time.monotonic()`` reading (taken here when omitted).
+        ``now`` is a ``time.monotonic()`` reading (taken here when omitted). Events of
+        one ``kind`` with another ``reason`` are limited apart: a changed reason is news.
         """
         if now is None:
             now = time.monotonic()
         self.totals[kind] += 1
-        last = self._last.get(kind)
+        slot = f"{kind}\0{reason}" if reason else kind
+        last = self._last.get(slot)
         if last is not None and now - last < self.period:
-            self._quiet[kind] += 1
+            self._quiet[slot] += 1
             return False
-        quiet = self._quiet.pop(kind, 0)
-        self._last[kind] = now
+        quiet = self._quiet.pop(slot, 0)
+        self._last[slot] = now
         extra = f" ({quiet} more not logged in the last {self.period:g} s)" if quiet else ""
         self._log.log(self.level, "%s [%s: %d in total]%s", text, kind, self.totals[kind],
                       extra, exc_info=exc_info)

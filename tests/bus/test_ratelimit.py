@@ -24,6 +24,17 @@ def test_each_kind_is_logged_once_per_period_with_counts(caplog: pytest.LogCaptu
     assert limited.totals == {"schema": 4, "malformed": 1}
 
 
+def test_a_changed_reason_is_logged_within_the_period(caplog: pytest.LogCaptureFixture) -> None:
+    # An agent told "rejected", then "revoked": the second is news, not a repeat.
+    limited = RateLimitedLog(logging.getLogger("test.ratelimit"), period=60.0)
+    with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
+        assert limited.warn("refused", "rejected", now=0.0, reason="rejected")
+        assert not limited.warn("refused", "rejected", now=1.0, reason="rejected")
+        assert limited.warn("refused", "revoked", now=30.0, reason="revoked")
+    assert [r.getMessage() for r in caplog.records] == [
+        "rejected [refused: 1 in total]", "revoked [refused: 3 in total]"]
+
+
 def test_now_defaults_to_the_monotonic_clock(caplog: pytest.LogCaptureFixture) -> None:
     limited = RateLimitedLog(logging.getLogger("test.ratelimit"), period=3600.0)
     with caplog.at_level(logging.WARNING, logger="test.ratelimit"):
