@@ -91,7 +91,7 @@ def test_a_burst_is_one_commit_and_each_ack_follows_it(
 
     async def scenario() -> None:
         await keeper.dispatch_queued()  # one pass: 20 dispatches, staged
-        await asyncio.sleep(0)  # and stored when the turn ends
+        await asyncio.sleep(0)  # and stored when the turn ends  # wait-ok: one turn of the loop
         assert set(wire.stored().values()) == {"dispatched"}
         saves = CountedSaves(store, monkeypatch)
         wall = time.time()
@@ -103,8 +103,8 @@ def test_a_burst_is_one_commit_and_each_ack_follows_it(
                                dispatch_on=[run.node])
         assert wire.stored()[runs[0].id] == "dispatched", "nothing stored before the turn ends"
         assert not any(isinstance(m, RunAck) for _, m, _ in wire.sent)
-        await asyncio.sleep(0)  # the turn ends
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # the turn ends  # wait-ok: one turn of the loop
+        await asyncio.sleep(0)  # wait-ok: one turn of the loop
         assert saves.calls == 1
         acks = [(m.run_id, seen[m.run_id]) for _, m, seen in wire.sent if isinstance(m, RunAck)]
         assert acks == [(r.id, "succeeded") for r in runs], "acked only once stored"

@@ -184,7 +184,7 @@ def test_curve(serve: Callable[..., Peer]) -> None:
 
 def test_a_command_that_needs_an_event_loop_is_refused() -> None:
     async def needs_a_loop() -> int:
-        await asyncio.sleep(0)
+        await asyncio.sleep(0)  # wait-ok: one turn of the loop
         return 0
 
     with pytest.raises(RuntimeError, match="event loop"):
