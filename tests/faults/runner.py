@@ -28,6 +28,7 @@ import pytest
 from scripts.influxdb_local import InfluxServer
 from tests.conftest_influx import InfluxFixture
 from tests.faults.harness import FaultRun, Outcome
+from tests.faults.host_stalls import HostStalls
 
 Scenario = Callable[["Env"], Outcome]
 SCENARIOS: dict[str, Scenario] = {}
@@ -55,6 +56,7 @@ class Env:
     name: str
     tmp: Path
     influx: InfluxFixture
+    host: HostStalls | None = None
     cleanups: list[Callable[[], None]] = field(default_factory=list)
 
     def own_influxdb(self) -> InfluxFixture:
@@ -74,7 +76,7 @@ class Env:
         (self.tmp / "cluster").mkdir(parents=True, exist_ok=True)
         server = influx or self.influx
         run = FaultRun(self.name, fault, self.tmp / "cluster", server, database,
-                       rate=rate, seconds=seconds, stream=stream)
+                       rate=rate, seconds=seconds, stream=stream, host=self.host)
         self.cleanups.append(lambda: drop_database(server, database))  # after the stop
         self.cleanups.append(run.stop)
         return run
@@ -99,8 +101,10 @@ class FaultSuite:
         self.skipped: dict[str, str] = {}
         limit = int(os.environ.get("PTAP_FAULTS_PARALLEL", "0") or 0) or len(names) or 1
         self._slots = threading.Semaphore(limit)
+        self.host = HostStalls(tmp / "host-stalls.txt")
 
     def start(self) -> None:
+        self.host.start()
         for name in self.names:
             reason = REQUIRES[name]() if name in REQUIRES else None
             if reason:
@@ -112,7 +116,7 @@ class FaultSuite:
             thread.start()
 
     def _run(self, name: str) -> None:
-        env = Env(name, self.tmp / name, self.influx)
+        env = Env(name, self.tmp / name, self.influx, self.host)
         env.tmp.mkdir(parents=True, exist_ok=True)
         with self._slots:
             try:
@@ -145,3 +149,4 @@ class FaultSuite:
     def stop(self, timeout: float = 300.0) -> None:
         for thread in self.threads.values():
             thread.join(timeout)
+        self.host.stop()
