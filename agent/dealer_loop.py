@@ -17,7 +17,6 @@ one signal for input that is already waiting (see :meth:`DealerLoop._on_readable
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 from abc import ABC, abstractmethod
 from typing import cast
@@ -126,7 +125,7 @@ class DealerLoop(ABC):
         # ZeroMQ retries a refused connection on its own, backing off up to
         # reconnect_ivl_max: kept within one interval, a manager that comes back
         # gets this session's queued registration within about an interval too.
-        tuning = dataclasses.replace(self._tuning, reconnect_ivl_max_ms=max(
+        tuning = self._tuning._replace(reconnect_ivl_max_ms=max(
             self._tuning.reconnect_ivl_ms,
             min(self._tuning.reconnect_ivl_max_ms, int(self._interval * 1000))))
         sock = make_socket(self._ctx, zmq.DEALER, tuning, self._curve)

@@ -7,7 +7,11 @@ Peers are told one port, the ROUTER's, and find the other two from it
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
+
+# Value types here are NamedTuples, not dataclasses: this module is on the path of
+# every ``ptap`` command, and ``dataclasses`` (with ``inspect``) costs it ~5 ms of
+# start-up (manager/cli/main.py, issue 13).
 
 #: PUB (events, live metrics) is the ROUTER port plus this.
 PUB_OFFSET = 1
@@ -47,8 +51,7 @@ def in_outgoing_range(router_port: int) -> bool:
     return router_port <= high and router_port + PULL_OFFSET >= low
 
 
-@dataclass(frozen=True, slots=True)
-class PortLayout:
+class PortLayout(NamedTuple):
     """The three ports of one manager, from its ROUTER port."""
 
     router: int
@@ -69,8 +72,7 @@ def tcp_endpoint(host: str, port: int | None) -> str:
     return f"tcp://{host}" if port is None else f"tcp://{host}:{port}"
 
 
-@dataclass(frozen=True, slots=True)
-class ManagerAddress:
+class ManagerAddress(NamedTuple):
     """Where a manager listens, as its peers connect to it: a host and the ROUTER port."""
 
     host: str

@@ -15,8 +15,7 @@ from __future__ import annotations
 import errno
 import logging
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import zmq
 
@@ -30,8 +29,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True, slots=True)
-class SocketTuning:
+# NamedTuples, not dataclasses: the CLI's start-up (see bus/ports.py).
+class SocketTuning(NamedTuple):
     """Socket options shared by manager, agent and clients.
 
     ``heartbeat_ms`` turns on ZMTP-level pings so a connection to a peer that
@@ -48,8 +47,7 @@ class SocketTuning:
     backlog: int = 1024
 
 
-@dataclass(frozen=True, slots=True)
-class CurveKeys:
+class CurveKeys(NamedTuple):
     """CURVE keys of one endpoint (z85 bytes). A server leaves ``server_public`` empty
     and names its ZAP ``domain``, which the authenticator's policy decides on."""
 

@@ -29,8 +29,8 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 
 from manager.cli.address import DEFAULT_MANAGER, EXIT_USAGE, CliError, Endpoint, parse_manager
 
@@ -42,8 +42,8 @@ LOOPBACK = frozenset({"127.0.0.1", "localhost", "::1", "[::1]"})
 DASHBOARD_PORT = 5006
 
 
-@dataclass(frozen=True, slots=True)
-class LocalCluster:
+# NamedTuples, not dataclasses: every command's start-up (see bus/ports.py).
+class LocalCluster(NamedTuple):
     """The cluster ``scripts/start-all`` keeps in ``var``."""
 
     var: Path
@@ -77,8 +77,7 @@ class LocalCluster:
         return f"http://{LOCAL_HOST}:{env.get('PTAP_DASHBOARD_PORT') or DASHBOARD_PORT}/"
 
 
-@dataclass(frozen=True, slots=True)
-class Target:
+class Target(NamedTuple):
     """The manager a command talks to, and with which keys.
 
     ``keys_from`` says where ``keys_dir`` came from, for messages ("" for none);

@@ -167,3 +167,35 @@ def test_help_and_usage_errors_import_no_command_dependencies() -> None:
     done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                           check=True, timeout=60, cwd=Path(__file__).resolve().parents[3])
     assert done.stdout.strip() == "[]", done.stdout
+
+
+@pytest.mark.parametrize(("argv", "named"), [
+    (["nodes"], "nodes"),
+    (["--manager", "h:1", "--timeout", "2", "jobs", "--limit", "3"], "jobs"),
+    (["--keys", "nodes", "job", "abc"], "job"),  # a global option's value is no command
+    (["--keys=x", "history", "s"], "history"),
+    (["-h", "nodes"], None),  # the whole parser's help
+    (["--help"], None),
+    (["bogus"], None),  # the whole parser says which commands there are
+    ([], None),
+])
+def test_the_command_a_command_line_names(argv: list[str], named: str | None) -> None:
+    assert main._named_command(argv) == named
+
+
+def test_one_command_s_parser_parses_as_the_whole_one_does() -> None:
+    """``ptap nodes`` builds only the nodes parser; it must read every command line
+    the whole parser reads, to the same namespace."""
+    lines = [["nodes", "--state", "up", "--json"], ["nodes", "forget", "n1"],
+             ["--timeout", "2", "run", "--nodes", "a,b", "--wait", "--", "true"],
+             ["history", "s", "--since", "7d", "--metric", "run.cpu_time"],
+             ["compare", "a", "b", "--threshold", "3"], ["keys", "accept", "n1"]]
+    for argv in lines:
+        whole = vars(main.build_parser().parse_args(argv))
+        alone = vars(main.build_parser(main._named_command(argv)).parse_args(argv))
+        since = whole.pop("since", None), alone.pop("since", None)  # relative to now
+        assert abs((since[0] or 0) - (since[1] or 0)) < 5
+        funcs = whole.pop("func"), alone.pop("func")
+        assert getattr(funcs[0], "__qualname__", None) == getattr(funcs[1], "__qualname__", None)
+        assert whole == alone, argv
+    assert set(main.build_parser("nodes")._subparsers._group_actions[0].choices) == {"nodes"}
