@@ -27,10 +27,13 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from importlib.metadata import version
 
 import numpy as np
-import ruptures
-from scipy import stats
+
+# ruptures and scipy.stats are imported where they are used: the manager imports
+# this module at start-up, and they cost it ~0.7 s and tens of MB that only a
+# history needs.
 
 #: sd = MAD × this for normal noise.
 _MAD_TO_SD = 1.4826
@@ -65,7 +68,7 @@ class Detector:
     floor: float = 0.005
 
     def describe(self) -> dict[str, object]:
-        return {"library": "ruptures", "version": ruptures.__version__.lstrip("v"),
+        return {"library": "ruptures", "version": version("ruptures").lstrip("v"),
                 "method": "PELT (KernelCPD, linear kernel = l2 cost), penalty x log(n) "
                           "in robust noise units, Welch t-test per step",
                 "penalty": self.penalty, "alpha": self.alpha, "min_size": self.min_size,
@@ -78,6 +81,8 @@ class Detector:
         if n < 2 * self.min_size:
             return []
         scaled = (values - np.median(values)) / noise(values, self.floor)
+        import ruptures  # noqa: PLC0415 - see the imports above
+
         algo = ruptures.KernelCPD(kernel="linear", min_size=self.min_size).fit(scaled)
         ends = [int(e) for e in algo.predict(pen=self.penalty * math.log(n))][:-1]
         kept = self._significant(values, ends)
@@ -114,6 +119,8 @@ def _welch(left: np.ndarray, right: np.ndarray) -> float:
         return 0.0 if left[0] != right[0] else 1.0
     # From the moments: scipy's ttest_ind warns on near-constant segments (a
     # thread count), which are common here and harmless.
+    from scipy import stats  # noqa: PLC0415 - see the imports above
+
     p = stats.ttest_ind_from_stats(left.mean(), left.std(ddof=1), left.size, right.mean(),
                                    right.std(ddof=1), right.size, equal_var=False).pvalue
     return float(p) if math.isfinite(p) else 1.0
