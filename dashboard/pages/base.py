@@ -8,12 +8,15 @@ Tornado checks the XSRF token of every POST before the handler runs.
 from __future__ import annotations
 
 import datetime as dt
+import html
 import logging
 import re
 import time
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 from bokeh.embed import server_document
+from bokeh.resources import Component, Resources
+from bokeh.server.views.static_handler import StaticHandler
 from tornado.web import HTTPError, RequestHandler
 
 from bus.errors import ErrorCode, ManagerUnreachable, RequestFailed
@@ -21,7 +24,16 @@ from bus.states import RunState
 from dashboard.auth import COOKIE, LOGIN_SECONDS, Auth
 from dashboard.context import ViewContext
 
+if TYPE_CHECKING:
+    from bokeh.server.tornado import BokehTornado
+
 log = logging.getLogger(__name__)
+
+#: The BokehJS bundles the dashboard's documents need. Bokeh's autoload.js sends
+#: every server document all five, and a first visit parsed 3.9 MB of JavaScript
+#: for it; not bokeh-gl (every plot draws on a canvas: dashboard/charts.py) nor
+#: bokeh-mathjax (no TeX in any label), which are 2 MB of them.
+BUNDLES: tuple[Component, ...] = ("bokeh", "bokeh-widgets", "bokeh-tables")
 
 ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 FINAL_STATES = frozenset(s.value for s in RunState if s.final)
@@ -120,9 +132,18 @@ class Page(RequestHandler):
                     bokeh_script=kw.pop("bokeh_script", ""), **kw)
 
     def bokeh(self, app: str, **arguments: str) -> str:
-        """The ``<script>`` that embeds Bokeh document ``/bk/<app>`` with these arguments."""
+        """The ``<script>`` tags that embed Bokeh document ``/bk/<app>`` with these
+        arguments: BokehJS's :data:`BUNDLES`, then the document's autoload.js told to
+        load none (Bokeh's own would load every bundle)."""
         url = f"{self.request.protocol}://{self.request.host}/bk/{app}"
-        return server_document(url, arguments={k: v for k, v in arguments.items() if v})
+        # Where BokehTornado (our application) serves its static files.
+        base = cast("BokehTornado", self.application).resources()
+        bundles = Resources(mode=base.mode, root_url=base.root_url, components=list(BUNDLES),
+                            path_versioner=StaticHandler.append_version)
+        tags = "".join(f'<script src="{html.escape(src)}"></script>\n'
+                       for src in bundles.js_files)
+        return tags + server_document(url, resources=None,
+                                      arguments={k: v for k, v in arguments.items() if v})
 
     def valid_id(self, value: str, what: str = "job id") -> str:
         if not ID_RE.match(value or ""):

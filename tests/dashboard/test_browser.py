@@ -98,6 +98,12 @@ def test_overview_lists_the_local_agent(browser: Browser, dashboard: DashboardPr
         tab.wait(f"{model('nodes')}.data.cpu_line[{row}].length > 0", 20,
                  "node1's CPU/mem sparkline")
         tab.screenshot(output_dir / "overview.png")
+        # The page loads only the BokehJS bundles it uses (dashboard/pages/base.py):
+        # not bokeh-gl and bokeh-mathjax, half of what Bokeh's autoload.js would load.
+        scripts = tab.js("performance.getEntriesByType('resource').map(e => e.name)"
+                         ".filter(n => n.includes('/static/js/'))")
+        loaded = sorted(s.rsplit("/", 1)[1].split(".")[0] for s in scripts)
+        assert loaded == ["bokeh", "bokeh-tables", "bokeh-widgets"], scripts
     finally:
         tab.close()
 
