@@ -78,6 +78,7 @@ from scripts.bench.scale_measure import (  # noqa: E402
     sec,
     stored,
 )
+from scripts.bench.scale_probe import Probe, format_row  # noqa: E402
 from scripts.influxdb_local import InfluxServer, create_database  # noqa: E402
 
 DRAIN_S = 60.0  # after the stream stops, spools must be empty within this
@@ -161,6 +162,9 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     await asyncio.sleep(WARM_UP)  # every agent's first batch out: the window starts steady
     base, c0, t_start = await fleet.totals(), cpu.read(), time.monotonic()
     phases = res["phases"] = {}  # seconds into the window each began
+    probe = Probe(run.manager.pid, run.ports["router"], args.probe, res) if args.probe else None
+    if probe is not None:
+        probe.begin(t_start)
     await asyncio.sleep(min(10.0, args.duration / 3))  # the stream settles first
     phases["ptap nodes"] = time.monotonic() - t_start
     res["nodes_s"] = await asyncio.to_thread(cli_nodes, run.ports["router"])
@@ -173,6 +177,8 @@ async def steady(run: Run, res: dict[str, Any], watch: LostWatch) -> None:
     left = args.duration - (time.monotonic() - t_start)
     if left > 0:
         await asyncio.sleep(left)  # the measured window itself
+    if probe is not None:
+        await probe.end()
     c1 = cpu.read()
     res["window_s"] = c1["wall"] - c0["wall"]
     res["cores"] = Cpu.cores(c0, c1)
@@ -337,6 +343,7 @@ def report(r: dict[str, Any]) -> str:
         "overview drawn: " + ", ".join(f"{how} {sec(o)}" for how, o in zip(
             ("cold", "warm"), r["overview_s"], strict=False))
         + f" (target < {TARGETS['overview_s']} s)"]
+    lines += ["probe: " + format_row(row) for row in r.get("probe", [])]
     if r.get("jobs"):
         j = r["jobs"]
         lines.append(f"job to all {a['agents']} nodes, submit → all running: p50 "
@@ -356,6 +363,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--step", type=float, default=30.0, help="seconds per ramp step")
     p.add_argument("--max-rate", type=float, default=5000.0, help="ramp: highest rate per agent")
     p.add_argument("--time-limit", type=float, default=0.0, help="default: duration + 900 s")
+    p.add_argument("--probe", type=float, default=0.0,
+                   help="sample the manager's RSS and nodes.list every PROBE s (0: off)")
     p.add_argument("--json", action="store_true", help="print the raw results as JSON")
     args = p.parse_args(argv)
     if not 1 <= args.agents <= 5000 or args.rate <= 0 or args.duration < 10:
