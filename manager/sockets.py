@@ -26,6 +26,16 @@ from manager.ports import bind_consecutive, connect_host
 
 #: The largest body any ROUTER message may have (``agent.register``'s cap).
 ROUTER_MAX_BODY = max(MAX_BODY_BYTES.values())
+#: Metric batches the PULL socket holds per agent connection before it stops reading
+#: that connection (ZMQ_RCVHWM counts messages). libzmq's default here, 10,000 a
+#: connection, is outside every bound the manager keeps: 1,000 agents' batches and
+#: their 5 s resends pile up in it while the manager's loop is stalled or starved,
+#: and a manager slower than its agents for minutes grew to 2.2 GB, all of it outside
+#: Python's heap and none in the ingest buffer ([spool] max_points). An agent ships
+#: about one batch a second, so this is some 16 s of one agent's stream; beyond it
+#: TCP pushes back, the agent's send fails at once and the batch waits in its spool,
+#: which is what the spool is for.
+PULL_RCVHWM = 16
 #: Flags as plain ints: pyzmq's send_multipart ORs its IntFlag per frame, which costs
 #: more than the send itself (2.5 µs a message; 1,000 nodes get several each per job).
 _MORE_NOW, _NOW = int(zmq.SNDMORE | zmq.NOBLOCK), int(zmq.NOBLOCK)
@@ -56,7 +66,8 @@ class ManagerSockets:
                                    max_str_len=min(DEFAULT_LIMITS.max_str_len, size))
         self.tuning = SocketTuning(max_message_bytes=ROUTER_MAX_BODY,
                                    backlog=cfg.basic.listen_max)
-        self.pull_tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max)
+        self.pull_tuning = SocketTuning(max_message_bytes=size, backlog=cfg.basic.listen_max,
+                                        rcvhwm=PULL_RCVHWM)
         self.ports: PortLayout | None = None
         self.all: list[zmq.asyncio.Socket] = []
         #: Monotonic time of the last message sent to each ROUTER peer (heartbeats skip
