@@ -29,9 +29,10 @@ ROUTER_MAX_BODY = max(MAX_BODY_BYTES.values())
 #: Metric batches the PULL socket holds per agent connection before it stops reading
 #: that connection (ZMQ_RCVHWM counts messages). libzmq's default here, 10,000 a
 #: connection, is outside every bound the manager keeps: 1,000 agents' batches and
-#: their 5 s resends pile up in it while the manager's loop is stalled or starved,
-#: and a manager slower than its agents for minutes grew to 2.2 GB, all of it outside
-#: Python's heap and none in the ingest buffer ([spool] max_points). An agent ships
+#: their 5 s resends can pile up in it while the manager's loop is stalled or starved.
+#: A manager slower than its agents for minutes grew to 2.2 GB outside Python's heap
+#: (flat at 68 MB) and outside the ingest buffer ([spool] max_points); which libzmq
+#: queue held it was inferred, not measured per socket. An agent ships
 #: about one batch a second, so this is some 16 s of one agent's stream; beyond it
 #: TCP pushes back, the agent's send fails at once and the batch waits in its spool,
 #: which is what the spool is for.
