@@ -2,10 +2,14 @@
 
 Delivery is at least once (docs/architecture.md#metric-path): every batch gets the next sequence
 number and goes into a bounded spool *before* it is sent; the manager acks a
-sequence only after InfluxDB accepted it; unacked batches are sent again after
-``resend_after`` seconds and at once after every (re)registration. Resent
-points carry their original timestamps, so InfluxDB overwrites them with
-themselves.
+sequence only after InfluxDB accepted it; unacked batches are sent again at
+once after every (re)registration (a new connection may have lost what was in
+flight), and otherwise ``resend_after`` seconds after their first send, then
+after twice that, and so on up to :data:`RESEND_CAP` (as TCP backs off its
+retransmissions). A fixed period made a slow manager (InfluxDB down, a starved
+host) the target of a resend storm: with 1,000 agents, half the batches it read
+were copies of ones it had stored. Resent points carry their original
+timestamps, so InfluxDB overwrites them with themselves.
 
 Sends never block: a full PUSH queue (HWM) leaves the batch in the spool for
 the next resend pass, so collection never stalls behind a slow network. When
@@ -39,12 +43,22 @@ from bus.ratelimit import RateLimitedLog
 
 log = logging.getLogger(__name__)
 
+#: The longest wait between two sends of one unacked batch (see the module docstring).
+RESEND_CAP = 60.0
+
 
 @dataclass(slots=True)
 class _Spooled:
     frames: list[bytes]
     points: int
-    sent_at: float  # monotonic; 0.0 = never sent
+    sent_at: float  # monotonic; 0.0 = never sent (since the last registration)
+    sends: int = 0  # since the last registration
+
+    def due(self, now: float, resend_after: float) -> bool:
+        if self.sent_at == 0.0:
+            return True
+        wait = min(RESEND_CAP, resend_after * 2.0 ** min(self.sends - 1, 16))
+        return now - self.sent_at >= wait
 
 
 class Spool:
@@ -126,13 +140,14 @@ class Spool:
         return done
 
     def due(self, now: float, resend_after: float) -> list[tuple[int, _Spooled]]:
-        """Batches never sent, or sent longer than ``resend_after`` ago, oldest first."""
-        return [(seq, b) for seq, b in self._batches.items()
-                if b.sent_at == 0.0 or now - b.sent_at >= resend_after]
+        """Batches never sent, or whose back-off from ``resend_after`` has passed
+        since their last send, oldest first."""
+        return [(seq, b) for seq, b in self._batches.items() if b.due(now, resend_after)]
 
     def mark_all_unsent(self) -> None:
+        """A new registration: every batch goes again at once, its back-off reset."""
         for b in self._batches.values():
-            b.sent_at = 0.0
+            b.sent_at, b.sends = 0.0, 0
 
     def _unlink(self, seq: int) -> None:
         if self.directory is not None:
@@ -255,4 +270,5 @@ class Shipper:
             self.deferred_sends += 1
             return False
         spooled.sent_at = now
+        spooled.sends += 1
         return True

@@ -189,3 +189,27 @@ def test_a_spool_folder_that_cannot_be_made_keeps_batches_in_memory(
     assert spool.directory is None and "kept in memory only" in caplog.text
     shipper = Shipper("n1", spool, push)
     assert shipper.ship([cpu_series(3)]) is not None and spool.points == 3
+
+
+def test_an_unacked_batch_is_sent_again_with_a_back_off(ctx: zmq.asyncio.Context) -> None:
+    """resend_after, then twice that, and so on up to RESEND_CAP; a registration
+    sends everything again at once and starts the back-off over."""
+    from agent.shipper import RESEND_CAP  # noqa: PLC0415
+
+    push, _ = pair(ctx)
+    shipper = Shipper("n1", Spool(100), push, resend_after=5.0)
+    seq = shipper.ship([cpu_series(1)])
+    assert seq is not None
+    times = [shipper.spool._batches[seq].sent_at]  # its sends, on the spool's clock
+    now = times[0]
+    while len(times) < 9:
+        now += 0.5
+        if [s for s, _ in shipper.spool.due(now, 5.0)] == [seq]:
+            assert shipper._send(seq, now)
+            times.append(now)
+    gaps = [round(b - a, 6) for a, b in zip(times, times[1:], strict=False)]
+    assert gaps == [5, 10, 20, 40, RESEND_CAP, RESEND_CAP, RESEND_CAP, RESEND_CAP]
+    shipper.spool.mark_all_unsent()
+    assert [s for s, _ in shipper.spool.due(now, 5.0)] == [seq]
+    assert shipper._send(seq, now)
+    assert not shipper.spool.due(now + 4.9, 5.0) and shipper.spool.due(now + 5.0, 5.0)
