@@ -100,9 +100,14 @@ def test_a_30_percent_cpu_step_from_job_7_is_one_regression(
     assert rc == 0 and out.strip() == str(page), err
     assert page.read_text().lstrip().lower().startswith("<!doctype html") and SERIES in \
         page.read_text()
-    # The candidate's own report says its series moved there, the next one's that it did not.
+    # The candidate's own report says its series moved there, the next one's that run.cpu_time
+    # did not. Another metric may have: the tree's CPU share (proc.cpu_pct) of sub-second
+    # runs sampled once a second is noisy on a loaded host, and a clean-clone CI run found
+    # it stepping at job 8 (that line said "moved at this job: proc.cpu_pct ...", which is true).
+    not_here = (r"did not move at this job; last change point at job"
+                r"|moved at this job: (?![^<]*run\.cpu_time)")
     for job_id, moved in ((jobs[6], r"moved at this job: [^<]*run\.cpu_time \+\d"),
-                          (jobs[7], r"did not move at this job; last change point at job")):
+                          (jobs[7], not_here)):
         rc, out, err = c.cli("report", job_id, "--format", "html")
         (output_dir / f"report-{job_id}.html").write_text(out)
         assert rc == 0 and f"Series {SERIES}" in out, err
