@@ -78,19 +78,36 @@ def body_cap(msg_type: MsgType, limits: Limits = DEFAULT_LIMITS) -> int:
 
 def encode(msg: Message) -> list[bytes]:
     """``[type, body]`` frames for ``msg``."""
-    plan = _encode_plan(type(msg))  # type: ignore[arg-type]  # classes are hashable
+    type_frame, plan = _encode_plan(type(msg))  # type: ignore[arg-type]  # hashable
     body = {name: (_to_wire(getattr(msg, name)) if deep else getattr(msg, name))
             for name, deep in plan}
-    return [msg.TYPE.value.encode(), msgpack.packb(body, use_bin_type=True)]
+    return [type_frame, msgpack.packb(body, use_bin_type=True)]
+
+
+def encode_event(kind: str, ts: float, detail: dict[str, Any], *, node: str = "",
+                 job_id: str = "", run_id: str = "", state: str = "") -> list[bytes]:
+    """``encode(Event(...))`` of these fields, the same bytes, without making the
+    message first: the manager publishes several events per run (a job to 1,000
+    nodes, 5,000), and making the dataclass and copying it field by field into a
+    map was half of each one's cost. The map's keys are Event's fields, in order
+    (tests/bus/test_codec_events.py holds the two together)."""
+    return [_EVENT_FRAME, msgpack.packb(
+        {"kind": kind, "ts": ts, "node": node, "job_id": job_id, "run_id": run_id,
+         "state": state, "detail": detail}, use_bin_type=True)]
+
+
+_EVENT_FRAME = MsgType.EVENT.value.encode()
 
 
 @cache
-def _encode_plan(cls: type) -> tuple[tuple[str, bool], ...]:
-    """Which fields hold records or enums that need converting. Plain fields
-    (a metric batch's rows above all) go to msgpack untouched, which keeps
-    encoding a batch at msgpack's own speed."""
+def _encode_plan(cls: type[Message]) -> tuple[bytes, tuple[tuple[str, bool], ...]]:
+    """The type frame (made once: an enum's ``value`` is a slow attribute), and which
+    fields hold records or enums that need converting. Plain fields (a metric batch's
+    rows above all) go to msgpack untouched, which keeps encoding a batch at
+    msgpack's own speed."""
     hints = typing.get_type_hints(cls)
-    return tuple((f.name, _needs_conversion(hints[f.name])) for f in dataclasses.fields(cls))
+    return cls.TYPE.value.encode(), tuple((f.name, _needs_conversion(hints[f.name]))
+                                          for f in dataclasses.fields(cls))  # type: ignore[arg-type]
 
 
 def _needs_conversion(hint: Any) -> bool:
@@ -99,15 +116,18 @@ def _needs_conversion(hint: Any) -> bool:
     return any(_needs_conversion(a) for a in typing.get_args(hint))
 
 
+#: Each type's frame, as :func:`encode` writes it (a lookup, not the enum's call).
+_TYPE_FRAMES: dict[bytes, MsgType] = {t.value.encode(): t for t in MsgType}
+
+
 def decode(frames: list[bytes], limits: Limits = DEFAULT_LIMITS) -> Message:
     """Parse ``[type, body]`` frames into a validated message, or raise ProtocolError."""
     if len(frames) != 2:
         raise MalformedFrame(f"expected 2 frames [type, body], got {len(frames)}")
     raw_type, body = frames
-    try:
-        msg_type = MsgType(bytes(raw_type[:32]).decode("ascii"))
-    except (UnicodeDecodeError, ValueError):
-        raise UnknownMessageType(f"unknown message type {bytes(raw_type[:40])!r}") from None
+    msg_type = _TYPE_FRAMES.get(bytes(raw_type[:32]))
+    if msg_type is None:
+        raise UnknownMessageType(f"unknown message type {bytes(raw_type[:40])!r}")
     cap = body_cap(msg_type, limits)
     if len(body) > cap:
         raise MessageTooLarge(f"{msg_type}: {len(body)} bytes is over its {cap}-byte limit")
@@ -218,13 +238,31 @@ def to_dict(obj: Any) -> Any:
 
 
 def _to_wire(obj: Any) -> Any:
-    if dataclasses.is_dataclass(obj) and not isinstance(obj, type):
-        return {f.name: _to_wire(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    # Most values are plain (a run report's 12 fields, a spec's): returned after one
+    # type lookup, not the dataclass and list checks (5x slower over a whole report).
+    if type(obj) in _PLAIN:
+        return obj
+    names = _field_names(type(obj))  # type: ignore[arg-type]  # classes are hashable
+    if names is not None:
+        return {name: _to_wire(getattr(obj, name)) for name in names}
     if isinstance(obj, list):
         return [_to_wire(v) for v in obj]
     if isinstance(obj, enum.Enum):
         return obj.value
     return obj
+
+
+#: Types :func:`_to_wire` returns as they are (exactly these: not subclasses, as enums are).
+_PLAIN = frozenset({str, int, float, bool, type(None), bytes, dict})
+
+
+@cache
+def _field_names(cls: type) -> tuple[str, ...] | None:
+    """The field names of a dataclass ``cls``, in order; None for any other type (a
+    class itself is not a record: its type is ``type``, which is no dataclass)."""
+    if not dataclasses.is_dataclass(cls):
+        return None
+    return tuple(f.name for f in dataclasses.fields(cls))
 
 
 # --- validation ---------------------------------------------------------------
@@ -234,23 +272,41 @@ Checker = Callable[[Any, str], Any]
 
 def _build(cls: type, data: dict[str, Any], where: str) -> Any:
     kwargs = {}
-    for name, required, check in _schema(cls):
+    for name, required, check, plain in _schema(cls):
         if name in data:
-            kwargs[name] = check(data[name], f"{where}.{name}")
+            value = data[name]
+            # A value of a type its hint takes as it is needs no checker (nor the
+            # field's path, made for error messages): most fields of most messages.
+            kwargs[name] = value if type(value) in plain else check(value, f"{where}.{name}")
         elif required:
             raise SchemaError(f"{where}: missing field {name!r}")
     return cls(**kwargs)
 
 
 @cache
-def _schema(cls: type) -> tuple[tuple[str, bool, Checker], ...]:
+def _schema(cls: type) -> tuple[tuple[str, bool, Checker, frozenset[type]], ...]:
     hints = typing.get_type_hints(cls)
     out = []
     for f in dataclasses.fields(cls):
         required = (f.default is dataclasses.MISSING
                     and f.default_factory is dataclasses.MISSING)
-        out.append((f.name, required, _checker(hints[f.name])))
+        hint = hints[f.name]
+        out.append((f.name, required, _checker(hint), _plain_types(hint)))
     return tuple(out)
+
+
+def _plain_types(hint: Any) -> frozenset[type]:
+    """The exact types whose values :func:`_checker`'s check of ``hint`` returns
+    unchanged, whatever they hold: scalars, and unions of them. An ``int`` is left
+    out wherever a ``float`` is allowed, as that check turns it into a float."""
+    if hint in (str, int, float, bool, type(None)):
+        return frozenset({hint})
+    if typing.get_origin(hint) not in (types.UnionType, typing.Union):
+        return frozenset()
+    args = typing.get_args(hint)
+    if not all(a in (str, int, float, bool, type(None)) for a in args):
+        return frozenset()
+    return frozenset(a for a in args if not (a is int and float in args))
 
 
 def _checker(hint: Any) -> Checker:  # noqa: C901 - one branch per kind of hint
@@ -308,10 +364,20 @@ def _float(v: Any, where: str) -> float:
 
 
 def _enum(tp: type[enum.Enum], v: Any, where: str) -> Any:
+    if type(v) is str:  # a lookup, not the enum's call (3x slower); the same member
+        member = _members(tp).get(v)
+        if member is not None:
+            return member
     try:
         return tp(v)
     except ValueError:
         raise SchemaError(f"{where}: {v!r} is not one of {[e.value for e in tp]}") from None
+
+
+@cache
+def _members(tp: type[enum.Enum]) -> dict[str, enum.Enum]:
+    """``tp``'s members by their string values."""
+    return {m.value: m for m in tp if type(m.value) is str}
 
 
 def _nested(cls: type, v: Any, where: str) -> Any:
