@@ -13,7 +13,6 @@ is passed in. The rules are those of docs/protocol.md "Runs":
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from typing import cast
@@ -246,16 +245,22 @@ def apply_report(run: Run, report: RunReport) -> bool:
         return False
     if report.state is not run.state:
         check_transition(run.state, report.state)
-    before = dataclasses.replace(run)
+    # Compared field by field as they are taken, not against a copy of the run:
+    # copying it (dataclasses.replace) was a third of an update's cost.
+    changed = report.state is not run.state
     run.state = report.state
-    for name in ("pid", "exit_code", "started_at", "ended_at"):
+    for name in _REPORTED:
         value = getattr(report, name)
-        if value is not None:
+        if value is None or value == "":  # not reported (tails and error: "" is unset)
+            continue
+        if value is not getattr(run, name) and value != getattr(run, name):
             setattr(run, name, value)
-    for name in ("stdout_tail", "stderr_tail", "error"):
-        if getattr(report, name):
-            setattr(run, name, getattr(report, name))
-    return run != before
+            changed = True
+    return changed
+
+
+#: The fields of a :class:`RunReport` that :func:`apply_report` takes when they are set.
+_REPORTED = ("pid", "exit_code", "started_at", "ended_at", "stdout_tail", "stderr_tail", "error")
 
 
 def set_state(run: Run, new: RunState, wall: float, error: str = "") -> None:
