@@ -1,10 +1,10 @@
 """A series of real jobs: a real agent's collectors, manager, InfluxDB and ``ptap history``.
 
 Twelve short jobs of one series, tagged ``version=1.1`` … ``1.12``; from the
-seventh on a tagged candidate does 30 % more work in a busy loop. The step is
-looked for in ``run.cpu_time``, the CPU *time* of the process tree: on a
-loaded 2-core host the loop's share of a CPU (and so its duration) varies
-from job to job, but the CPU time a fixed amount of work needs hardly does.
+seventh on a tagged candidate burns 30 % more CPU in a busy loop, then every
+run idles to the same length. The step is looked for in ``run.cpu_time``, the
+CPU *time* of the process tree: on a loaded 2-core host the loop's share of a
+CPU varies from job to job, but the CPU time it burns does not.
 """
 
 from __future__ import annotations
@@ -37,14 +37,21 @@ SERIES = "busy-loop"
 #: erased the candidate's step; "burns 30 % more CPU" is then what the candidate does.
 WORK = 0.6
 CANDIDATE = round(WORK * 1.3, 3)
-LOOP = "import time\nwhile time.process_time() < {work}:\n    pass\n"
+#: Then each run idles until RUN_S after its start, so that baseline and candidate are
+#: sampled equally long: the tree's RSS is a mean over samples, which include the
+#: interpreter's start-up at a lower RSS, and a candidate sampled 0.8 s against 0.6 s had
+#: its mean RSS 7 % higher, a true step the detector found (a clean-clone CI run).
+RUN_S = 1.5
+LOOP = ("import time\nstart = time.monotonic()\nwhile time.process_time() < {work}:\n"
+        "    pass\n"
+        "time.sleep(max(0.0, start + {run_s} - time.monotonic()))  # wait-ok: a run's length\n")
 STEP_FREE = ("proc.rss", "proc.threads", "proc.fds")
 
 
 def submit(c: Cluster, version: int, work: float, *tags: str) -> str:
     rc, out, err = c.cli("run", "--series", SERIES, "--tag", f"version=1.{version}", *tags,
                          "--collect", "system,process", "--interval", "0.1", "--repeat", "3",
-                         "--", sys.executable, "-c", LOOP.format(work=work))
+                         "--", sys.executable, "-c", LOOP.format(work=work, run_s=RUN_S))
     assert rc == 0, err
     return out.splitlines()[0]
 
@@ -133,7 +140,7 @@ def summarised(c: Cluster) -> set[str]:
 
 def _command(work: float) -> str:
     """The command as environment differences show it: shell-quoted, newlines visible."""
-    return shlex.join([sys.executable, "-c", LOOP.format(work=work)]).replace("\n", "\\n")
+    return shlex.join([sys.executable, "-c", LOOP.format(work=work, run_s=RUN_S)]).replace("\n", "\\n")
 
 
 def _other_forms(c: Cluster, jobs: list[str]) -> None:
