@@ -87,7 +87,7 @@ def _count(text: str) -> int:
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only`` just that command's: a command line names
-    one, and building the other eleven cost ``ptap nodes`` a fifth of its start-up."""
+    one, and building the other eleven cost every command a few ms of its start-up."""
     parser = _Parser(prog="ptap", description="Command line for a ptap cluster.")
     parser.add_argument("--manager", metavar="HOST:PORT", default=None,
                         help="manager ROUTER address (env PTAP_MANAGER; default: the local "
