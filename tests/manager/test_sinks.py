@@ -387,7 +387,7 @@ class StandIn:
 def test_retry_after_is_honoured() -> None:
     slept: list[float] = []
 
-    async def record_sleep(seconds: float) -> None:
+    async def record_sleep(seconds: float) -> None:  # wait-ok: records the delay, waits on nothing
         slept.append(seconds)
 
     async def body() -> Any:
