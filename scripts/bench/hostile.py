@@ -830,10 +830,15 @@ def _twice(body: dict[str, Any], key: str, last: Any) -> bytes:
 
 def vm_hwm_mb(pid: int) -> float | None:
     """Peak resident set of ``pid`` in MB (``VmHWM``, exact), or None if it is gone."""
+    return proc_status_mb(pid, "VmHWM")
+
+
+def proc_status_mb(pid: int, field: str) -> float | None:
+    """A kB field of ``/proc/PID/status`` (``VmRSS``, ``VmHWM``) in MB; None if gone."""
     try:
         with open(f"/proc/{pid}/status", encoding="ascii") as status:
             for line in status:
-                if line.startswith("VmHWM:"):
+                if line.startswith(f"{field}:"):
                     return int(line.split()[1]) / 1024
     except OSError:
         return None

@@ -23,19 +23,13 @@ from typing import Any
 
 from manager.cli.oneshot import BlockingClient
 from scripts.bench import dispatch as dsp
+from scripts.bench.hostile import proc_status_mb
 from scripts.bench.overview import ptap_nodes_seconds
 
 
 def vm_rss_mb(pid: int) -> float | None:
     """Resident set of ``pid`` now, in MB, or None if it is gone."""
-    try:
-        with open(f"/proc/{pid}/status", encoding="ascii") as status:
-            for line in status:
-                if line.startswith("VmRSS:"):
-                    return int(line.split()[1]) / 1024
-    except OSError:
-        return None
-    return None
+    return proc_status_mb(pid, "VmRSS")
 
 
 class Probe:
