@@ -8,11 +8,11 @@ of metrics with :func:`overall_verdict`.
 
 Samples (``samples`` in each entry):
 
-* ``iterations`` — one figure per run (the mean of the run's points, or a
-  ``run.*`` figure). Used when there are enough runs with the metric for the
-  test to be able to say anything: at least two a side, and few enough
-  possible orderings that the smallest p-value the exact Mann-Whitney test
-  can give, ``2 / C(n_base + n_cand, n_base)``
+* ``iterations`` — one figure per run (the mean of the run's points, their peak
+  for ``proc.rss``, or a ``run.*`` figure). Used when there are enough runs
+  with the metric for the test to be able to say anything: at least two a
+  side, and few enough possible orderings that the smallest p-value the
+  exact Mann-Whitney test can give, ``2 / C(n_base + n_cand, n_base)``
   (:func:`manager.analysis.stats.smallest_p`), is below alpha. That is 4
   against 4 runs or more (3 against 3 can never go below p = 0.1, 2 against 2
   below 1/3): what ``ptap run --repeat N`` is for. ``run.*`` figures exist

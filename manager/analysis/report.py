@@ -2,7 +2,7 @@
 
 :func:`analyse` cuts each run's points out of the job's series
 (:mod:`manager.analysis.series`) and computes one *figure* per metric per
-run (the mean of its points, plus the ``run.*`` figures). The result,
+run (the mean of its points, or the peak of ``proc.rss``, plus the ``run.*`` figures). The result,
 :class:`JobAnalysis`, feeds both :func:`report_object` (the JSON report of
 docs/report-schema.json) and :mod:`manager.analysis.compare`.
 
@@ -140,7 +140,7 @@ def _fill_run(rd: RunData, ns: NodeSeries, job: dict[str, Any], now: float,
         cut = _slice(series, lo, hi)
         if cut[0].size:
             rd.points[mid] = cut
-            rd.figures[mid] = float(cut[1].mean())
+            rd.figures[mid] = metrics.run_figure(mid, cut[1])
     rd.marks = [m for m in ns.marks if lo_job * _NS <= m[0] <= hi_job * _NS]
     _run_figures(rd, {k: _slice(v, lo_job, hi_job) for k, v in ns.counts.items()})
     return hi_job

@@ -27,7 +27,8 @@ from manager.analysis import metrics
 from manager.analysis.report import JobAnalysis, RunData, job_header
 from manager.analysis.stats import Direction
 
-SUMMARY_VERSION = 1
+#: 2: a run's ``proc.rss`` figure is its peak, no longer the mean of its points.
+SUMMARY_VERSION = 2
 #: Job states whose jobs are summarised (and so may count in a history).
 FINAL_STATES = ("succeeded", "failed", "cancelled")
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from agent.collectors import proctree, selfcost, system
@@ -56,3 +57,13 @@ def test_perf_units_and_report_order() -> None:
         "cpu.user", "mem.used", "agent.rss"]
     with pytest.raises(KeyError):
         metrics.lookup("nope.x")
+
+
+def test_a_runs_memory_figure_is_its_peak_and_the_others_their_mean() -> None:
+    # Samples taken while the loader maps libraries and as the tree exits read a
+    # fraction of the steady RSS; the figure must not depend on where they fell.
+    rss = np.array([0.4e6, 1.8e6, 1.8e6, 0.0])
+    assert metrics.run_figure("proc.rss", rss) == 1.8e6
+    assert metrics.lookup("proc.rss").per_run == "max"
+    for metric_id in ("proc.threads", "proc.cpu_pct", "agent.rss", "app.latency", "perf.cycles"):
+        assert metrics.run_figure(metric_id, np.array([1.0, 3.0])) == 2.0, metric_id
