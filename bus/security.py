@@ -1,10 +1,7 @@
-"""CURVE key files and the ZAP authenticator shared by every ptap process.
+"""Making CURVE key pairs, and the ZAP authenticator shared by every ptap process.
 
-Key files use pyzmq's certificate format (``NAME.key`` holds the public key,
-``NAME.key_secret`` both), so ``zmq.auth`` tools can read them. A secret key
-file must be readable by its owner only: a service refuses to start with a
-looser one (docs/architecture.md#security), because whoever reads it can act as that node or
-administrator.
+Reading key files is :mod:`bus.key_files` (re-exported here), which the CLI
+uses without this module's imports.
 
 :class:`Gatekeeper` runs pyzmq's asyncio ZAP authenticator in the caller's
 context and asks a policy callback about each connecting key, per ZAP domain.
@@ -22,22 +19,26 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
-import stat
-import struct
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import zmq
 import zmq.auth
-from zmq.utils import z85
 
 from bus.errors import PtapError
-from bus.sockets import CurveKeys
+from bus.key_files import CurveKeys as CurveKeys
+from bus.key_files import KeyFileError as KeyFileError
+from bus.key_files import client_keys as client_keys
+from bus.key_files import key_problem as key_problem
+from bus.key_files import load_keypair as load_keypair
+from bus.key_files import load_public as load_public
+from bus.key_files import public_path as public_path
+from bus.key_files import secret_path as secret_path
 
 if TYPE_CHECKING:
-    # The Gatekeeper's, imported where it is made: the CLI's one-shot commands
-    # read key files here without an event loop (asyncio costs them ~15 ms).
+    # The Gatekeeper's, imported where it is made: a process that only makes
+    # keys (ensure_keypair) has no event loop, and asyncio costs ~15 ms.
     import asyncio
 
     import zmq.asyncio
@@ -45,20 +46,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 
-class KeyFileError(PtapError):
-    """A key file that is missing, unreadable, or readable by others."""
-
-
 class AuthenticatorStopped(PtapError):
     """The ZAP authenticator ended: a server must stop rather than let every key in."""
-
-
-def secret_path(directory: Path, name: str) -> Path:
-    return Path(directory) / f"{name}.key_secret"
-
-
-def public_path(directory: Path, name: str) -> Path:
-    return Path(directory) / f"{name}.key"
 
 
 def ensure_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
@@ -73,58 +62,6 @@ def ensure_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
             os.umask(old)
         log.info("created CURVE key pair %s", secret_path(directory, name))
     return load_keypair(directory, name)
-
-
-def key_problem(key: bytes | None) -> str:
-    """Why ``key`` is not a z85 CURVE key (40 characters for 32 bytes), or "".
-
-    Never quotes the key: it may be a secret one."""
-    if key is None or len(key) != 40:
-        return f"{0 if key is None else len(key)} characters; expected 40"
-    try:
-        z85.decode(key)  # 40 characters of Z85 are 32 bytes
-    except (ValueError, KeyError, struct.error):  # a character outside Z85, or overflow
-        return "not Z85 text"
-    return ""
-
-
-def _checked(key: bytes | None, field: str, path: Path) -> bytes:
-    # zmq.auth reads whatever is between the quotes; libzmq refuses a bad key only
-    # when a socket is made, long after start-up said it was fine.
-    problem = key_problem(key)
-    if problem:
-        raise KeyFileError(f"{field} in {path} is not a CURVE key ({problem}) — the file is "
-                           "damaged: copy it again, or delete a damaged pair to have it made anew")
-    assert key is not None
-    return key
-
-
-def load_keypair(directory: Path, name: str) -> tuple[bytes, bytes]:
-    """``(public, secret)`` z85 keys of ``NAME``; refuses a secret file others can read,
-    and keys that are not CURVE keys."""
-    path = secret_path(directory, name)
-    try:
-        mode = path.stat().st_mode
-    except FileNotFoundError:
-        raise KeyFileError(f"secret key {path} does not exist — is {path.parent} the "
-                           "manager's [security] keys_dir (it creates its keys there)?") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; "
-                           f"it must be readable by its owner only — chmod 600 {path}")
-    public, secret = zmq.auth.load_certificate(str(path))
-    if secret is None:
-        raise KeyFileError(f"{path} holds no secret key")
-    return _checked(public, "public-key", path), _checked(secret, "secret-key", path)
-
-
-def load_public(path: Path) -> bytes:
-    """The z85 public key in a ``.key`` (or ``.key_secret``) file; KeyFileError if there
-    is none, or it is not a CURVE key."""
-    try:
-        public, _ = zmq.auth.load_certificate(str(path))
-    except (OSError, ValueError) as exc:
-        raise KeyFileError(f"cannot read public key {path}: {exc}") from None
-    return _checked(public, "public-key", path)
 
 
 def peer_key(frame: zmq.Frame) -> bytes | None:
@@ -145,12 +82,6 @@ def peer_address(frame: zmq.Frame) -> str:
     except zmq.ZMQError:
         return ""
     return address if isinstance(address, str) else ""
-
-
-def client_keys(directory: Path, name: str, server_public: bytes) -> CurveKeys:
-    """Keys for a connecting socket (agent, CLI, dashboard)."""
-    public, secret = load_keypair(directory, name)
-    return CurveKeys(public=public, secret=secret, server_public=server_public)
 
 
 #: ``policy(domain, z85_public_key) -> bool``: may this key connect to that socket?

@@ -19,11 +19,12 @@ from typing import TYPE_CHECKING, Any, NamedTuple
 
 import zmq
 
+from bus.key_files import CurveKeys as CurveKeys
 from bus.ratelimit import RateLimitedLog
 
 if TYPE_CHECKING:
-    # Not at run time: the CLI's one-shot commands read CurveKeys (through
-    # bus.security) without an event loop, and importing asyncio costs them ~15 ms.
+    # Not at run time: a process that makes no socket here (the CLI's one-shot
+    # commands use plain sockets) need not import asyncio, ~15 ms.
     import zmq.asyncio
 
 log = logging.getLogger(__name__)
@@ -45,20 +46,6 @@ class SocketTuning(NamedTuple):
     reconnect_ivl_ms: int = 100
     reconnect_ivl_max_ms: int = 5_000
     backlog: int = 1024
-
-
-class CurveKeys(NamedTuple):
-    """CURVE keys of one endpoint (z85 bytes). A server leaves ``server_public`` empty
-    and names its ZAP ``domain``, which the authenticator's policy decides on."""
-
-    public: bytes
-    secret: bytes
-    server_public: bytes = b""
-    domain: str = ""
-
-    @property
-    def is_server(self) -> bool:
-        return not self.server_public
 
 
 def make_socket(

@@ -23,7 +23,6 @@ not decode, or answers another request, is logged and skipped, as there.
 
 from __future__ import annotations
 
-import logging
 import os
 import time
 from collections.abc import Coroutine
@@ -37,15 +36,22 @@ from manager.cli.session import Session
 
 if TYPE_CHECKING:
     from bus.client import ManagerClient as _ClientShape
+    from bus.key_files import CurveKeys
     from bus.replies import JobReply, NodeReply
-    from bus.sockets import CurveKeys
 else:
     # For the type checker a BlockingClient is a ManagerClient: it checks that
     # every method here takes and returns what the async one does, so the same
     # commands run on either. At run time it is nothing of it (no asyncio).
     _ClientShape = object
 
-log = logging.getLogger(__name__)
+
+def _warn(fmt: str, *args: object) -> None:
+    """Log a warning; ``logging`` (about 6 ms with what it imports) is loaded only
+    when there is something to say, not on every command's path."""
+    import logging  # noqa: PLC0415 - see the docstring
+
+    logging.getLogger(__name__).warning(fmt, *args)
+
 
 #: As bus.client.REPLY_LIMITS: a reply may carry a whole HTML report.
 MAX_REPLY_BYTES = 64 * 1024 * 1024
@@ -176,7 +182,7 @@ def _reply(frames: list[bytes], address: str) -> dict[str, Any] | None:
     """The body of a ``reply`` or ``error`` as bus.codec would accept it, else None (logged)."""
     shape = _SHAPES.get(frames[0]) if len(frames) == 2 else None
     if shape is None:
-        log.warning("ignoring bad frame from manager %s: not a reply (%d frames, type %r)",
+        _warn("ignoring bad frame from manager %s: not a reply (%d frames, type %r)",
                     address, len(frames), frames[0][:40] if frames else b"")
         return None
     size = len(frames[1])  # as bus.codec.unpack: no length may claim more than the body
@@ -186,12 +192,12 @@ def _reply(frames: list[bytes], address: str) -> dict[str, Any] | None:
                                max_map_len=min(65_536, size // 2), max_ext_len=0)
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError, RecursionError) as exc:
-        log.warning("ignoring bad frame from manager %s: body is not valid msgpack: %s",
+        _warn("ignoring bad frame from manager %s: body is not valid msgpack: %s",
                     address, exc)
         return None
     if not isinstance(body, dict) or any(
             name not in body or not isinstance(body[name], kind) for name, kind in shape.items()):
-        log.warning("ignoring bad frame from manager %s: %s without its fields",
+        _warn("ignoring bad frame from manager %s: %s without its fields",
                     address, frames[0].decode())
         return None
     return body

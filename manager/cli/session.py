@@ -29,7 +29,7 @@ if TYPE_CHECKING:
     import zmq.asyncio
 
     from bus.client import ManagerClient
-    from bus.sockets import CurveKeys
+    from bus.key_files import CurveKeys
     from manager.cli.discovery import Target
 
 DEFAULT_TIMEOUT = 3.0
@@ -38,7 +38,7 @@ DEFAULT_TIMEOUT = 3.0
 def admin_keys(directory: str, source: str = "") -> CurveKeys:
     """The administrator's CURVE keys from a manager's ``keys_dir`` (``--keys DIR``, or
     where ``source`` says it was found)."""
-    from bus.security import KeyFileError, client_keys, load_public, public_path  # noqa: PLC0415
+    from bus.key_files import KeyFileError, client_keys, load_public, public_path  # noqa: PLC0415
 
     path = Path(directory)
     server = public_path(path, "server")

@@ -169,6 +169,27 @@ def test_help_and_usage_errors_import_no_command_dependencies() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
+def test_a_one_shot_command_imports_only_what_it_uses(tmp_path: Path) -> None:
+    """`ptap nodes` with CURVE keys, to a manager that does not answer: the whole
+    path (parser, key files, socket, the error) loads no logging, shutil, zmq.auth
+    or asyncio, which cost every command ~10 ms of its start, nor the heavy stacks."""
+    from bus.security import ensure_keypair  # noqa: PLC0415 - makes keys in this process only
+
+    ensure_keypair(tmp_path, "server")
+    ensure_keypair(tmp_path, "admin")
+    probe = ("import sys, manager.cli.main as m\n"
+             "rc = m.main(['--manager', '127.0.0.1:9', '--timeout', '0.2', '--keys', sys.argv[1],"
+             " 'nodes'])\n"
+             "heavy = {'logging', 'shutil', 'zmq.auth', 'asyncio', 'bokeh', 'numpy', 'scipy',"
+             " 'tornado'}\n"
+             "print(rc, sorted(set(sys.modules) & heavy))\n")
+    done = subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True,
+                          text=True, check=True, timeout=60,
+                          cwd=Path(__file__).resolve().parents[3])
+    assert done.stdout.strip() == f"{main.EXIT_UNREACHABLE} []", done.stdout + done.stderr
+    assert "cannot reach manager at tcp://127.0.0.1:9" in done.stderr
+
+
 @pytest.mark.parametrize(("argv", "named"), [
     (["nodes"], "nodes"),
     (["--manager", "h:1", "--timeout", "2", "jobs", "--limit", "3"], "jobs"),
