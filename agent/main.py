@@ -37,7 +37,14 @@ from agent.run_journal import RunJournal
 from agent.runner import RunnerOptions
 from agent.sampling import Sampler
 from agent.state_dir import StateDir, open_state_dir
-from bus.daemon import StartupError, add_common_flags, parse_overrides, run, setup_logging
+from bus.daemon import (
+    StartupError,
+    add_common_flags,
+    parse_overrides,
+    run,
+    settle_heap,
+    setup_logging,
+)
 from bus.ports import ManagerAddress
 from bus.security import ensure_keypair, load_public, public_path
 from bus.sockets import CurveKeys, SocketTuning, make_socket
@@ -81,6 +88,7 @@ class Agent:
                 # What an operator compares with ptap keys list before accepting.
                 log.info("node %s: CURVE public key %s", self.node, self.curve.public.decode())
             await self.start_metrics(self.link, ctx)
+            settle_heap()
             try:
                 await self.link.run()
             finally:

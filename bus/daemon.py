@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import ctypes
+import gc
 import logging
 import os
 import signal
@@ -73,6 +74,20 @@ def set_process_name(name: str) -> None:
     except (OSError, AttributeError):  # not Linux: no prctl in the C library
         return
     prctl(_PR_SET_NAME, ctypes.c_char_p(name.encode()[:_COMM_MAX]), 0, 0, 0)
+
+
+def settle_heap() -> None:
+    """Once start-up is done, take what is alive now (modules, classes, config: what
+    lives as long as the process) out of the cyclic collector's sight.
+
+    A full collection walks every object it tracks, and a daemon's start-up makes
+    most of them, none ever garbage: in the manager serving 1,000 agents one such
+    pass took 43 ms, and a pause lands in whatever request is being served (a job's
+    dispatch). Objects made later are collected as before; frozen ones are still
+    freed when their last reference goes.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 #: The umask a daemon was started with, before :func:`run` set its own; the

@@ -26,7 +26,7 @@ from pathlib import Path
 
 from bokeh.util import logconfig as bokeh_logconfig
 
-from bus.daemon import add_common_flags, parse_overrides, run, setup_logging
+from bus.daemon import add_common_flags, parse_overrides, run, settle_heap, setup_logging
 from bus.ratelimit import RateLimitFilter
 from config import ConfigError, load_dashboard
 from dashboard.app import Dashboard
@@ -74,6 +74,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         async with Dashboard(cfg, listen_fd=args.listen_fd) as dash:
             if args.ready_file:
                 write_ready(args.ready_file, dash)
+            settle_heap()
             try:
                 await dash.serve_forever()
             finally:

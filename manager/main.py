@@ -12,7 +12,7 @@ import argparse
 import sys
 
 import config
-from bus.daemon import add_common_flags, parse_overrides, run, setup_logging
+from bus.daemon import add_common_flags, parse_overrides, run, settle_heap, setup_logging
 from config import ConfigError
 from manager.server import Manager
 
@@ -36,6 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     async def serve() -> None:
         cfg = config.load_server(args.config, parse_overrides(args.overrides))
         async with Manager(cfg, ready_file=args.ready_file) as manager:
+            settle_heap()
             await manager.serve_forever()
 
     return run("ptap-manager", serve, expected=(ConfigError,))
