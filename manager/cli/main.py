@@ -13,18 +13,18 @@ import importlib
 import os
 import sys
 from collections.abc import Callable, Coroutine, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any
 
 from bus.errors import ErrorCode, ManagerUnreachable, PtapError, RequestFailed
 from bus.states import NodeState
 from manager.cli import discovery
+from manager.cli.arguments import Parser, count, non_negative, positive
 from manager.cli.discovery import Target
 from manager.cli.session import (
     DEFAULT_MANAGER,
     DEFAULT_TIMEOUT,
     EXIT_FAILURE,
     EXIT_UNREACHABLE,
-    EXIT_USAGE,
     CliError,
     Session,
     admin_keys,
@@ -53,71 +53,25 @@ _HINTS: dict[str, str] = {
 }
 
 
-class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line like every other failure."""
-
-    def error(self, message: str) -> NoReturn:
-        self.exit(EXIT_USAGE, f"ptap: {message} — see {self.prog} --help\n")
-
-    def _get_formatter(self) -> argparse.HelpFormatter:
-        # argparse makes a formatter on every add_argument (to check its metavar),
-        # and each asks shutil for the terminal's width: shutil's import (with bz2
-        # and lzma) cost every command ~3 ms of its start. The same width, from os.
-        return argparse.HelpFormatter(self.prog, width=_help_width())  # no other class is used
-
-
-def _help_width() -> int:
-    """The width argparse's formatter takes from ``shutil.get_terminal_size``: $COLUMNS,
-    else the terminal's, else 80; less 2, as argparse does."""
-    columns = int(os.environ["COLUMNS"]) if os.environ.get("COLUMNS", "").isdigit() else 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):  # no stdout, or not a terminal
-            columns = 0
-    return (columns or 80) - 2
-
-
 if TYPE_CHECKING:
-    Sub = argparse._SubParsersAction[_Parser]
-
-
-def _positive(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"{text} is not a positive number")
-    return value
-
-
-def _non_negative(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"{text} is negative")
-    return value
-
-
-def _count(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{text} is not a count of at least 1")
-    return value
+    Sub = argparse._SubParsersAction[Parser]
 
 
 def build_parser(only: str | None = None) -> argparse.ArgumentParser:
     """The whole parser, or with ``only`` just that command's: a command line names
     one, and building the other eleven cost every command a few ms of its start-up."""
-    parser = _Parser(prog="ptap", description="Command line for a ptap cluster.")
+    parser = Parser(prog="ptap", description="Command line for a ptap cluster.")
     parser.add_argument("--manager", metavar="HOST:PORT", default=None,
                         help="manager ROUTER address (env PTAP_MANAGER; default: the local "
                              f"cluster's, {DEFAULT_MANAGER} unless start-all was given a port)")
-    parser.add_argument("--timeout", metavar="S", type=_positive, default=DEFAULT_TIMEOUT,
+    parser.add_argument("--timeout", metavar="S", type=positive, default=DEFAULT_TIMEOUT,
                         dest="request_timeout", help="seconds to wait for each reply (default 3)")
     parser.add_argument("--keys", metavar="DIR", default=None,
                         help="a CURVE manager's keys_dir: use its admin.key_secret and "
                              "server.key (env PTAP_KEYS; default: the local cluster's var/keys, "
                              "then ~/.config/ptap/keys; '' for none)")
     sub = parser.add_subparsers(dest="command_name", metavar="COMMAND", required=True,
-                                parser_class=_Parser)
+                                parser_class=Parser)
     for name, add in _COMMANDS.items():
         if only is None or name == only:
             add(sub)
@@ -143,7 +97,7 @@ def _named_command(argv: Sequence[str]) -> str | None:
 def _add_jobs(sub: Sub) -> None:
     p = sub.add_parser("jobs", help="newest jobs first")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
-    p.add_argument("--limit", type=_count, default=100, help="at most this many jobs")
+    p.add_argument("--limit", type=count, default=100, help="at most this many jobs")
     p.set_defaults(func=_command("commands", "cmd_jobs"), oneshot=True)
 
 
@@ -163,7 +117,7 @@ def _add_cancel(sub: Sub) -> None:
 def _add_watch(sub: Sub) -> None:
     p = sub.add_parser("watch", help="live tail of events and metric batches")
     p.add_argument("--node", metavar="N", help="only this node")
-    p.add_argument("--count", type=_count, metavar="N", help="stop after N lines")
+    p.add_argument("--count", type=count, metavar="N", help="stop after N lines")
     p.set_defaults(func=_command("commands", "cmd_watch"))
 
 
@@ -191,7 +145,7 @@ def _add_shell(sub: Sub) -> None:
 def _add_history(sub: Sub) -> None:
     from manager.cli import history  # noqa: PLC0415 - its parser's --since type
 
-    history.add_parser(sub, _command("history", "cmd_history"), _count)
+    history.add_parser(sub, _command("history", "cmd_history"), count)
 
 
 def _percent(text: str) -> float:
@@ -249,7 +203,7 @@ def _add_nodes(sub: Sub) -> None:
                         "require several")
     p.add_argument("--json", action="store_true", help="print the protocol's JSON")
     p.set_defaults(func=_command("nodes", "cmd_nodes"), oneshot=True)
-    actions = p.add_subparsers(dest="nodes_action", metavar="ACTION", parser_class=_Parser)
+    actions = p.add_subparsers(dest="nodes_action", metavar="ACTION", parser_class=Parser)
     forget = actions.add_parser("forget", help="forget a lost node now (its jobs and "
                                 "metrics stay; it registers again if its agent comes back)")
     forget.add_argument("node", metavar="NAME")
@@ -264,11 +218,11 @@ def _add_run(sub: Sub) -> None:
                    help="comma-separated node names, label:X, or all (default)")
     p.add_argument("--collect", metavar="LIST", default="system",
                    help="comma-separated collectors (default: system)")
-    p.add_argument("--interval", metavar="S", type=_positive, default=1.0,
+    p.add_argument("--interval", metavar="S", type=positive, default=1.0,
                    help="sampling interval in seconds (default 1)")
-    p.add_argument("--timeout", metavar="S", type=_non_negative, default=0.0,
+    p.add_argument("--timeout", metavar="S", type=non_negative, default=0.0,
                    dest="job_timeout", help="end each run after S seconds (default: none)")
-    p.add_argument("--repeat", metavar="N", type=_count, default=1,
+    p.add_argument("--repeat", metavar="N", type=count, default=1,
                    help="iterations per node (default 1)")
     p.add_argument("--tag", metavar="K=V", action="append", default=[], help="tag (repeatable)")
     p.add_argument("--name", metavar="N", default="", help="a name for the job")
