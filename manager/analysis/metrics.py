@@ -122,8 +122,8 @@ PROC = _defs("proc", [
 ], main=("cpu_pct",))
 # A run's memory figure is its peak, not the mean of its points: the mean moves
 # with where the samples fall (one taken while the loader maps libraries, or as
-# the tree exits, reads a fraction of the steady RSS), so two runs of one command
-# differed by more than the 5 % threshold; the peak is what a run needs.
+# the tree exits, reads a fraction of the steady RSS), enough for two runs of one
+# command to differ by more than the 5 % threshold; the peak does not move.
 PROC.insert(1, MetricDef("proc.rss", "proc", "rss", "B", L, "resident memory of the tree",
                          main=True, per_run="max"))
 AGENT = _defs("agent", [

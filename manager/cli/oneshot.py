@@ -183,7 +183,7 @@ def _reply(frames: list[bytes], address: str) -> dict[str, Any] | None:
     shape = _SHAPES.get(frames[0]) if len(frames) == 2 else None
     if shape is None:
         _warn("ignoring bad frame from manager %s: not a reply (%d frames, type %r)",
-                    address, len(frames), frames[0][:40] if frames else b"")
+              address, len(frames), frames[0][:40] if frames else b"")
         return None
     size = len(frames[1])  # as bus.codec.unpack: no length may claim more than the body
     try:
@@ -193,12 +193,12 @@ def _reply(frames: list[bytes], address: str) -> dict[str, Any] | None:
     except (ValueError, TypeError, msgpack.ExtraData, msgpack.FormatError,
             msgpack.StackError, RecursionError) as exc:
         _warn("ignoring bad frame from manager %s: body is not valid msgpack: %s",
-                    address, exc)
+              address, exc)
         return None
     if not isinstance(body, dict) or any(
             name not in body or not isinstance(body[name], kind) for name, kind in shape.items()):
         _warn("ignoring bad frame from manager %s: %s without its fields",
-                    address, frames[0].decode())
+              address, frames[0].decode())
         return None
     return body
 
