@@ -140,7 +140,7 @@ def test_the_same_command_twice_is_not_a_regression(
     # Address-space randomisation alone moves the RSS of `sleep` by ±5 % from one
     # run to the next (1.74-1.89 MB here), as much as the threshold: `setarch -R`
     # turns it off, as a careful benchmark would, so the data hold no change to find.
-    command = ("setarch", platform.machine(), "-R", "sleep", "0.5")
+    command = ("setarch", platform.machine(), "-R", "sleep", "0.5")  # wait-ok: the workload
     first = run_job(c, *command, repeat=5)
     second = run_job(c, *command, repeat=5)
     settled(c, influxdb, influx_db, second)
