@@ -197,9 +197,11 @@ class Error(Message):
 
 @dataclass(frozen=True, slots=True)
 class Event(Message):
-    """manager → subscribers over PUB: a node or run changed state.
+    """manager → subscribers over PUB: a node, a job or runs changed state.
 
-    ``kind`` is ``node`` or ``run``; ``detail`` carries the changed record.
+    ``kind`` is ``node`` (``detail``: the node JSON), ``job`` (the job JSON) or
+    ``runs``: the run JSON of every change to the job's runs that the manager stored
+    in one turn of its loop, in order, in ``detail["runs"]`` (see :meth:`runs`).
     """
 
     TYPE: ClassVar[MsgType] = MsgType.EVENT
@@ -210,6 +212,20 @@ class Event(Message):
     run_id: str = ""
     state: str = ""
     detail: dict[str, Any] = field(default_factory=dict)
+
+    def runs(self) -> list[dict[str, Any]]:
+        """The run JSON objects of a ``runs`` event, in the order the runs changed (a
+        run that changed twice is there twice); none for other kinds."""
+        runs = self.detail.get("runs") if self.kind == RUNS_EVENT else None
+        return [r for r in runs if isinstance(r, dict)] if isinstance(runs, list) else []
+
+
+#: The kind of event that carries run changes. One event holds a turn's changes to a
+#: job's runs (at most MAX_RUNS_PER_EVENT of them): a job to 1,000 nodes made 1,000
+#: events per state, each a send for the manager and a receive and a decode for every
+#: subscriber (the CLI, the dashboard, ``ptap watch``).
+RUNS_EVENT = "runs"
+MAX_RUNS_PER_EVENT = 256
 
 
 #: Every client request, reply and event class.

@@ -63,6 +63,8 @@ from bus.agent_messages import (
 )
 from bus.client_messages import (
     CLIENT_MESSAGES,
+    MAX_RUNS_PER_EVENT,
+    RUNS_EVENT,
     CompareGet,
     Error,
     Event,
@@ -108,6 +110,7 @@ __all__ = [
     "MAX_HEARTBEAT",
     "MAX_INTERVAL",
     "MAX_ITERATION",
+    "MAX_RUNS_PER_EVENT",
     "MAX_LIVENESS",
     "MAX_TIMEOUT",
     "MESSAGE_CLASSES",
@@ -127,6 +130,7 @@ __all__ = [
     "ReportGet",
     "RunAck",
     "RunCancel",
+    "RUNS_EVENT",
     "RunDispatch",
     "RunReport",
     "RunState",

@@ -27,16 +27,16 @@ import asyncio
 import logging
 import time
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass, field
 from typing import Any, cast
 
 from bus import codec, topics
-from bus.messages import Message, NodeState, RunDispatch, RunState
+from bus.messages import JobSpec, Message, NodeState, RunDispatch, RunState
 from bus.ratelimit import RateLimitedLog
 from manager import scheduler
 from manager.book import Book
 from manager.registry import Registry, StateChange
 from manager.scheduler import ACTIVE, Job, JobState, Run
+from manager.stage import Stage
 from manager.state import Store
 
 log = logging.getLogger(__name__)
@@ -47,24 +47,6 @@ Send = Callable[[bytes, Message], Awaitable[bool]]
 Publish = Callable[[bytes, list[bytes]], Awaitable[None]]
 #: Runs staged in one turn beyond which they are stored without waiting for its end.
 MAX_STAGED_RUNS = 1024
-
-
-@dataclass
-class Stage:
-    """What changed in this turn of the loop and is not stored yet: the runs and jobs
-    to save, the events to publish then (in order), the messages that must wait for
-    the store (acks of final states), and the nodes to dispatch on after them."""
-
-    runs: dict[str, Run] = field(default_factory=dict)
-    jobs: dict[str, Job] = field(default_factory=dict)
-    events: list[tuple[bytes, list[bytes]]] = field(default_factory=list)
-    after_store: list[tuple[bytes, Message]] = field(default_factory=list)
-    dispatch_on: set[str] = field(default_factory=set)
-
-    @property
-    def empty(self) -> bool:
-        return not (self.runs or self.jobs or self.events or self.after_store
-                    or self.dispatch_on)
 
 
 class Bookkeeper:
@@ -102,8 +84,9 @@ class Bookkeeper:
         #: Per running job, the index in its runs before which every run has ended.
         self._unfinished_from: dict[str, int] = {}
         self._trouble = RateLimitedLog(log)
-        #: Called with a job's id when it reaches a final state (the history's summaries).
-        self.on_job_end: Callable[[str], None] | None = None
+        #: Called with a job's id and spec when it reaches a final state (the history's
+        #: summaries; the spec, since loading a 1,000-run job to read it cost 5 ms).
+        self.on_job_end: Callable[[str, JobSpec], None] | None = None
 
     @property
     def store(self) -> Store:
@@ -222,10 +205,7 @@ class Bookkeeper:
             wall = time.time()
             changed = self._refresh_jobs(runs, wall)
             for run in runs:
-                staged.runs[run.id] = run
-                staged.events.append((topics.job_events(run.job_id), codec.encode_event(
-                    "run", wall, cast(dict[str, Any], run.to_dict()), node=run.node,
-                    job_id=run.job_id, run_id=run.id, state=run.state.value)))
+                staged.add_run(run, wall)
             for job in changed:
                 log.info("job %s %s", job.id, job.state.value)
                 staged.jobs[job.id] = job
@@ -312,13 +292,13 @@ class Bookkeeper:
                     self.book.drop(job.id)
                     self._unfinished_from.pop(job.id, None)
                     if self.on_job_end is not None:  # stored: its history summary may be made
-                        self.on_job_end(job.id)
+                        self.on_job_end(job.id, job.spec)
             if staged.dispatch_on:  # what it stages is published after what is published here
                 await self.dispatch_queued(staged.dispatch_on)
         finally:
             self._freed_unacked -= staged.dispatch_on
         # Last: a client acting on a job's end (the next submit) finds this turn's work done.
-        for topic, frames in staged.events:
+        for topic, frames in staged.published():
             await self._publish(topic, frames)
 
     async def close(self) -> None:

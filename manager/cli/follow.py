@@ -202,8 +202,8 @@ async def _wait_for_events(queue: asyncio.Queue[messages.Event], follower: JobFo
     while True:
         if event.job_id == follower.job_id:
             follower.events.append(event)
-            if event.kind == "run" and event.detail:
-                follower.note_run(event.detail)
+            for run in event.runs():
+                follower.note_run(run)
         if queue.empty():
             return
         event = queue.get_nowait()
@@ -226,23 +226,14 @@ def _summarise(job: Mapping[str, Any]) -> None:
 
 
 async def watch(session: Session, node: str | None, count: int | None) -> None:
-    """Print one line per event or metric batch (optionally of one node) on stdout."""
+    """Print one line per event, run change or metric batch (optionally of one node)."""
     prefixes = [topics.NODE_EVENTS, topics.JOB_EVENTS,
                 f"{topics.METRICS}{node}" if node else topics.METRICS]
     shown = 0
     async for topic, msg in subscribe(session.endpoint.pub, prefixes, ctx=session.ctx,
                                       curve=session.curve):
-        if node and not _concerns(msg, node):
-            continue
-        print(render.event_line(topic, msg, time.time()), flush=True)
-        shown += 1
-        if count is not None and shown >= count:
-            return
-
-
-def _concerns(msg: messages.Message, node: str) -> bool:
-    if isinstance(msg, messages.MetricBatch):
-        return msg.node == node
-    if isinstance(msg, messages.Event):
-        return node in (msg.node, msg.detail.get("node"), msg.detail.get("name"))
-    return False
+        for line in render.event_lines(topic, msg, time.time(), node):
+            print(line, flush=True)
+            shown += 1
+            if count is not None and shown >= count:
+                return

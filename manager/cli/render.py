@@ -207,25 +207,34 @@ def run_progress(job_id: str, run: Mapping[str, Any]) -> str:
     return f"job {job_id}: {where} {state}{detail}"
 
 
-def event_line(topic: str, msg: messages.Message, now: float) -> str:
-    """One line of ``ptap watch`` for an event or a metric batch."""
+def event_lines(topic: str, msg: messages.Message, now: float,
+                node: str | None = None) -> list[str]:
+    """``ptap watch``'s lines for an event or a metric batch: one for each, but one per
+    run for a ``runs`` event; only what concerns ``node`` when one is given."""
     from bus import messages  # noqa: PLC0415 - see the imports
 
     stamp = time.strftime("%H:%M:%S", time.localtime(now))
     if isinstance(msg, messages.MetricBatch):
+        if node and msg.node != node:
+            return []
         measurements = sorted({s[0] for s in msg.series if s and isinstance(s[0], str)})
         points = sum(len(s[3]) for s in msg.series if len(s) > 3 and isinstance(s[3], list))
-        return (f"{stamp} metrics {msg.node} seq={msg.seq} series={len(msg.series)} "
-                f"points={points} [{' '.join(measurements)}]")
-    if isinstance(msg, messages.Event):
-        who = msg.run_id or msg.job_id or msg.node
-        extra = ""
-        if msg.kind == "run":
-            code = msg.detail.get("exit_code")
-            extra = f" on {msg.node or msg.detail.get('node', '?')}"
-            extra += f" exit {code}" if code is not None else ""
-        return f"{stamp} {msg.kind} {who} {msg.state}{extra}"
-    return f"{stamp} {topic} {msg.TYPE}"
+        return [f"{stamp} metrics {msg.node} seq={msg.seq} series={len(msg.series)} "
+                f"points={points} [{' '.join(measurements)}]"]
+    if not isinstance(msg, messages.Event):
+        return [] if node else [f"{stamp} {topic} {msg.TYPE}"]
+    if msg.kind == messages.RUNS_EVENT:
+        return [_run_line(stamp, run) for run in msg.runs()
+                if not node or run.get("node") == node]
+    if node and node not in (msg.node, msg.detail.get("node"), msg.detail.get("name")):
+        return []
+    return [f"{stamp} {msg.kind} {msg.job_id or msg.node} {msg.state}"]
+
+
+def _run_line(stamp: str, run: Mapping[str, Any]) -> str:
+    code = run.get("exit_code")
+    return (f"{stamp} run {run.get('id', '?')} {run.get('state', '?')} on "
+            f"{run.get('node', '?')}" + (f" exit {code}" if code is not None else ""))
 
 
 def _clip(text: str, width: int) -> str:

@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
+from bus.messages import JobSpec
 from bus.views.report import series_name
 from manager.analysis.report import SETTLE_S
 from manager.analysis.service import Analyst, BadRequest, NotFound
@@ -64,13 +65,11 @@ class HistoryService:
             self._store.close()
             self._store = None
 
-    def job_ended(self, job_id: str) -> None:
+    def job_ended(self, job_id: str, spec: JobSpec) -> None:
         """Summarise ``job_id`` once its last samples have settled in InfluxDB (a job
         without a name or series belongs to no history: nothing to do)."""
-        job = self.analyst.jobs(job_id)
-        if job is None or not series_of({**job.get("spec", {}), "name": job.get("name", "")}):
-            return
-        self._spawn(self._summarise_later(job_id), f"summary {job_id}")
+        if series_of({"series": spec.series, "name": spec.name}):
+            self._spawn(self._summarise_later(job_id), f"summary {job_id}")
 
     async def _summarise_later(self, job_id: str) -> None:
         await asyncio.sleep(self.settle)  # the agent's last batches are in flight

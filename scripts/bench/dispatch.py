@@ -16,8 +16,9 @@ jobs target those N nodes by name, one at a time (the next is submitted once the
 previous one has ended, so every node is idle). Per job:
 
 * **submit → every run running**: from just before ``job.submit`` is sent until
-  this process receives, on the manager's PUB socket (``evt.job.<id>``), the event
-  in which the last of the N runs reaches ``running`` or a later state;
+  this process receives, on the manager's PUB socket (``evt.job.<id>``), the
+  ``runs`` event in which the last of the N runs reaches ``running`` or a later
+  state (one such event holds a turn's changes to up to 256 of a job's runs);
 * **reply**: from sending ``job.submit`` until its reply's frames arrive here
   (before they are decoded): the manager's handling of the request. Since commit
   a603480 the manager answers once the job is stored, *before* its runs go out
@@ -64,7 +65,8 @@ Breakdown (p50 over jobs, ms after submit; wall clocks of the same host):
 ``begin`` = ``dispatched_at`` of the runs (the manager stamps every run of one
 dispatch pass with the time the pass began); ``acked`` = the last agent-side
 ``started_at`` (the agent handled the dispatch); ``recorded`` = the manager's
-timestamp on the last run's ``running`` event. Running minus ``recorded`` is the
+timestamp on the ``runs`` event holding the last run's ``running`` (the time of its
+latest change). Running minus ``recorded`` is the
 time the event spends in PUB/SUB and in this process.
 
 Bounds: at most ``MAX_AGENTS`` agents and ``MAX_JOBS`` jobs per N; each job must
@@ -113,7 +115,9 @@ from bus import codec, topics  # noqa: E402
 from bus.client import REPLY_LIMITS, ManagerClient, new_request_id  # noqa: E402
 from bus.errors import ProtocolError  # noqa: E402
 from bus.messages import (  # noqa: E402
+    MAX_RUNS_PER_EVENT,
     PROTOCOL_VERSION,
+    RUNS_EVENT,
     Error,
     Heartbeat,
     JobSpec,
@@ -730,14 +734,14 @@ class JobWatch:
 def event_head(body: bytes, want_detail: Callable[[dict[str, Any]], bool] | None = None
                ) -> dict[str, Any] | None:
     """An event's fields before ``detail`` (which the encoder writes last), without
-    decoding ``detail`` unless ``want_detail(head)`` says so: at 1,000 agents a job
-    makes some 3,000 events, most of which need no more, and this process shares the
-    CPUs with the manager and the agents (decoding every started run's event a second
-    time, for its detail, put it 20-40 ms behind the manager's last event). None when
-    the body is not such a map (then it is unpacked whole)."""
+    decoding ``detail`` unless ``want_detail(head)`` says so: a ``job`` event holds
+    every run of the job (1,000 at 1,000 agents), and this process shares the CPUs
+    with the manager and the agents. None when the body is not such a map (then it
+    is unpacked whole)."""
     unpacker = msgpack.Unpacker(raw=False, strict_map_key=True, max_buffer_size=len(body) or 1,
-                                max_str_len=4096, max_bin_len=0, max_array_len=64,
-                                max_map_len=64, max_ext_len=0)
+                                max_str_len=4096, max_bin_len=0,
+                                max_array_len=MAX_RUNS_PER_EVENT, max_map_len=64,
+                                max_ext_len=0)
     unpacker.feed(body)
     head: dict[str, Any] = {}
     try:
@@ -770,25 +774,24 @@ class Tracker:
         received = time.perf_counter()
         if len(frames) != 3 or frames[1] != MsgType.EVENT.value.encode():
             return
-        def first_start(head: dict[str, Any]) -> bool:
-            watch = self.jobs.get(str(head.get("job_id")))
-            return head.get("kind") == "run" and head.get("state") in STARTED and (
-                watch is None or head.get("run_id") not in watch.started)
-
         try:
-            ev = event_head(frames[2], first_start) or codec.unpack(frames[2])
+            ev = event_head(frames[2], lambda head: head.get("kind") == RUNS_EVENT
+                            ) or codec.unpack(frames[2])
         except ProtocolError:
             return
         watch = self.jobs.setdefault(str(ev.get("job_id")), JobWatch())
-        kind, state, run_id = ev.get("kind"), ev.get("state"), ev.get("run_id")
-        if kind == "run" and state in STARTED and run_id not in watch.started:
-            detail = ev.get("detail") or {}
-            watch.started[str(run_id)] = (received, ev["ts"],
-                                          detail.get("dispatched_at") or 0.0,
-                                          detail.get("started_at") or 0.0)
+        kind, detail = ev.get("kind"), ev.get("detail")
+        if kind == RUNS_EVENT and isinstance(detail, dict):
+            for run in detail.get("runs") or []:
+                run_id = run.get("id") if isinstance(run, dict) else None
+                if run_id is not None and run.get("state") in STARTED \
+                        and run_id not in watch.started:
+                    watch.started[str(run_id)] = (received, ev["ts"],
+                                                  run.get("dispatched_at") or 0.0,
+                                                  run.get("started_at") or 0.0)
             watch.check()
-        elif kind == "job" and state in JOB_FINAL:
-            watch.state = str(state)
+        elif kind == "job" and ev.get("state") in JOB_FINAL:
+            watch.state = str(ev.get("state"))
             watch.finished.set()
 
 

@@ -110,14 +110,18 @@ def test_a_burst_is_one_commit_and_each_ack_follows_it(
         assert acks == [(r.id, "succeeded") for r in runs], "acked only once stored"
 
     asyncio.run(scenario())
-    events = [(e["kind"], e.get("run_id"), e["state"]) for _, e, _ in wire.published]
+    batches = [(e["detail"]["runs"], seen) for _, e, seen in wire.published
+               if e["kind"] == "runs"]
+    # One event for the dispatch pass, one for the turn's 40 changes (20 runs, twice).
+    assert [len(changes) for changes, _ in batches] == [20, 40]
+    changes = [(r["id"], r["state"]) for runs_of_event, _ in batches for r in runs_of_event]
     for run in runs:  # every state of every run, in order, each published once stored
-        assert [s for k, r, s in events if k == "run" and r == run.id] == \
-            ["dispatched", "running", "succeeded"]
-    assert [s for k, _, s in events if k == "job"] == ["running", "succeeded"]
-    for _, event, seen in wire.published:
-        if event["kind"] == "run":
-            assert seen[event["run_id"]] in {"dispatched", "succeeded"}  # stored states only
+        assert [s for r, s in changes if r == run.id] == ["dispatched", "running", "succeeded"]
+    assert [e["state"] for _, e, _ in wire.published if e["kind"] == "job"] == \
+        ["running", "succeeded"]
+    for runs_of_event, seen in batches:
+        for change in runs_of_event:  # stored states only
+            assert seen[change["id"]] in {"dispatched", "succeeded"}
     assert "job1" not in keeper.book.jobs, "the ended job is dropped once stored"
 
 

@@ -199,7 +199,9 @@ def test_register_submit_dispatch_run_and_ack(tmp_path: Path) -> None:
                 await events.wait_for(lambda t, m: t == "evt.node.n1" and m.state == "busy")
                 await agent.update(dispatch.run_id, job_id, RunState.RUNNING, pid=99,
                                    started_at=time.time())
-                await events.wait_for(lambda t, m: m.kind == "run" and m.state == "running")
+                running = await events.wait_for(lambda t, m: any(
+                    r["state"] == "running" for r in m.runs()))
+                assert running.runs()[-1]["pid"] == 99
                 await agent.update(dispatch.run_id, job_id, RunState.SUCCEEDED, exit_code=0,
                                    ended_at=time.time(), stdout_tail="hi\n")
                 assert (await agent.expect(RunAck)).run_id == dispatch.run_id

@@ -106,14 +106,15 @@ def test_each_run_event_carries_the_run_as_stored() -> None:
         runs = await submit(world)
         await report(world, runs[0], RunState.RUNNING, pid=42, started_at=1.5)
         await world.bookkeeper.flush()
-        events = [e for _, e in world.wire.published
-                  if e["kind"] == "run" and e["run_id"] == runs[0].run_id]
-        assert [e["state"] for e in events] == ["dispatched", "running"]
+        batches = [e for _, e in world.wire.published if e["kind"] == "runs"]
+        assert all(e["job_id"] == runs[0].job_id for e in batches)
+        changes = [r for e in batches for r in e["detail"]["runs"]
+                   if r["id"] == runs[0].run_id]
+        assert [r["state"] for r in changes] == ["dispatched", "running"]
         stored = world.store.run(runs[0].run_id)
         assert stored is not None
-        assert events[-1]["detail"] == stored.to_dict()
+        assert changes[-1] == stored.to_dict()
         name = runs[0].run_id.split(".")[1]
-        assert events[-1]["node"] == name and events[-1]["job_id"] == runs[0].job_id
         node = [e for _, e in world.wire.published if e["kind"] == "node" and e["node"] == name]
         assert node[0]["state"] == "busy" and node[0]["detail"]["running"] == [runs[0].run_id]
         assert node[0]["detail"]["facts"]["hostname"] == node[0]["node"]

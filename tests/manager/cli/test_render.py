@@ -65,13 +65,26 @@ def test_run_progress_lines() -> None:
 
 
 def test_event_lines_for_events_and_metric_batches() -> None:
-    evt = messages.Event(kind="run", ts=0.0, node="node1", job_id="j1", run_id="j1.node1.1",
-                         state="running", detail={"exit_code": None})
-    assert render.event_line("evt.job.j1", evt, 0.0).split()[1:] == [
-        "run", "j1.node1.1", "running", "on", "node1"]
+    runs = messages.Event(kind="runs", ts=0.0, job_id="j1", detail={"runs": [
+        {"id": "j1.node1.1", "node": "node1", "state": "running", "exit_code": None},
+        {"id": "j1.node2.1", "node": "node2", "state": "failed", "exit_code": 3}]})
+    assert [line.split()[1:] for line in render.event_lines("evt.job.j1", runs, 0.0)] == [
+        ["run", "j1.node1.1", "running", "on", "node1"],
+        ["run", "j1.node2.1", "failed", "on", "node2", "exit", "3"]]
+    assert [line.split()[2] for line in render.event_lines("evt.job.j1", runs, 0.0,
+                                                           "node2")] == ["j1.node2.1"]
+    job = messages.Event(kind="job", ts=0.0, job_id="j1", state="running",
+                         detail={"runs": [{"node": "node1"}]})
+    assert render.event_lines("evt.job.j1", job, 0.0)[0].split()[1:] == ["job", "j1", "running"]
+    node = messages.Event(kind="node", ts=0.0, node="node1", state="ready",
+                          detail={"name": "node1"})
+    assert render.event_lines("evt.node.node1", node, 0.0, "node1")[0].split()[1:] == [
+        "node", "node1", "ready"]
+    assert render.event_lines("evt.node.node1", node, 0.0, "node10") == []
     batch = messages.MetricBatch(node="node1", seq=7, series=[
         ["cpu", {"node": "node1"}, ["user"], [[1, 2.0], [2, 3.0]]],
         ["mem", {"node": "node1"}, ["used"], [[1, 5]]]])
-    line = render.event_line("m.node1", batch, 0.0)
+    [line] = render.event_lines("m.node1", batch, 0.0)
     assert line.split()[1:] == ["metrics", "node1", "seq=7", "series=2", "points=3",
                                 "[cpu", "mem]"]
+    assert render.event_lines("m.node1", batch, 0.0, "node10") == []

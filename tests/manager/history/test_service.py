@@ -74,13 +74,11 @@ def test_unknown_series_and_too_late_a_since_say_what_to_do(tmp_path: Path) -> N
 def test_only_jobs_of_a_series_are_summarised_when_they_end(tmp_path: Path) -> None:
     spawned: list[str] = []
     store, service = make(tmp_path, spawned)
-    for job_id, name in (("a", "nightly"), ("b", "")):
-        store.add_job(Job(id=job_id, spec=JobSpec(command=["x"], name=name), created_at=1.0,
-                          state=JobState.SUCCEEDED, ended_at=2.0), [])
-    service.job_ended("a")
-    service.job_ended("b")
-    service.job_ended("gone")
-    assert spawned == ["summary a"]
+    for job_id, spec in (("a", JobSpec(command=["x"], name="nightly")),
+                         ("b", JobSpec(command=["x"])),
+                         ("c", JobSpec(command=["x"], series="weekly"))):
+        service.job_ended(job_id, spec)
+    assert spawned == ["summary a", "summary c"]
     store.close()
 
 
