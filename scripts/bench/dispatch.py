@@ -13,7 +13,10 @@ loop; agent ``i`` is node ``bench0000+i`` in worker ``i % P``. For each N, in
 rising order, the fleet grows to exactly N agents, every one of them ``ready`` in
 ``nodes.list`` before anything is timed; then, after one warm-up job, ``--jobs``
 jobs target those N nodes by name, one at a time (the next is submitted once the
-previous one has ended, so every node is idle). Per job:
+previous one has ended, so every node is idle). The jobs have no name, so they
+belong to no history series: a named job is summarised 5 s after it ends (its runs
+read back, InfluxDB queried), work of the history's (``scripts/bench/history.py``)
+that here fell into later jobs' dispatches, at random. Per job:
 
 * **submit → every run running**: from just before ``job.submit`` is sent until
   this process receives, on the manager's PUB socket (``evt.job.<id>``), the
@@ -927,7 +930,7 @@ class Bench:
 async def one_job(b: Bench, nodes: list[str]) -> dict[str, Any]:
     """Submit to ``nodes``; the timings and CPU shares of this job. Returns once the
     job has ended, so the next job finds every node idle."""
-    spec = JobSpec(command=b.command, name="bench-dispatch", targets=nodes, collect=[])
+    spec = JobSpec(command=b.command, targets=nodes, collect=[])  # no name: see the docstring
     c0 = b.cpu.read()
     wall0, t0 = time.time(), time.perf_counter()
     job, reply = await b.submitter.submit(spec, timeout=job_timeout(len(nodes)))
