@@ -64,7 +64,7 @@ class Stage:
     #: Each job's batch that still takes runs. A run change joins it even when other
     #: events were staged after it began: every run's changes stay in order, and a
     #: job event never comes before a change that led to it.
-    _open: dict[str, RunBatch] = field(default_factory=dict)
+    _open: dict[str, RunBatch] = field(default_factory=dict, init=False, repr=False)
 
     @property
     def empty(self) -> bool:
