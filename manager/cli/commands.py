@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     # Imported where used: the one-shot commands run without them and without an
     # event loop (manager/cli/oneshot.py); they cost ~40 ms to import.
     from bus import messages
+    from manager.cli.oneshot import OneShotSession
 
 
 def _print(text: str) -> None:
@@ -142,13 +143,13 @@ def _keys_summary(summary: dict[str, Any]) -> str:
             f"{count['revoked']} revoked")
 
 
-async def cmd_run(session: Session, args: argparse.Namespace) -> int:
+async def cmd_run(session: OneShotSession, args: argparse.Namespace) -> int:
     """``ptap run [...] -- CMD...``: submit a job, print its id; ``--wait`` follows it."""
     from manager.cli import follow  # noqa: PLC0415 - see the imports
 
     spec = build_spec(args)
     # Listening before submitting: a job may be over before its id comes back.
-    events = await follow.JobEvents.open(session, session.timeout) if args.wait else None
+    events = session.job_events(session.timeout) if args.wait else None
     try:
         async with session.client() as client:
             job = await client.submit(spec)
@@ -158,7 +159,7 @@ async def cmd_run(session: Session, args: argparse.Namespace) -> int:
             _print(job_id)
             if events is None:
                 return 0
-            final = await follow.follow_job(session, client, job_id, job, events)
+            final = await follow.follow_job(client, job_id, job, events)
     finally:
         if events is not None:
             await events.close()
@@ -211,7 +212,7 @@ def parse_pairs(values: list[str] | None, flag: str) -> dict[str, str]:
 
 async def cmd_watch(session: Session, args: argparse.Namespace) -> int:
     """``ptap watch [--node N]``: live events and metric batches until Ctrl-C."""
-    from manager.cli import follow  # noqa: PLC0415 - see the imports
+    from manager.cli import live  # noqa: PLC0415 - see the imports
 
     # Ask once first: a SUB socket waits silently forever for a manager
     # that is not there, and the user deserves to be told.
@@ -220,5 +221,5 @@ async def cmd_watch(session: Session, args: argparse.Namespace) -> int:
     if args.node and args.node not in {n.get("name") for n in nodes}:
         print(f"ptap: note: node {args.node} is not registered yet; waiting for it",
               file=sys.stderr, flush=True)
-    await follow.watch(session, args.node, args.count)
+    await live.watch(session, args.node, args.count)
     return 0

@@ -1,41 +1,43 @@
-"""Following a job live (``ptap run --wait``) and tailing the PUB socket (``ptap watch``).
+"""Following a job live (``ptap run --wait``).
 
-``--wait`` subscribes to job events *before* it submits (:class:`JobEvents`),
-and waits until that subscriber's handshake with the PUB socket is done: PUB
-drops what is published before a subscription exists, and a job that ends
-within a millisecond would otherwise be over before anyone listened, leaving
-only the poll to notice. Each event is followed by a ``job.get``, so the
-final state always comes from the manager's record; ``job.get`` is also
-polled every :data:`POLL_INTERVAL` as a backstop (a manager restart loses
-subscriptions and events).
+``--wait`` subscribes to job events *before* it submits, and waits until that
+subscriber's handshake with the PUB socket is done: PUB drops what is
+published before a subscription exists, and a job that ends within a
+millisecond would otherwise be over before anyone listened, leaving only the
+poll to notice. Each event is followed by a ``job.get``, so the final state
+always comes from the manager's record; ``job.get`` is also polled every
+:data:`POLL_INTERVAL` as a backstop (a manager restart loses subscriptions and
+events).
+
+``run`` is a one-shot command (:mod:`manager.cli.oneshot`): its client and its
+events block, so following a job needs no event loop; asyncio and what it
+imports were a quarter of ``run --wait``'s time.
 """
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import sys
 import time
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import zmq
-
-from bus import codec, messages, topics
-from bus.client import ManagerClient, subscribe
-from bus.errors import ManagerUnreachable, ProtocolError
+from bus.errors import ManagerUnreachable
 from bus.replies import JobReply
-from bus.sockets import SocketTuning, make_socket, receive
 from bus.states import JobState, RunState
 from manager.cli import render
-from manager.cli.session import EXIT_UNREACHABLE, CliError, Session
+from manager.cli.session import EXIT_UNREACHABLE, CliError
+
+if TYPE_CHECKING:
+    from bus.client import ManagerClient
+    from bus.messages import Event
+    from manager.cli.oneshot import BlockingJobEvents
 
 #: Seconds between ``job.get`` polls while no event arrives.
 POLL_INTERVAL = 1.0
 #: How long ``--wait`` rides out a manager that stopped answering (a restart).
 UNREACHABLE_GRACE = 60.0
 FINAL_JOB_STATES = frozenset(s.value for s in JobState if s.final)
-_FINAL_RUN_STATES = frozenset(s.value for s in messages.RunState if s.final)
+_FINAL_RUN_STATES = frozenset(s.value for s in RunState if s.final)
 _EXIT_BY_STATE: dict[str, int] = {RunState.TIMEOUT: 124, RunState.CANCELLED: 130, RunState.LOST: 69}
 
 
@@ -69,7 +71,7 @@ class JobFollower:
         #: Waits that ended with no event (each then polled): 0 when events kept up.
         self.silent_waits = 0
         #: This job's events, in the order they came.
-        self.events: list[messages.Event] = []
+        self.events: list[Event] = []
 
     def note_run(self, run: Mapping[str, Any]) -> None:
         run_id, state = str(run.get("id", "")), str(run.get("state", ""))
@@ -102,111 +104,32 @@ class JobFollower:
         return job
 
 
-class JobEvents:
-    """Every job's events, from a subscription opened before the job exists.
-
-    :meth:`open` returns once the subscriber's handshake with the PUB socket
-    succeeded (or failed, or ``timeout`` passed: polling still follows the
-    job). Events of other jobs are dropped when read.
-    """
-
-    def __init__(self, session: Session) -> None:
-        self.queue: asyncio.Queue[messages.Event] = asyncio.Queue()
-        self._sock = make_socket(session.ctx, zmq.SUB, SocketTuning(), session.curve)
-        self._sock.setsockopt(zmq.SUBSCRIBE, topics.JOB_EVENTS.encode())
-        self._monitor = self._sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
-        self._sock.connect(session.endpoint.pub)
-        self._pump: asyncio.Task[None] | None = None
-
-    @classmethod
-    async def open(cls, session: Session, timeout: float) -> JobEvents:
-        events = cls(session)
-        try:
-            async with asyncio.timeout(timeout):
-                await events._monitor.recv_multipart()  # the first outcome will do
-        except TimeoutError:
-            pass
-        finally:
-            events._sock.disable_monitor()
-            events._monitor.close(linger=0)
-        events._pump = asyncio.create_task(events._run())
-        return events
-
-    async def _run(self) -> None:
-        while True:
-            frames = await receive(self._sock)
-            try:
-                msg = codec.decode(frames[1:]) if len(frames) == 3 else None
-            except ProtocolError:
-                continue
-            if isinstance(msg, messages.Event):
-                self.queue.put_nowait(msg)
-
-    async def close(self) -> None:
-        if self._pump is not None:
-            self._pump.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._pump
-        self._sock.close(linger=0)
-
-
-#: The monitor events that end the wait for a subscriber's handshake.
-HANDSHAKE_OUTCOMES = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
-                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
-
-
-async def follow_job(session: Session, client: ManagerClient, job_id: str,
-                     job: JobReply, events: JobEvents | None = None,
+async def follow_job(client: ManagerClient, job_id: str, job: JobReply,
+                     events: BlockingJobEvents,
                      follower: JobFollower | None = None) -> JobReply:
     """Follow ``job_id`` until it is final; print progress on stderr; return the final job.
 
-    ``events`` is a subscription opened before the submit; without one, one is
-    opened now (its events may start after the job's first ones).
+    ``events`` is the subscription opened before the submit.
     """
     follower = follower or JobFollower(client, job_id)
-    own = events is None
-    if events is None:
-        events = await JobEvents.open(session, session.timeout)
-    try:
-        for run in job.get("runs") or []:
-            follower.note_run(run)
+    for run in job.get("runs") or []:
+        follower.note_run(run)
+    job = await follower.poll(job)
+    while job.get("state") not in FINAL_JOB_STATES:
+        if not job.get("runs") and follower.unreachable_since is None:
+            raise CliError(f"job {job_id} has no runs: no node matched its targets — "
+                           "see ptap nodes and --nodes")
+        came = await events.wait(job_id, POLL_INTERVAL)
+        if not came:
+            follower.silent_waits += 1
+        for event in came:
+            follower.events.append(event)
+            for change in event.runs():
+                follower.note_run(change)
         job = await follower.poll(job)
-        while job.get("state") not in FINAL_JOB_STATES:
-            if not job.get("runs") and follower.unreachable_since is None:
-                raise CliError(f"job {job_id} has no runs: no node matched its targets — "
-                               "see ptap nodes and --nodes")
-            await _wait_for_events(events.queue, follower, POLL_INTERVAL)
-            job = await follower.poll(job)
-        while not events.queue.empty():  # what came meanwhile, for the record
-            if (event := events.queue.get_nowait()).job_id == job_id:
-                follower.events.append(event)
-    finally:
-        if own:
-            await events.close()
+    follower.events += await events.wait(job_id, 0.0)  # what came meanwhile, for the record
     _summarise(job)
     return job
-
-
-async def _wait_for_events(queue: asyncio.Queue[messages.Event], follower: JobFollower,
-                           timeout: float) -> None:
-    """Return at the first event of the follower's job (after showing what it says
-    and what else is waiting) or after ``timeout``."""
-    try:
-        async with asyncio.timeout(timeout):
-            event = await queue.get()
-            while event.job_id != follower.job_id:
-                event = await queue.get()
-    except TimeoutError:
-        follower.silent_waits += 1
-        return
-    while True:
-        if event.job_id == follower.job_id:
-            follower.events.append(event)
-            for run in event.runs():
-                follower.note_run(run)
-        if queue.empty():
-            return
-        event = queue.get_nowait()
 
 
 def _summarise(job: Mapping[str, Any]) -> None:
@@ -223,17 +146,3 @@ def _summarise(job: Mapping[str, Any]) -> None:
                     _say(f"    {line}")
     if any(r.get("state") != RunState.SUCCEEDED for r in runs):
         _say(f"  full output: ptap job {job.get('id')}")
-
-
-async def watch(session: Session, node: str | None, count: int | None) -> None:
-    """Print one line per event, run change or metric batch (optionally of one node)."""
-    prefixes = [topics.NODE_EVENTS, topics.JOB_EVENTS,
-                f"{topics.METRICS}{node}" if node else topics.METRICS]
-    shown = 0
-    async for topic, msg in subscribe(session.endpoint.pub, prefixes, ctx=session.ctx,
-                                      curve=session.curve):
-        for line in render.event_lines(topic, msg, time.time(), node):
-            print(line, flush=True)
-            shown += 1
-            if count is not None and shown >= count:
-                return

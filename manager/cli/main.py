@@ -236,7 +236,7 @@ def _add_run(sub: Sub) -> None:
                    help="follow the job and exit with its status")
     p.add_argument("command", nargs=argparse.REMAINDER, metavar="CMD",
                    help="the command and its arguments, after --")
-    p.set_defaults(func=_command("commands", "cmd_run"))
+    p.set_defaults(func=_command("commands", "cmd_run"), oneshot=True)
 
 
 #: Every command, in ``ptap --help`` order, and what adds its parser.

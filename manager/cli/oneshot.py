@@ -1,5 +1,6 @@
 """One-shot commands without an event loop: ``ptap nodes``, ``jobs``, ``job``, ``cancel``,
-``keys``, ``report`` and ``compare``.
+``keys``, ``report``, ``compare`` and ``run`` (``--wait`` too, with
+:class:`BlockingJobEvents`).
 
 Each of these sends a request or two and prints the reply, and people run them
 from the shell and from scripts, where their start-up is what they cost. Through
@@ -37,6 +38,7 @@ from manager.cli.session import Session
 if TYPE_CHECKING:
     from bus.client import ManagerClient as _ClientShape
     from bus.key_files import CurveKeys
+    from bus.messages import Event, JobSpec
     from bus.replies import JobReply, NodeReply
 else:
     # For the type checker a BlockingClient is a ManagerClient: it checks that
@@ -144,6 +146,12 @@ class BlockingClient(_ClientShape):
         reply: NodeReply = self.ask("node.forget", {"node": node})
         return reply
 
+    async def submit(self, spec: JobSpec) -> JobReply:
+        from bus import codec  # noqa: PLC0415 - the message classes: run's alone
+
+        reply: JobReply = self.ask("job.submit", {"spec": codec.to_dict(spec)})
+        return reply
+
     async def jobs(self, limit: int = 100) -> list[JobReply]:
         return list(self.ask("jobs.list", {"limit": limit})["jobs"])
 
@@ -203,11 +211,81 @@ def _reply(frames: list[bytes], address: str) -> dict[str, Any] | None:
     return body
 
 
+class BlockingJobEvents:
+    """Every job's events on a blocking SUB socket, for ``ptap run --wait``.
+
+    :meth:`open` returns once the subscriber's handshake with the PUB socket
+    succeeded (or failed, or ``timeout`` passed: polling still follows the job).
+    """
+
+    #: A flood of other jobs' events ends a wait at its deadline all the same.
+    MAX_READS_PER_WAIT = 10_000
+
+    def __init__(self, session: Session) -> None:
+        self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
+        sock = self._sock = self._context.socket(zmq.SUB)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
+        if session.curve is not None:
+            sock.curve_publickey = session.curve.public
+            sock.curve_secretkey = session.curve.secret
+            sock.curve_serverkey = session.curve.server_public
+        sock.setsockopt(zmq.SUBSCRIBE, b"evt.job.")
+        self._monitor = sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
+        sock.connect(session.endpoint.pub)
+
+    @classmethod
+    def open(cls, session: Session, timeout: float) -> BlockingJobEvents:
+        events = cls(session)
+        try:
+            events._monitor.poll(int(timeout * 1000))  # the first outcome will do
+        finally:
+            events._sock.disable_monitor()
+            events._monitor.close(linger=0)
+        return events
+
+    async def wait(self, job_id: str, timeout: float) -> list[Event]:
+        """``job_id``'s events: from the first one to come within ``timeout`` seconds,
+        with those waiting behind it; none if none came."""
+        from bus import codec, messages  # noqa: PLC0415 - imported once, by the submit
+        from bus.errors import ProtocolError  # noqa: PLC0415
+
+        deadline = time.monotonic() + timeout
+        got: list[Event] = []
+        for _ in range(self.MAX_READS_PER_WAIT):
+            if not self._sock.poll(0 if got else _ms_until(deadline), zmq.POLLIN):
+                break
+            try:
+                frames = self._sock.recv_multipart(zmq.NOBLOCK)
+                msg = codec.decode(frames[1:]) if len(frames) == 3 else None
+            except (zmq.Again, ProtocolError):  # Again: readable, then dropped (too large)
+                continue
+            if isinstance(msg, messages.Event) and msg.job_id == job_id:
+                got.append(msg)
+            elif not got and time.monotonic() >= deadline:
+                break
+        return got
+
+    async def close(self) -> None:
+        self._context.destroy(linger=0)
+
+
+#: The monitor events that end the wait for a subscriber's handshake.
+HANDSHAKE_OUTCOMES = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
+                      | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+#: As a SUB socket of bus.sockets: an event may carry a turn's runs with their output.
+MAX_EVENT_BYTES = 16 * 1024 * 1024
+
+
 class OneShotSession(Session):
     """A :class:`Session` whose clients block: for commands run by :func:`run_to_end`."""
 
     def client(self) -> BlockingClient:
         return BlockingClient(self.endpoint.router, timeout=self.timeout, curve=self.curve)
+
+    def job_events(self, timeout: float) -> BlockingJobEvents:
+        """Every job's events, subscribed and handshaken (or ``timeout`` passed)."""
+        return BlockingJobEvents.open(self, timeout)
 
 
 def run_to_end(command: Coroutine[Any, Any, int]) -> int:

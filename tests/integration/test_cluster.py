@@ -8,7 +8,6 @@ pid), never by name across the machine.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import os
 import signal
@@ -22,8 +21,9 @@ import zmq
 
 from bus.messages import JobSpec
 from manager.cli.discovery import Target
-from manager.cli.follow import JobEvents, JobFollower, follow_job
-from manager.cli.session import Endpoint, Session
+from manager.cli.follow import JobFollower, follow_job
+from manager.cli.oneshot import OneShotSession, run_to_end
+from manager.cli.session import Endpoint
 from tests.integration.conftest import (
     ROOT,
     Cluster,
@@ -149,23 +149,33 @@ def test_run_wait_follows_a_job_that_ends_at_once_without_waiting_for_a_poll(
     """The subscribe/submit race: a job over within milliseconds. The events are
     subscribed to before the submit, so every wait of the follower ends with an
     event; with the subscription made after the submit, the job's events were
-    gone before anyone listened and the follower sat out its 1 s poll."""
-    async def scenario() -> tuple[dict[str, Any], JobFollower]:
-        host, port = cluster.manager.address.split(":")
-        session = Session(Target(Endpoint(host, int(port))), timeout=10.0)
+    gone before anyone listened and the follower sat out its 1 s poll. Followed
+    as ``ptap run --wait`` follows it: blocking, with no event loop."""
+    host, port = cluster.manager.address.split(":")
+    session = OneShotSession(Target(Endpoint(host, int(port))), timeout=10.0)
+
+    async def follow_once() -> tuple[dict[str, Any], JobFollower]:
+        events = session.job_events(10.0)
         try:
-            events = await JobEvents.open(session, 10.0)
             async with session.client() as client:
                 job = await client.submit(JobSpec(command=["true"]))
                 follower = JobFollower(client, str(job["id"]))
-                final = await follow_job(session, client, str(job["id"]), job, events, follower)
-            await events.close()
-            return final, follower
+                return await follow_job(client, str(job["id"]), job, events, follower), follower
         finally:
-            session.close()
+            await events.close()
+
+    def followed() -> tuple[dict[str, Any], JobFollower]:
+        out: list[tuple[dict[str, Any], JobFollower]] = []
+
+        async def command() -> int:
+            out.append(await follow_once())
+            return 0
+
+        assert run_to_end(command()) == 0, "it waited for an event loop"
+        return out[0]
 
     for _ in range(3):
-        final, follower = asyncio.run(scenario())
+        final, follower = followed()
         assert final["state"] == "succeeded"
         # The job's event published while the submit was handled, before its reply:
         # only a subscription made before the submit can have it.
@@ -173,6 +183,10 @@ def test_run_wait_follows_a_job_that_ends_at_once_without_waiting_for_a_poll(
         first = follower.events[0]
         assert (first.kind, first.state) == ("job", "queued"), follower.events
         assert follower.silent_waits == 0, "the follower waited for a poll"
+        # Each run change once, in order; the last may come after the final poll.
+        changes = [r["state"] for e in follower.events for r in e.runs()]
+        assert changes and changes == ["dispatched", "running", "succeeded"][:len(changes)], \
+            changes
 
 
 def test_timeout_ends_the_run_and_its_process(cluster: Cluster) -> None:

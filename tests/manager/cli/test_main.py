@@ -169,17 +169,20 @@ def test_help_and_usage_errors_import_no_command_dependencies() -> None:
     assert done.stdout.strip() == "[]", done.stdout
 
 
-def test_a_one_shot_command_imports_only_what_it_uses(tmp_path: Path) -> None:
-    """`ptap nodes` with CURVE keys, to a manager that does not answer: the whole
-    path (parser, key files, socket, the error) loads no logging, shutil, zmq.auth
-    or asyncio, which cost every command ~10 ms of its start, nor the heavy stacks."""
+@pytest.mark.parametrize("command", [["nodes"], ["run", "--wait", "--", "true"]])
+def test_a_one_shot_command_imports_only_what_it_uses(tmp_path: Path,
+                                                      command: list[str]) -> None:
+    """`ptap nodes` and `ptap run --wait` with CURVE keys, to a manager that does not
+    answer: the whole path (parser, key files, sockets, the error) loads no logging,
+    shutil, zmq.auth or asyncio (~30 ms with what it imports), which cost every command
+    part of its start, nor the heavy stacks."""
     from bus.security import ensure_keypair  # noqa: PLC0415 - makes keys in this process only
 
     ensure_keypair(tmp_path, "server")
     ensure_keypair(tmp_path, "admin")
     probe = ("import sys, manager.cli.main as m\n"
              "rc = m.main(['--manager', '127.0.0.1:9', '--timeout', '0.2', '--keys', sys.argv[1],"
-             " 'nodes'])\n"
+             f" *{command!r}])\n"
              "heavy = {'logging', 'shutil', 'zmq.auth', 'asyncio', 'bokeh', 'numpy', 'scipy',"
              " 'tornado'}\n"
              "print(rc, sorted(set(sys.modules) & heavy))\n")
