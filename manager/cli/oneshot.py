@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING, Any
 import msgpack
 import zmq
 
+from bus import topics
 from bus.errors import ManagerUnreachable, RequestFailed
 from manager.cli.session import Session
 
@@ -87,16 +88,8 @@ class BlockingClient(_ClientShape):
         await self.close()
 
     def open(self) -> None:
-        # The options bus.sockets.make_socket gives a client's DEALER that matter
-        # for one request: no linger, a cap on what the manager may send us.
         self._context = zmq.Context()
-        sock = self._context.socket(zmq.DEALER)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_REPLY_BYTES)
-        if self._curve is not None:
-            sock.curve_publickey = self._curve.public
-            sock.curve_secretkey = self._curve.secret
-            sock.curve_serverkey = self._curve.server_public
+        sock = blocking_socket(self._context, zmq.DEALER, MAX_REPLY_BYTES, self._curve)
         # Queue only on a finished connection: a request must not sit in a
         # buffer and reach a manager that starts minutes later.
         sock.setsockopt(zmq.IMMEDIATE, 1)
@@ -177,6 +170,20 @@ class BlockingClient(_ClientShape):
         return self.ask("keys", {"action": action, "node": node})
 
 
+def blocking_socket(context: zmq.Context[zmq.Socket[bytes]], kind: int, max_bytes: int,
+                    curve: CurveKeys | None) -> zmq.Socket[bytes]:
+    """A client socket with the options of bus.sockets.make_socket that matter for a
+    short-lived command: no linger, a cap on what the manager may send, CURVE."""
+    sock = context.socket(kind)
+    sock.setsockopt(zmq.LINGER, 0)
+    sock.setsockopt(zmq.MAXMSGSIZE, max_bytes)
+    if curve is not None:
+        sock.curve_publickey = curve.public
+        sock.curve_secretkey = curve.secret
+        sock.curve_serverkey = curve.server_public
+    return sock
+
+
 def _ms_until(deadline: float) -> int:
     return max(0, int((deadline - time.monotonic()) * 1000))
 
@@ -223,14 +230,9 @@ class BlockingJobEvents:
 
     def __init__(self, session: Session) -> None:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
-        sock = self._sock = self._context.socket(zmq.SUB)
-        sock.setsockopt(zmq.LINGER, 0)
-        sock.setsockopt(zmq.MAXMSGSIZE, MAX_EVENT_BYTES)
-        if session.curve is not None:
-            sock.curve_publickey = session.curve.public
-            sock.curve_secretkey = session.curve.secret
-            sock.curve_serverkey = session.curve.server_public
-        sock.setsockopt(zmq.SUBSCRIBE, b"evt.job.")
+        sock = self._sock = blocking_socket(self._context, zmq.SUB, MAX_EVENT_BYTES,
+                                            session.curve)
+        sock.setsockopt(zmq.SUBSCRIBE, topics.JOB_EVENTS.encode())
         self._monitor = sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
         sock.connect(session.endpoint.pub)
 
