@@ -232,6 +232,11 @@ class BlockingJobEvents:
         self._context: zmq.Context[zmq.Socket[bytes]] = zmq.Context()
         sock = self._sock = blocking_socket(self._context, zmq.SUB, MAX_EVENT_BYTES,
                                             session.curve)
+        # A wait may last hours: ZMTP pings notice a manager host that vanished without
+        # a FIN, and ZeroMQ connects again (bus.sockets.SocketTuning's heartbeat).
+        sock.setsockopt(zmq.HEARTBEAT_IVL, HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TIMEOUT, 3 * HEARTBEAT_MS)
+        sock.setsockopt(zmq.HEARTBEAT_TTL, 3 * HEARTBEAT_MS)
         sock.setsockopt(zmq.SUBSCRIBE, topics.JOB_EVENTS.encode())
         self._monitor = sock.get_monitor_socket(HANDSHAKE_OUTCOMES)
         sock.connect(session.endpoint.pub)
@@ -275,6 +280,8 @@ class BlockingJobEvents:
 #: The monitor events that end the wait for a subscriber's handshake.
 HANDSHAKE_OUTCOMES = (zmq.EVENT_HANDSHAKE_SUCCEEDED | zmq.EVENT_HANDSHAKE_FAILED_NO_DETAIL
                       | zmq.EVENT_HANDSHAKE_FAILED_PROTOCOL | zmq.EVENT_HANDSHAKE_FAILED_AUTH)
+#: As bus.sockets.SocketTuning.heartbeat_ms.
+HEARTBEAT_MS = 2_000
 #: As a SUB socket of bus.sockets: an event may carry a turn's runs with their output.
 MAX_EVENT_BYTES = 16 * 1024 * 1024
 
